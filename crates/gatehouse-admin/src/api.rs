@@ -1,0 +1,724 @@
+//! The admin REST API (Kong-like paths) and its OpenAPI 3.1 document, generated from the
+//! same handler annotations that build the router, so the two cannot disagree.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use gatehouse_model::{
+    Certificate, Config, Consumer, Kind, Plugin, Route, Service, Target, Upstream,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::control::Control;
+use crate::entity::{self, Ent};
+pub use crate::error::ApiError;
+use crate::error::{ErrorBody, REQUEST_ID};
+
+/// State of the admin API.
+pub struct AdminState {
+    /// The config controller.
+    pub control: Arc<Control>,
+    /// SHA-256 (hex) of the admin token.
+    pub token_hash: String,
+}
+
+type St = State<Arc<AdminState>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Paging of list endpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size (1-1000, default 100).
+    pub size: Option<usize>,
+    /// Where to continue, from the previous page's `offset`.
+    pub offset: Option<String>,
+}
+
+/// A page of entities.
+#[derive(Serialize, ToSchema)]
+pub struct Page {
+    /// The entities.
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<Value>,
+    /// Pass as `offset` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<String>,
+}
+
+fn page(items: Vec<Value>, q: &ListQuery) -> ApiResult<Json<Page>> {
+    let size = q.size.unwrap_or(100);
+    if size == 0 || size > 1000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`size` must be 1-1000",
+        ));
+    }
+    let start = match &q.offset {
+        None => 0,
+        Some(o) => o.parse::<usize>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`offset` is not one this API gave",
+            )
+        })?,
+    };
+    let end = (start + size).min(items.len());
+    let data = items
+        .get(start.min(items.len())..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    let offset = (end < items.len()).then(|| end.to_string());
+    Ok(Json(Page { data, offset }))
+}
+
+fn body_json(bytes: &Bytes) -> ApiResult<Value> {
+    if bytes.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })
+}
+
+// ---- generic operations -------------------------------------------------------------
+
+fn list_of<T: Ent>(
+    s: &AdminState,
+    keep: impl Fn(&T) -> bool,
+    q: &ListQuery,
+) -> ApiResult<Json<Page>> {
+    let cur = s.control.current();
+    page(
+        T::list(&cur.config)
+            .iter()
+            .filter(|e| keep(e))
+            .map(entity::to_json)
+            .collect(),
+        q,
+    )
+}
+
+fn get_one<T: Ent>(s: &AdminState, key: &str) -> ApiResult<Json<Value>> {
+    let cur = s.control.current();
+    let i = entity::must_find::<T>(&cur.config, key)?;
+    Ok(Json(entity::to_json(&T::list(&cur.config)[i])))
+}
+
+fn fetch<T: Ent>(cfg: &Config, id: Uuid) -> Value {
+    T::list(cfg)
+        .iter()
+        .find(|e| e.id() == id)
+        .map(entity::to_json)
+        .unwrap_or(Value::Null)
+}
+
+async fn create_with<T: Ent>(
+    s: &AdminState,
+    body: Bytes,
+    scope: impl FnOnce(&mut T, &Config) -> ApiResult<()>,
+) -> ApiResult<Response> {
+    let mut e: T = entity::parse(body_json(&body)?)?;
+    let (cur, id) = s
+        .control
+        .mutate(move |cfg, origins| {
+            scope(&mut e, cfg)?;
+            entity::insert(cfg, origins, e)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(fetch::<T>(&cur.config, id))).into_response())
+}
+
+async fn put_one<T: Ent>(s: &AdminState, key: String, body: Bytes) -> ApiResult<Response> {
+    let mut e: T = entity::parse(body_json(&body)?)?;
+    let (cur, (id, created)) = s
+        .control
+        .mutate(move |cfg, origins| match entity::find::<T>(cfg, &key) {
+            Some(i) => Ok((entity::replace_at(cfg, origins, i, e)?, false)),
+            None => {
+                match key.parse::<Uuid>() {
+                    Ok(id) => e.set_id(id),
+                    Err(_) => {
+                        if !e.set_name(&key) {
+                            return Err(ApiError::not_found(T::KIND.as_str(), &key));
+                        }
+                    }
+                }
+                Ok((entity::insert(cfg, origins, e)?, true))
+            }
+        })
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(fetch::<T>(&cur.config, id))).into_response())
+}
+
+async fn patch_one<T: Ent>(s: &AdminState, key: String, body: Bytes) -> ApiResult<Json<Value>> {
+    let patch = body_json(&body)?;
+    let (cur, id) = s
+        .control
+        .mutate(move |cfg, origins| {
+            let i = entity::must_find::<T>(cfg, &key)?;
+            let mut v = entity::to_json(&T::list(cfg)[i]);
+            entity::merge_patch(&mut v, &patch);
+            let e: T = entity::parse(v)?;
+            entity::replace_at(cfg, origins, i, e)
+        })
+        .await?;
+    Ok(Json(fetch::<T>(&cur.config, id)))
+}
+
+async fn delete_one<T: Ent>(s: &AdminState, key: String) -> ApiResult<StatusCode> {
+    s.control
+        .mutate(move |cfg, _| {
+            let i = entity::must_find::<T>(cfg, &key)?;
+            entity::remove::<T>(cfg, i)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn id_of<T: Ent>(cfg: &Config, key: &str) -> ApiResult<String> {
+    let i = entity::must_find::<T>(cfg, key)?;
+    Ok(T::list(cfg)[i].id().to_string())
+}
+
+// ---- per-kind endpoints -------------------------------------------------------------
+
+macro_rules! crud {
+    ($m:ident, $t:ty, $tag:literal, $coll:literal, $item:literal, $param:literal) => {
+        /// Endpoints of one entity kind.
+        pub mod $m {
+            use super::*;
+
+            /// List all.
+            #[utoipa::path(get, path = $coll, tag = $tag, params(ListQuery),
+                responses((status = 200, body = Page), (status = 401, body = ErrorBody)))]
+            pub async fn list(State(s): St, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
+                list_of::<$t>(&s, |_| true, &q)
+            }
+
+            /// Create one.
+            #[utoipa::path(post, path = $coll, tag = $tag, request_body = $t,
+                responses((status = 201, body = $t), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            pub async fn create(State(s): St, body: Bytes) -> ApiResult<Response> {
+                create_with::<$t>(&s, body, |_, _| Ok(())).await
+            }
+
+            /// Read one by id or name.
+            #[utoipa::path(get, path = $item, tag = $tag, params(($param = String, Path, description = "id or name")),
+                responses((status = 200, body = $t), (status = 404, body = ErrorBody)))]
+            pub async fn get(State(s): St, Path(key): Path<String>) -> ApiResult<Json<Value>> {
+                get_one::<$t>(&s, &key)
+            }
+
+            /// Create or replace by id or name.
+            #[utoipa::path(put, path = $item, tag = $tag, params(($param = String, Path, description = "id or name")), request_body = $t,
+                responses((status = 200, body = $t), (status = 201, body = $t), (status = 400, body = ErrorBody)))]
+            pub async fn put(State(s): St, Path(key): Path<String>, body: Bytes) -> ApiResult<Response> {
+                put_one::<$t>(&s, key, body).await
+            }
+
+            /// Change some fields (JSON merge patch).
+            #[utoipa::path(patch, path = $item, tag = $tag, params(($param = String, Path, description = "id or name")), request_body = Object,
+                responses((status = 200, body = $t), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+            pub async fn patch(State(s): St, Path(key): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+                patch_one::<$t>(&s, key, body).await
+            }
+
+            /// Delete by id or name.
+            #[utoipa::path(delete, path = $item, tag = $tag, params(($param = String, Path, description = "id or name")),
+                responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            pub async fn delete(State(s): St, Path(key): Path<String>) -> ApiResult<StatusCode> {
+                delete_one::<$t>(&s, key).await
+            }
+        }
+    };
+}
+
+crud!(
+    services,
+    Service,
+    "services",
+    "/services",
+    "/services/{service}",
+    "service"
+);
+crud!(
+    routes_api,
+    Route,
+    "routes",
+    "/routes",
+    "/routes/{route}",
+    "route"
+);
+crud!(
+    upstreams,
+    Upstream,
+    "upstreams",
+    "/upstreams",
+    "/upstreams/{upstream}",
+    "upstream"
+);
+crud!(
+    consumers,
+    Consumer,
+    "consumers",
+    "/consumers",
+    "/consumers/{consumer}",
+    "consumer"
+);
+crud!(
+    plugins,
+    Plugin,
+    "plugins",
+    "/plugins",
+    "/plugins/{plugin}",
+    "plugin"
+);
+crud!(
+    certificates,
+    Certificate,
+    "certificates",
+    "/certificates",
+    "/certificates/{certificate}",
+    "certificate"
+);
+
+// ---- nested endpoints ---------------------------------------------------------------
+
+/// Routes of a service.
+#[utoipa::path(get, path = "/services/{service}/routes", tag = "routes", params(("service" = String, Path), ListQuery),
+    responses((status = 200, body = Page), (status = 404, body = ErrorBody)))]
+pub async fn service_routes(
+    State(s): St,
+    Path(svc): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page>> {
+    let id = id_of::<Service>(&s.control.current().config, &svc)?;
+    list_of::<Route>(&s, |r| r.service.as_deref() == Some(&id), &q)
+}
+
+/// Create a route of a service.
+#[utoipa::path(post, path = "/services/{service}/routes", tag = "routes", params(("service" = String, Path)), request_body = Route,
+    responses((status = 201, body = Route), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn create_service_route(
+    State(s): St,
+    Path(svc): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    create_with::<Route>(&s, body, move |r, cfg| {
+        r.service = Some(id_of::<Service>(cfg, &svc)?);
+        Ok(())
+    })
+    .await
+}
+
+macro_rules! scoped_plugins {
+    ($list:ident, $create:ident, $t:ty, $path:literal, $param:literal, $field:ident) => {
+        /// Plugins scoped to this entity.
+        #[utoipa::path(get, path = $path, tag = "plugins", params(($param = String, Path), ListQuery),
+            responses((status = 200, body = Page), (status = 404, body = ErrorBody)))]
+        pub async fn $list(State(s): St, Path(key): Path<String>, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
+            let id = id_of::<$t>(&s.control.current().config, &key)?;
+            list_of::<Plugin>(&s, |p| p.$field.as_deref() == Some(&id), &q)
+        }
+
+        /// Add a plugin scoped to this entity.
+        #[utoipa::path(post, path = $path, tag = "plugins", params(($param = String, Path)), request_body = Plugin,
+            responses((status = 201, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        pub async fn $create(State(s): St, Path(key): Path<String>, body: Bytes) -> ApiResult<Response> {
+            create_with::<Plugin>(&s, body, move |p, cfg| {
+                p.$field = Some(id_of::<$t>(cfg, &key)?);
+                Ok(())
+            })
+            .await
+        }
+    };
+}
+
+scoped_plugins!(
+    service_plugins,
+    create_service_plugin,
+    Service,
+    "/services/{service}/plugins",
+    "service",
+    service
+);
+scoped_plugins!(
+    route_plugins,
+    create_route_plugin,
+    Route,
+    "/routes/{route}/plugins",
+    "route",
+    route
+);
+scoped_plugins!(
+    consumer_plugins,
+    create_consumer_plugin,
+    Consumer,
+    "/consumers/{consumer}/plugins",
+    "consumer",
+    consumer
+);
+
+fn find_target(u: &Upstream, key: &str) -> Option<usize> {
+    u.targets
+        .iter()
+        .position(|t| t.id.to_string() == key || t.target == key)
+}
+
+/// Targets of an upstream.
+#[utoipa::path(get, path = "/upstreams/{upstream}/targets", tag = "upstreams", params(("upstream" = String, Path), ListQuery),
+    responses((status = 200, body = Page), (status = 404, body = ErrorBody)))]
+pub async fn list_targets(
+    State(s): St,
+    Path(up): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page>> {
+    let cur = s.control.current();
+    let i = entity::must_find::<Upstream>(&cur.config, &up)?;
+    page(
+        cur.config.upstreams[i]
+            .targets
+            .iter()
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+            .collect(),
+        &q,
+    )
+}
+
+/// Add a target to an upstream.
+#[utoipa::path(post, path = "/upstreams/{upstream}/targets", tag = "upstreams", params(("upstream" = String, Path)), request_body = Target,
+    responses((status = 201, body = Target), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn create_target(
+    State(s): St,
+    Path(up): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let v = body_json(&body)?;
+    let mut t: Target = serde_path_to_error::deserialize(&v).map_err(|e| {
+        ApiError::invalid(vec![gatehouse_model::FieldError::new(
+            "target",
+            e.path().to_string(),
+            e.inner().to_string(),
+        )])
+    })?;
+    if t.id.is_nil() {
+        t.id = Uuid::new_v4();
+    }
+    let tid = t.id;
+    let (cur, ui) = s
+        .control
+        .mutate(move |cfg, _| {
+            let i = entity::must_find::<Upstream>(cfg, &up)?;
+            cfg.upstreams[i].targets.push(t);
+            Ok(cfg.upstreams[i].id)
+        })
+        .await?;
+    let target = cur
+        .config
+        .upstreams
+        .iter()
+        .find(|u| u.id == ui)
+        .and_then(|u| u.targets.iter().find(|t| t.id == tid));
+    Ok((StatusCode::CREATED, Json(json!(target))).into_response())
+}
+
+/// Read a target by id or `host:port`.
+#[utoipa::path(get, path = "/upstreams/{upstream}/targets/{target}", tag = "upstreams", params(("upstream" = String, Path), ("target" = String, Path)),
+    responses((status = 200, body = Target), (status = 404, body = ErrorBody)))]
+pub async fn get_target(
+    State(s): St,
+    Path((up, key)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let cur = s.control.current();
+    let u = &cur.config.upstreams[entity::must_find::<Upstream>(&cur.config, &up)?];
+    let t = find_target(u, &key).ok_or_else(|| ApiError::not_found("target", &key))?;
+    Ok(Json(json!(u.targets[t])))
+}
+
+/// Remove a target by id or `host:port`.
+#[utoipa::path(delete, path = "/upstreams/{upstream}/targets/{target}", tag = "upstreams", params(("upstream" = String, Path), ("target" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_target(
+    State(s): St,
+    Path((up, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    s.control
+        .mutate(move |cfg, _| {
+            let i = entity::must_find::<Upstream>(cfg, &up)?;
+            let t = find_target(&cfg.upstreams[i], &key)
+                .ok_or_else(|| ApiError::not_found("target", &key))?;
+            cfg.upstreams[i].targets.remove(t);
+            Ok(())
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- whole config, status -----------------------------------------------------------
+
+/// Format of `GET /config`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConfigQuery {
+    /// `yaml` (default) or `json`.
+    pub format: Option<String>,
+}
+
+/// The whole running config as a declarative document.
+#[utoipa::path(get, path = "/config", tag = "config", params(ConfigQuery),
+    responses((status = 200, description = "declarative document (YAML or JSON)", body = Config), (status = 400, body = ErrorBody)))]
+pub async fn get_config(State(s): St, Query(q): Query<ConfigQuery>) -> ApiResult<Response> {
+    let doc = gatehouse_model::to_document(&s.control.current().config);
+    let v = serde_json::to_value(&doc).unwrap_or(Value::Null);
+    match q.format.as_deref().unwrap_or("yaml") {
+        "json" => Ok(Json(v).into_response()),
+        "yaml" | "yml" => Ok((
+            [(header::CONTENT_TYPE, "application/yaml")],
+            gatehouse_model::yaml::to_yaml(&v),
+        )
+            .into_response()),
+        other => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("unknown format `{other}` (yaml or json)"),
+        )),
+    }
+}
+
+/// Result of replacing the config.
+#[derive(Serialize, ToSchema)]
+pub struct Applied {
+    /// The new config version.
+    pub version: u64,
+    /// Entity counts of the new config.
+    #[schema(value_type = Object)]
+    pub entities: Value,
+}
+
+fn counts(c: &Config) -> Value {
+    json!({
+        "services": c.services.len(), "routes": c.routes.len(), "upstreams": c.upstreams.len(),
+        "consumers": c.consumers.len(), "plugins": c.plugins.len(), "certificates": c.certificates.len(),
+    })
+}
+
+/// Replace the whole config with a declarative document (YAML or JSON). The only write
+/// allowed in declarative mode.
+#[utoipa::path(post, path = "/config", tag = "config", request_body(content = Config, description = "declarative document, YAML or JSON"),
+    responses((status = 201, body = Applied), (status = 400, body = ErrorBody)))]
+pub async fn post_config(State(s): St, body: Bytes) -> ApiResult<Response> {
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the document must be UTF-8",
+        )
+    })?;
+    let cfg = gatehouse_model::parse_document(text, &**s.control.catalog())
+        .map_err(|e| ApiError::invalid(e.errors))?;
+    let entities = counts(&cfg);
+    let version = s.control.replace(cfg).await?;
+    Ok((StatusCode::CREATED, Json(Applied { version, entities })).into_response())
+}
+
+/// Node and config status.
+#[utoipa::path(get, path = "/status", tag = "status", responses((status = 200, description = "status", body = Object)))]
+pub async fn status(State(s): St) -> Json<Value> {
+    let cur = s.control.current();
+    Json(json!({
+        "ready": s.control.is_ready(),
+        "config_version": cur.version,
+        "store": s.control.store().backend(),
+        "read_only": s.control.store().read_only(),
+        "entities": counts(&cur.config),
+        "last_reload_error": s.control.last_error(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// The JSON Schema of the declarative format.
+#[utoipa::path(get, path = "/schemas/config", tag = "config", responses((status = 200, description = "JSON Schema", body = Object)))]
+pub async fn config_schema() -> Json<Value> {
+    Json(gatehouse_model::schema::json_schema())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "status", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi_json(State(s): St) -> Response {
+    let _ = s;
+    match OPENAPI.get() {
+        Some(doc) => ([(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response(),
+        None => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "document not built",
+        )
+        .into_response(),
+    }
+}
+
+static OPENAPI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Gatehouse admin API", description = "Manage services, routes, upstreams, consumers, plugins and certificates."),
+    components(schemas(ErrorBody, Page, Applied)),
+    security(("admin_token" = [])),
+)]
+struct ApiDoc;
+
+// ---- auth and request ids -----------------------------------------------------------
+
+fn token_of(h: &HeaderMap) -> Option<&str> {
+    if let Some(v) = h.get("gatehouse-admin-token").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    let auth = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn guard(State(s): St, req: Request, next: Next) -> Response {
+    let rid = Uuid::new_v4().simple().to_string();
+    let ok = token_of(req.headers())
+        .map(|t| {
+            constant_time_eq(
+                gatehouse_store::sha256_hex(t).as_bytes(),
+                s.token_hash.as_bytes(),
+            )
+        })
+        .unwrap_or(false);
+    let rid2 = rid.clone();
+    let mut resp = REQUEST_ID
+        .scope(rid.clone(), async move {
+            if !ok {
+                let mut r = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid admin token is required (Authorization: Bearer <token>)",
+                )
+                .into_response();
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
+            next.run(req).await
+        })
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&rid2) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such admin endpoint (see /openapi.json)",
+    )
+}
+
+/// Builds the router and the OpenAPI document of the admin API.
+pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
+    let mut doc = ApiDoc::openapi();
+    let comps = doc.components.get_or_insert_with(Default::default);
+    comps
+        .schemas
+        .extend(gatehouse_model::schema::components().schemas);
+    comps.add_security_scheme(
+        "admin_token",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    let router = OpenApiRouter::with_openapi(doc)
+        .routes(routes!(services::list, services::create))
+        .routes(routes!(
+            services::get,
+            services::put,
+            services::patch,
+            services::delete
+        ))
+        .routes(routes!(routes_api::list, routes_api::create))
+        .routes(routes!(
+            routes_api::get,
+            routes_api::put,
+            routes_api::patch,
+            routes_api::delete
+        ))
+        .routes(routes!(upstreams::list, upstreams::create))
+        .routes(routes!(
+            upstreams::get,
+            upstreams::put,
+            upstreams::patch,
+            upstreams::delete
+        ))
+        .routes(routes!(consumers::list, consumers::create))
+        .routes(routes!(
+            consumers::get,
+            consumers::put,
+            consumers::patch,
+            consumers::delete
+        ))
+        .routes(routes!(plugins::list, plugins::create))
+        .routes(routes!(
+            plugins::get,
+            plugins::put,
+            plugins::patch,
+            plugins::delete
+        ))
+        .routes(routes!(certificates::list, certificates::create))
+        .routes(routes!(
+            certificates::get,
+            certificates::put,
+            certificates::patch,
+            certificates::delete
+        ))
+        .routes(routes!(service_routes, create_service_route))
+        .routes(routes!(service_plugins, create_service_plugin))
+        .routes(routes!(route_plugins, create_route_plugin))
+        .routes(routes!(consumer_plugins, create_consumer_plugin))
+        .routes(routes!(list_targets, create_target))
+        .routes(routes!(get_target, delete_target))
+        .routes(routes!(get_config, post_config))
+        .routes(routes!(status))
+        .routes(routes!(config_schema))
+        .routes(routes!(openapi_json));
+    let (router, api) = router.split_for_parts();
+    let _ = OPENAPI.set(api.to_json().unwrap_or_default());
+    let router = router
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+        .with_state(state);
+    (router, api)
+}
+
+/// Every kind the API manages, for docs and tests.
+pub const KINDS: [Kind; 6] = Kind::ALL;

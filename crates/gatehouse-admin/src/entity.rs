@@ -1,0 +1,251 @@
+//! Generic create/read/update/delete over the entity kinds, shared by every admin endpoint.
+
+use axum::http::StatusCode;
+use gatehouse_model::{
+    Certificate, Config, Consumer, FieldError, Kind, Origins, Plugin, Route, Service, Upstream,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// What the admin API needs to know about an entity type.
+pub trait Ent: Serialize + DeserializeOwned + Clone + Send + 'static {
+    /// Its kind.
+    const KIND: Kind;
+    /// Its id.
+    fn id(&self) -> Uuid;
+    /// Sets its id.
+    fn set_id(&mut self, id: Uuid);
+    /// Its unique name, if the kind has names.
+    fn name(&self) -> Option<&str>;
+    /// Sets its name; false when the kind has none.
+    fn set_name(&mut self, name: &str) -> bool;
+    /// The list holding this kind in a config.
+    fn list(cfg: &Config) -> &Vec<Self>;
+    /// The list holding this kind in a config, mutably.
+    fn list_mut(cfg: &mut Config) -> &mut Vec<Self>;
+}
+
+macro_rules! ent {
+    ($t:ty, $kind:expr, $list:ident, $name:ident, named) => {
+        impl Ent for $t {
+            const KIND: Kind = $kind;
+            fn id(&self) -> Uuid {
+                self.id
+            }
+            fn set_id(&mut self, id: Uuid) {
+                self.id = id;
+            }
+            fn name(&self) -> Option<&str> {
+                self.$name.as_deref()
+            }
+            fn set_name(&mut self, name: &str) -> bool {
+                self.$name = Some(name.to_string());
+                true
+            }
+            fn list(cfg: &Config) -> &Vec<Self> {
+                &cfg.$list
+            }
+            fn list_mut(cfg: &mut Config) -> &mut Vec<Self> {
+                &mut cfg.$list
+            }
+        }
+    };
+    ($t:ty, $kind:expr, $list:ident) => {
+        impl Ent for $t {
+            const KIND: Kind = $kind;
+            fn id(&self) -> Uuid {
+                self.id
+            }
+            fn set_id(&mut self, id: Uuid) {
+                self.id = id;
+            }
+            fn name(&self) -> Option<&str> {
+                None
+            }
+            fn set_name(&mut self, _name: &str) -> bool {
+                false
+            }
+            fn list(cfg: &Config) -> &Vec<Self> {
+                &cfg.$list
+            }
+            fn list_mut(cfg: &mut Config) -> &mut Vec<Self> {
+                &mut cfg.$list
+            }
+        }
+    };
+}
+
+ent!(Service, Kind::Service, services, name, named);
+ent!(Route, Kind::Route, routes, name, named);
+ent!(Consumer, Kind::Consumer, consumers, username, named);
+ent!(Plugin, Kind::Plugin, plugins);
+ent!(Certificate, Kind::Certificate, certificates);
+
+impl Ent for Upstream {
+    const KIND: Kind = Kind::Upstream;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn set_id(&mut self, id: Uuid) {
+        self.id = id;
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+    fn set_name(&mut self, name: &str) -> bool {
+        self.name = name.to_string();
+        true
+    }
+    fn list(cfg: &Config) -> &Vec<Self> {
+        &cfg.upstreams
+    }
+    fn list_mut(cfg: &mut Config) -> &mut Vec<Self> {
+        &mut cfg.upstreams
+    }
+}
+
+/// Index of the entity whose id or name is `key`.
+pub fn find<T: Ent>(cfg: &Config, key: &str) -> Option<usize> {
+    let list = T::list(cfg);
+    if let Ok(id) = key.parse::<Uuid>() {
+        if let Some(i) = list.iter().position(|e| e.id() == id) {
+            return Some(i);
+        }
+    }
+    list.iter().position(|e| e.name() == Some(key))
+}
+
+/// Like [`find`] but 404 when absent.
+pub fn must_find<T: Ent>(cfg: &Config, key: &str) -> Result<usize, ApiError> {
+    find::<T>(cfg, key).ok_or_else(|| ApiError::not_found(T::KIND.as_str(), key))
+}
+
+/// Parses a request body as an entity, naming the failing field.
+pub fn parse<T: Ent>(body: Value) -> Result<T, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            T::KIND.as_str(),
+            "",
+            "the body must be a JSON object",
+        )]));
+    }
+    serde_path_to_error::deserialize(&body).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ApiError::invalid(vec![FieldError::new(
+            T::KIND.as_str(),
+            path,
+            e.inner().to_string(),
+        )])
+    })
+}
+
+/// JSON of an entity.
+pub fn to_json<T: Ent>(e: &T) -> Value {
+    serde_json::to_value(e).unwrap_or(Value::Null)
+}
+
+/// Adds a new entity (fresh id unless given; 409 when the id is taken).
+pub fn insert<T: Ent>(cfg: &mut Config, origins: &mut Origins, mut e: T) -> Result<Uuid, ApiError> {
+    if e.id().is_nil() {
+        e.set_id(Uuid::new_v4());
+    } else if T::list(cfg).iter().any(|x| x.id() == e.id()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("a {} with id {} exists", T::KIND.as_str(), e.id()),
+        ));
+    }
+    let id = e.id();
+    origins.insert(id, String::new());
+    T::list_mut(cfg).push(e);
+    Ok(id)
+}
+
+/// Replaces the entity at `idx`, keeping its id and place.
+pub fn replace_at<T: Ent>(
+    cfg: &mut Config,
+    origins: &mut Origins,
+    idx: usize,
+    mut e: T,
+) -> Result<Uuid, ApiError> {
+    let id = T::list(cfg)[idx].id();
+    if !e.id().is_nil() && e.id() != id {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            T::KIND.as_str(),
+            "id",
+            "the id of an entity cannot change",
+        )]));
+    }
+    e.set_id(id);
+    origins.insert(id, String::new());
+    T::list_mut(cfg)[idx] = e;
+    Ok(id)
+}
+
+/// JSON merge patch (RFC 7396).
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// Removes an entity and what cannot live without it; refuses when others depend on it.
+pub fn remove<T: Ent>(cfg: &mut Config, idx: usize) -> Result<(), ApiError> {
+    let id = T::list(cfg)[idx].id().to_string();
+    let conflict = |what: String| ApiError::new(StatusCode::CONFLICT, "in_use", what);
+    match T::KIND {
+        Kind::Service => {
+            let users: Vec<String> = cfg
+                .routes
+                .iter()
+                .filter(|r| r.service.as_deref() == Some(&id))
+                .map(|r| r.name.clone().unwrap_or_else(|| r.id.to_string()))
+                .collect();
+            if !users.is_empty() {
+                return Err(conflict(format!(
+                    "service is used by routes {}; delete or move them first",
+                    users.join(", ")
+                )));
+            }
+            cfg.plugins.retain(|p| p.service.as_deref() != Some(&id));
+        }
+        Kind::Upstream => {
+            let users: Vec<String> = cfg
+                .services
+                .iter()
+                .filter(|s| s.upstream.as_deref() == Some(&id))
+                .map(|s| s.name.clone().unwrap_or_else(|| s.id.to_string()))
+                .collect();
+            if !users.is_empty() {
+                return Err(conflict(format!(
+                    "upstream is used by services {}; change them first",
+                    users.join(", ")
+                )));
+            }
+        }
+        Kind::Route => cfg.plugins.retain(|p| p.route.as_deref() != Some(&id)),
+        Kind::Consumer => cfg.plugins.retain(|p| p.consumer.as_deref() != Some(&id)),
+        Kind::Plugin | Kind::Certificate => {}
+    }
+    T::list_mut(cfg).remove(idx);
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Gatehouse's admin REST API, its OpenAPI document and the config controller behind it.
+
+pub mod api;
+pub mod control;
+pub mod entity;
+pub mod error;
+
+pub use api::{build, AdminState};
+pub use control::{Control, ControlError};

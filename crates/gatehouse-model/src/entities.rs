@@ -1,0 +1,358 @@
+//! The configuration entities (Kong-compatible names) shared by the file format, the stores
+//! and the admin API.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+fn is_nil(id: &Uuid) -> bool {
+    id.is_nil()
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn yes() -> bool {
+    true
+}
+fn default_timeout() -> u64 {
+    60_000
+}
+fn default_retries() -> u32 {
+    5
+}
+fn default_weight() -> u32 {
+    100
+}
+
+/// A backend API that routes send traffic to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// Unique name, usable instead of the id everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where to send requests: `http://host:port/base-path`. Exclusive with `upstream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Name or id of an upstream (load-balanced pool). Exclusive with `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Base path prepended to the forwarded path when `upstream` is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Milliseconds to establish a TCP connection to a target.
+    #[serde(default = "default_timeout")]
+    pub connect_timeout: u64,
+    /// Milliseconds to wait for the response head, and between two reads of the response body.
+    #[serde(default = "default_timeout")]
+    pub read_timeout: u64,
+    /// Milliseconds allowed between two writes of the request body to the target.
+    #[serde(default = "default_timeout")]
+    pub write_timeout: u64,
+    /// How many other targets to try when connecting fails (the request was not sent yet).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Declarative files only: routes of this service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
+    pub routes: Vec<Route>,
+    /// Declarative files only: plugins scoped to this service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<Plugin>,
+}
+
+/// How requests reach a service: match conditions plus rewriting options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// Unique name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Name or id of the service (implied when nested under a service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Hosts: exact (`api.example.com`) or leading wildcard (`*.example.com`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Paths: prefix (`/orders`), exact (`=/health`), regex (`~/items/\d+$`); `{param}` segments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// HTTP methods; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Header name → accepted values (any of them). A value starting with `~` is a regex.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Remove the matched path prefix before forwarding.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub strip_path: bool,
+    /// Forward the client's Host header instead of the target's.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub preserve_host: bool,
+    /// Higher wins among routes of the same precedence class.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i64,
+    /// Largest request body accepted in bytes (413 above it); overrides the server default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_limit: Option<u64>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Declarative files only: plugins scoped to this route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<Plugin>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// Balancing algorithm of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+}
+
+/// A load-balanced pool of targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// Unique name, referenced by services.
+    pub name: String,
+    /// How targets are picked.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// The members of the pool.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// One member of an upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// `host:port` (port defaults to 80).
+    pub target: String,
+    /// Relative share of traffic; 0 takes the target out of rotation.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// An application or user calling the APIs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// Unique user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Unique id from another system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Declarative files only: plugins scoped to this consumer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<Plugin>,
+}
+
+/// A plugin instance and its scope (global when no scope field is set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plugin {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// Plugin name, e.g. `key-auth`.
+    pub name: String,
+    /// Plugin-specific settings.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// A disabled plugin stays stored but does not run.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+    /// Scope: service name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Scope: route name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Scope: consumer username or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// A TLS certificate and key, served for the listed SNIs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// Server names this certificate answers for (`*.example.com` allowed).
+    #[serde(default)]
+    pub snis: Vec<String>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// A whole configuration: the declarative file format, and (flattened) what stores hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Format version; must be `"1"`.
+    #[serde(rename = "_format_version", default = "format_version")]
+    pub format_version: String,
+    /// Backend APIs (may nest their routes and plugins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+    /// Routes declared at top level (with `service:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// Load-balanced pools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<Upstream>,
+    /// API consumers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
+    /// Plugins (global, or scoped by `service`/`route`/`consumer`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<Plugin>,
+    /// TLS certificates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Certificate>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            format_version: format_version(),
+            services: Vec::new(),
+            routes: Vec::new(),
+            upstreams: Vec::new(),
+            consumers: Vec::new(),
+            plugins: Vec::new(),
+            certificates: Vec::new(),
+        }
+    }
+}
+
+/// The only declarative format version this build reads.
+pub const FORMAT_VERSION: &str = "1";
+
+fn format_version() -> String {
+    FORMAT_VERSION.to_string()
+}
+
+/// The kinds of entity, for messages, store keys and admin paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// [`Service`]
+    Service,
+    /// [`Route`]
+    Route,
+    /// [`Upstream`]
+    Upstream,
+    /// [`Consumer`]
+    Consumer,
+    /// [`Plugin`]
+    Plugin,
+    /// [`Certificate`]
+    Certificate,
+}
+
+impl Kind {
+    /// Every kind, in dependency order (referenced kinds first).
+    pub const ALL: [Kind; 6] = [
+        Kind::Upstream,
+        Kind::Service,
+        Kind::Route,
+        Kind::Consumer,
+        Kind::Plugin,
+        Kind::Certificate,
+    ];
+
+    /// Singular lower-case name (`service`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::Route => "route",
+            Kind::Upstream => "upstream",
+            Kind::Consumer => "consumer",
+            Kind::Plugin => "plugin",
+            Kind::Certificate => "certificate",
+        }
+    }
+
+    /// Plural name as used in files and admin paths (`services`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Service => "services",
+            Kind::Route => "routes",
+            Kind::Upstream => "upstreams",
+            Kind::Consumer => "consumers",
+            Kind::Plugin => "plugins",
+            Kind::Certificate => "certificates",
+        }
+    }
+
+    /// Parses a singular or plural name.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s || k.plural() == s)
+    }
+}

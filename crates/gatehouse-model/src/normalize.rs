@@ -1,0 +1,184 @@
+//! Turns a configuration as written (nested routes and plugins, references by name) into the
+//! flat form stores and the proxy use: every entity has an id, every reference is an id.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::entities::{Config, Kind};
+use crate::error::FieldError;
+
+/// Namespace for ids derived from names, so a file reloaded keeps its ids.
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6761_7465_686f_7573_6500_0000_0000_0001);
+
+/// Where each entity came from (its field path in the source document).
+pub type Origins = HashMap<Uuid, String>;
+
+/// Derives a stable id for an entity that has none.
+pub fn derive_id(kind: Kind, key: &str) -> Uuid {
+    Uuid::new_v5(&ID_NAMESPACE, format!("{}:{key}", kind.as_str()).as_bytes())
+}
+
+/// Human label of an entity for error messages.
+pub fn label(kind: Kind, name: Option<&str>, path: &str) -> String {
+    match name {
+        Some(n) => format!("{} '{n}'", kind.as_str()),
+        None if path.is_empty() => kind.as_str().to_string(),
+        None => format!("{} at {path}", kind.as_str()),
+    }
+}
+
+fn fill(id: &mut Uuid, kind: Kind, key: &str) {
+    if id.is_nil() {
+        *id = derive_id(kind, key);
+    }
+}
+
+/// Flattens nested entities and assigns missing ids. Returns the origin path of every entity.
+pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
+    let mut origins = Origins::new();
+    let mut routes = Vec::new();
+    let mut plugins = Vec::new();
+
+    for (i, s) in cfg.services.iter_mut().enumerate() {
+        let spath = format!("services[{i}]");
+        let key = s.name.clone().unwrap_or_else(|| spath.clone());
+        fill(&mut s.id, Kind::Service, &key);
+        origins.insert(s.id, spath.clone());
+        for (j, mut r) in std::mem::take(&mut s.routes).into_iter().enumerate() {
+            let rpath = format!("{spath}.routes[{j}]");
+            if r.service.is_some() {
+                errors.push(FieldError::new(
+                    label(Kind::Route, r.name.as_deref(), &rpath),
+                    format!("{rpath}.service"),
+                    "a route nested under a service must not name a service",
+                ));
+            }
+            r.service = Some(s.id.to_string());
+            fill(&mut r.id, Kind::Route, r.name.as_deref().unwrap_or(&rpath));
+            origins.insert(r.id, rpath.clone());
+            for (k, mut p) in std::mem::take(&mut r.plugins).into_iter().enumerate() {
+                let ppath = format!("{rpath}.plugins[{k}]");
+                scope_nested(&mut p.route, r.id, &ppath, "route", errors);
+                fill(
+                    &mut p.id,
+                    Kind::Plugin,
+                    &format!("{}:route:{}", p.name, r.id),
+                );
+                origins.insert(p.id, ppath);
+                plugins.push(p);
+            }
+            routes.push(r);
+        }
+        for (k, mut p) in std::mem::take(&mut s.plugins).into_iter().enumerate() {
+            let ppath = format!("{spath}.plugins[{k}]");
+            scope_nested(&mut p.service, s.id, &ppath, "service", errors);
+            fill(
+                &mut p.id,
+                Kind::Plugin,
+                &format!("{}:service:{}", p.name, s.id),
+            );
+            origins.insert(p.id, ppath);
+            plugins.push(p);
+        }
+    }
+    for (i, mut r) in std::mem::take(&mut cfg.routes).into_iter().enumerate() {
+        let rpath = format!("routes[{i}]");
+        fill(&mut r.id, Kind::Route, r.name.as_deref().unwrap_or(&rpath));
+        origins.insert(r.id, rpath.clone());
+        for (k, mut p) in std::mem::take(&mut r.plugins).into_iter().enumerate() {
+            let ppath = format!("{rpath}.plugins[{k}]");
+            scope_nested(&mut p.route, r.id, &ppath, "route", errors);
+            fill(
+                &mut p.id,
+                Kind::Plugin,
+                &format!("{}:route:{}", p.name, r.id),
+            );
+            origins.insert(p.id, ppath);
+            plugins.push(p);
+        }
+        routes.push(r);
+    }
+    for (i, u) in cfg.upstreams.iter_mut().enumerate() {
+        let upath = format!("upstreams[{i}]");
+        fill(&mut u.id, Kind::Upstream, &u.name);
+        origins.insert(u.id, upath.clone());
+        let uid = u.id;
+        for (j, t) in u.targets.iter_mut().enumerate() {
+            fill(
+                &mut t.id,
+                Kind::Upstream,
+                &format!("{uid}:target:{}", t.target),
+            );
+            origins.insert(t.id, format!("{upath}.targets[{j}]"));
+        }
+    }
+    for (i, c) in cfg.consumers.iter_mut().enumerate() {
+        let cpath = format!("consumers[{i}]");
+        let key = c
+            .username
+            .clone()
+            .or_else(|| c.custom_id.clone())
+            .unwrap_or_else(|| cpath.clone());
+        fill(&mut c.id, Kind::Consumer, &key);
+        origins.insert(c.id, cpath.clone());
+        for (k, mut p) in std::mem::take(&mut c.plugins).into_iter().enumerate() {
+            let ppath = format!("{cpath}.plugins[{k}]");
+            scope_nested(&mut p.consumer, c.id, &ppath, "consumer", errors);
+            fill(
+                &mut p.id,
+                Kind::Plugin,
+                &format!("{}:consumer:{}", p.name, c.id),
+            );
+            origins.insert(p.id, ppath);
+            plugins.push(p);
+        }
+    }
+    for (i, mut p) in std::mem::take(&mut cfg.plugins).into_iter().enumerate() {
+        let ppath = format!("plugins[{i}]");
+        let scope = format!(
+            "{}:{}:{}:{}",
+            p.name,
+            p.service.as_deref().unwrap_or(""),
+            p.route.as_deref().unwrap_or(""),
+            p.consumer.as_deref().unwrap_or("")
+        );
+        fill(&mut p.id, Kind::Plugin, &scope);
+        origins.insert(p.id, ppath);
+        plugins.push(p);
+    }
+    for (i, c) in cfg.certificates.iter_mut().enumerate() {
+        let cpath = format!("certificates[{i}]");
+        let key = c.snis.first().cloned().unwrap_or_else(|| cpath.clone());
+        fill(&mut c.id, Kind::Certificate, &key);
+        origins.insert(c.id, cpath);
+    }
+    cfg.routes = routes;
+    cfg.plugins = plugins;
+    origins
+}
+
+fn scope_nested(
+    field: &mut Option<String>,
+    parent: Uuid,
+    path: &str,
+    what: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    if field.is_some() {
+        errors.push(FieldError::new(
+            format!("plugin at {path}"),
+            format!("{path}.{what}"),
+            format!("a plugin nested under a {what} must not name a {what}"),
+        ));
+    }
+    *field = Some(parent.to_string());
+}
+
+/// Like [`label`] for a kind known only by name.
+pub fn label_str(kind: &str, name: Option<&str>, path: &str) -> String {
+    match name {
+        Some(n) => format!("{kind} '{n}'"),
+        None => format!("{kind} at {path}"),
+    }
+}

@@ -1,0 +1,588 @@
+//! Checks a flat configuration: field rules, uniqueness and references. Every problem is
+//! collected (not just the first) and named by entity and field path.
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use crate::entities::{Config, Kind};
+use crate::error::FieldError;
+use crate::normalize::{label, Origins};
+use crate::pathspec;
+use crate::plugin::PluginCatalog;
+
+/// Longest timeout accepted (one day), in milliseconds.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+struct Ctx<'a> {
+    errors: Vec<FieldError>,
+    origins: &'a Origins,
+}
+
+impl Ctx<'_> {
+    fn path(&self, id: Uuid, fallback: String) -> String {
+        self.origins.get(&id).cloned().unwrap_or(fallback)
+    }
+    fn err(&mut self, entity: &str, base: &str, field: &str, msg: impl Into<String>) {
+        let path = match (base.is_empty(), field.is_empty()) {
+            (true, _) => field.to_string(),
+            (false, true) => base.to_string(),
+            (false, false) if field.starts_with('[') => format!("{base}{field}"),
+            (false, false) => format!("{base}.{field}"),
+        };
+        self.errors.push(FieldError::new(entity, path, msg));
+    }
+}
+
+/// True when `s` is usable as an entity name.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Checks a route host pattern: `api.example.com` or `*.example.com`.
+pub fn check_host_pattern(h: &str) -> Result<(), String> {
+    if h.contains(':') {
+        return Err(format!(
+            "`{h}`: ports are not part of host matching; write the host alone"
+        ));
+    }
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!("`{h}`: write hosts in lower case"));
+    }
+    let bare = h.strip_prefix("*.").unwrap_or(h);
+    if !valid_hostname(bare) {
+        return Err(format!(
+            "`{h}` is not a host name (wildcards only as a leading `*.`)"
+        ));
+    }
+    Ok(())
+}
+
+fn valid_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Parses `host[:port]` (IPv6 in brackets); the port defaults to `default_port`.
+pub fn parse_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']').ok_or("unclosed `[` in IPv6 address")?;
+        let host = &rest[..end];
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("`{host}` is not an IPv6 address"))?;
+        match &rest[end + 1..] {
+            "" => (host.to_string(), None),
+            p => (
+                host.to_string(),
+                Some(p.strip_prefix(':').ok_or("expected `:port` after `]`")?),
+            ),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (s.to_string(), None),
+        }
+    };
+    if !host.contains(':') && !valid_hostname(&host) {
+        return Err(format!("`{host}` is not a host name or IP address"));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("`{p}` is not a port (1-65535)")),
+        },
+    };
+    Ok((host, port))
+}
+
+/// A service URL taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceUrl {
+    /// Host name or IP (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Base path (`""` when none).
+    pub path: String,
+}
+
+/// Parses a service `url`.
+pub fn parse_service_url(url: &str) -> Result<ServiceUrl, String> {
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") {
+        return Err(
+            "https:// upstreams are not supported yet (TLS to upstreams is planned); use http://"
+                .into(),
+        );
+    } else {
+        return Err(format!("`{url}` must start with http://"));
+    };
+    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace()) {
+        return Err("must not contain a query, a fragment or white space".into());
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err("must not contain user info".into());
+    }
+    let (host, port) = parse_host_port(authority, 80)?;
+    let path = path.trim_end_matches('/');
+    Ok(ServiceUrl {
+        host,
+        port,
+        path: path.to_string(),
+    })
+}
+
+fn check_unique<'a>(
+    ctx: &mut Ctx,
+    seen: &mut HashMap<&'a str, String>,
+    value: &'a str,
+    entity: &str,
+    path: String,
+    what: &str,
+) {
+    if let Some(first) = seen.get(value) {
+        ctx.errors.push(FieldError::new(
+            entity,
+            path,
+            format!("{what} `{value}` is already used by {first}"),
+        ));
+    } else {
+        seen.insert(value, entity.to_string());
+    }
+}
+
+fn resolve(map: &HashMap<String, Uuid>, r: &str) -> Option<Uuid> {
+    map.get(r).copied().or_else(|| {
+        r.parse::<Uuid>()
+            .ok()
+            .filter(|id| map.values().any(|v| v == id))
+    })
+}
+
+/// Validates a flattened config and rewrites references to canonical ids.
+pub fn validate(
+    cfg: &mut Config,
+    origins: &Origins,
+    catalog: &dyn PluginCatalog,
+) -> Vec<FieldError> {
+    let mut ctx = Ctx {
+        errors: Vec::new(),
+        origins,
+    };
+    if cfg.format_version != crate::entities::FORMAT_VERSION {
+        ctx.err(
+            "document",
+            "",
+            "_format_version",
+            format!("must be \"1\", found \"{}\"", cfg.format_version),
+        );
+    }
+
+    // --- upstreams
+    let mut upstream_ids = HashMap::new();
+    let mut names = HashMap::new();
+    let mut ids = HashSet::new();
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        let base = ctx.path(u.id, format!("upstreams[{i}]"));
+        let ent = label(Kind::Upstream, Some(&u.name), &base);
+        if !ids.insert(u.id) {
+            ctx.err(&ent, &base, "id", format!("id {} is used twice", u.id));
+        }
+        if !valid_name(&u.name) {
+            ctx.err(
+                &ent,
+                &base,
+                "name",
+                "must be 1-128 letters, digits or `._~-`",
+            );
+        }
+        check_unique(
+            &mut ctx,
+            &mut names,
+            &u.name,
+            &ent,
+            format!("{base}.name"),
+            "name",
+        );
+        upstream_ids.insert(u.name.clone(), u.id);
+        upstream_ids.insert(u.id.to_string(), u.id);
+        let mut seen_targets = HashSet::new();
+        for (j, t) in u.targets.iter().enumerate() {
+            let tpath = ctx.path(t.id, format!("{base}.targets[{j}]"));
+            if let Err(e) = parse_host_port(&t.target, 80) {
+                ctx.err(&ent, &tpath, "target", e);
+            }
+            if !seen_targets.insert(t.target.as_str()) {
+                ctx.err(
+                    &ent,
+                    &tpath,
+                    "target",
+                    format!("target `{}` is listed twice", t.target),
+                );
+            }
+            if t.weight > 65_535 {
+                ctx.err(&ent, &tpath, "weight", "must be 0-65535");
+            }
+        }
+    }
+
+    // --- services
+    let mut service_ids = HashMap::new();
+    let mut names = HashMap::new();
+    for (i, s) in cfg.services.iter_mut().enumerate() {
+        let base = ctx.path(s.id, format!("services[{i}]"));
+        let ent = label(Kind::Service, s.name.as_deref(), &base);
+        if !ids.insert(s.id) {
+            ctx.err(&ent, &base, "id", format!("id {} is used twice", s.id));
+        }
+        if let Some(n) = &s.name {
+            if !valid_name(n) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    "name",
+                    "must be 1-128 letters, digits or `._~-`",
+                );
+            }
+            check_unique(
+                &mut ctx,
+                &mut names,
+                n,
+                &ent,
+                format!("{base}.name"),
+                "name",
+            );
+            service_ids.insert(n.clone(), s.id);
+        }
+        service_ids.insert(s.id.to_string(), s.id);
+        match (&s.url, &s.upstream) {
+            (Some(_), Some(_)) => ctx.err(
+                &ent,
+                &base,
+                "upstream",
+                "set either `url` or `upstream`, not both",
+            ),
+            (None, None) => ctx.err(&ent, &base, "url", "a service needs `url` or `upstream`"),
+            (Some(url), None) => {
+                if let Err(e) = parse_service_url(url) {
+                    ctx.err(&ent, &base, "url", e);
+                }
+                if s.path.is_some() {
+                    ctx.err(
+                        &ent,
+                        &base,
+                        "path",
+                        "`path` goes with `upstream`; put the path in `url`",
+                    );
+                }
+            }
+            (None, Some(u)) => match resolve(&upstream_ids, u) {
+                Some(id) => s.upstream = Some(id.to_string()),
+                None => ctx.err(&ent, &base, "upstream", format!("no upstream named `{u}`")),
+            },
+        }
+        if let Some(p) = &s.path {
+            if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    "path",
+                    "must start with `/` and have no query or spaces",
+                );
+            }
+        }
+        for (f, v) in [
+            ("connect_timeout", s.connect_timeout),
+            ("read_timeout", s.read_timeout),
+            ("write_timeout", s.write_timeout),
+        ] {
+            if v == 0 || v > MAX_TIMEOUT_MS {
+                ctx.err(
+                    &ent,
+                    &base,
+                    f,
+                    format!("must be 1-{MAX_TIMEOUT_MS} milliseconds"),
+                );
+            }
+        }
+        if s.retries > 100 {
+            ctx.err(&ent, &base, "retries", "must be 0-100");
+        }
+    }
+
+    // --- routes
+    let mut route_ids = HashMap::new();
+    let mut names = HashMap::new();
+    for (i, r) in cfg.routes.iter_mut().enumerate() {
+        let base = ctx.path(r.id, format!("routes[{i}]"));
+        let ent = label(Kind::Route, r.name.as_deref(), &base);
+        if !ids.insert(r.id) {
+            ctx.err(&ent, &base, "id", format!("id {} is used twice", r.id));
+        }
+        if let Some(n) = &r.name {
+            if !valid_name(n) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    "name",
+                    "must be 1-128 letters, digits or `._~-`",
+                );
+            }
+            check_unique(
+                &mut ctx,
+                &mut names,
+                n,
+                &ent,
+                format!("{base}.name"),
+                "name",
+            );
+            route_ids.insert(n.clone(), r.id);
+        }
+        route_ids.insert(r.id.to_string(), r.id);
+        match &r.service {
+            None => ctx.err(&ent, &base, "service", "a route needs a `service`"),
+            Some(s) => match resolve(&service_ids, s) {
+                Some(id) => r.service = Some(id.to_string()),
+                None => ctx.err(&ent, &base, "service", format!("no service named `{s}`")),
+            },
+        }
+        if r.hosts.is_empty() && r.paths.is_empty() && r.methods.is_empty() && r.headers.is_empty()
+        {
+            ctx.err(
+                &ent,
+                &base,
+                "paths",
+                "a route needs at least one of `hosts`, `paths`, `methods`, `headers`",
+            );
+        }
+        for (j, h) in r.hosts.iter().enumerate() {
+            if let Err(e) = check_host_pattern(h) {
+                ctx.err(&ent, &base, &format!("hosts[{j}]"), e);
+            }
+        }
+        for (j, p) in r.paths.iter().enumerate() {
+            if let Err(e) = pathspec::parse(p) {
+                ctx.err(&ent, &base, &format!("paths[{j}]"), format!("`{p}`: {e}"));
+            }
+        }
+        for (j, m) in r.methods.iter().enumerate() {
+            if !valid_token(m) || m.bytes().any(|b| b.is_ascii_lowercase()) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("methods[{j}]"),
+                    format!("`{m}` is not an upper-case HTTP method"),
+                );
+            }
+        }
+        for (name, values) in &r.headers {
+            let hp = format!("headers.{name}");
+            if !valid_token(name) {
+                ctx.err(&ent, &base, &hp, format!("`{name}` is not a header name"));
+            } else if name.eq_ignore_ascii_case("host") {
+                ctx.err(&ent, &base, &hp, "match the Host header with `hosts`");
+            }
+            if values.is_empty() {
+                ctx.err(&ent, &base, &hp, "list at least one value");
+            }
+            for (k, v) in values.iter().enumerate() {
+                if let Some(rx) = v.strip_prefix('~') {
+                    if let Err(e) = regex::Regex::new(rx) {
+                        ctx.err(
+                            &ent,
+                            &base,
+                            &format!("{hp}[{k}]"),
+                            format!("invalid regex: {e}"),
+                        );
+                    }
+                }
+            }
+        }
+        if r.request_body_limit == Some(0) {
+            ctx.err(
+                &ent,
+                &base,
+                "request_body_limit",
+                "must be at least 1 byte (omit it for the server default)",
+            );
+        }
+    }
+
+    // --- consumers
+    let mut consumer_ids = HashMap::new();
+    let mut names = HashMap::new();
+    let mut custom = HashMap::new();
+    for (i, c) in cfg.consumers.iter().enumerate() {
+        let base = ctx.path(c.id, format!("consumers[{i}]"));
+        let ent = label(Kind::Consumer, c.username.as_deref(), &base);
+        if !ids.insert(c.id) {
+            ctx.err(&ent, &base, "id", format!("id {} is used twice", c.id));
+        }
+        if c.username.is_none() && c.custom_id.is_none() {
+            ctx.err(
+                &ent,
+                &base,
+                "username",
+                "a consumer needs `username` or `custom_id`",
+            );
+        }
+        if let Some(u) = &c.username {
+            if u.is_empty() || u.len() > 128 {
+                ctx.err(&ent, &base, "username", "must be 1-128 characters");
+            }
+            check_unique(
+                &mut ctx,
+                &mut names,
+                u,
+                &ent,
+                format!("{base}.username"),
+                "username",
+            );
+            consumer_ids.insert(u.clone(), c.id);
+        }
+        if let Some(u) = &c.custom_id {
+            check_unique(
+                &mut ctx,
+                &mut custom,
+                u,
+                &ent,
+                format!("{base}.custom_id"),
+                "custom_id",
+            );
+        }
+        consumer_ids.insert(c.id.to_string(), c.id);
+    }
+
+    // --- plugins
+    let mut scopes = HashMap::new();
+    let available = catalog.names();
+    for (i, p) in cfg.plugins.iter_mut().enumerate() {
+        let base = ctx.path(p.id, format!("plugins[{i}]"));
+        let ent = format!("plugin '{}' at {base}", p.name);
+        if !ids.insert(p.id) {
+            ctx.err(&ent, &base, "id", format!("id {} is used twice", p.id));
+        }
+        for (field, slot, map) in [
+            ("service", &mut p.service, &service_ids),
+            ("route", &mut p.route, &route_ids),
+            ("consumer", &mut p.consumer, &consumer_ids),
+        ] {
+            if let Some(r) = slot.as_deref() {
+                match resolve(map, r) {
+                    Some(id) => *slot = Some(id.to_string()),
+                    None => ctx.err(&ent, &base, field, format!("no {field} named `{r}`")),
+                }
+            }
+        }
+        if !p.config.is_object() {
+            ctx.err(&ent, &base, "config", "must be an object");
+        }
+        match catalog.check(&p.name, &p.config) {
+            None => {
+                let list = if available.is_empty() {
+                    "none in this build".to_string()
+                } else {
+                    available.join(", ")
+                };
+                ctx.err(
+                    &ent,
+                    &base,
+                    "name",
+                    format!("unknown plugin `{}` (available: {list})", p.name),
+                );
+            }
+            Some(problems) => {
+                for (f, m) in problems {
+                    let field = if f.is_empty() {
+                        "config".to_string()
+                    } else {
+                        format!("config.{f}")
+                    };
+                    ctx.err(&ent, &base, &field, m);
+                }
+            }
+        }
+        let scope = (
+            p.name.clone(),
+            p.service.clone(),
+            p.route.clone(),
+            p.consumer.clone(),
+        );
+        if let Some(first) = scopes.get(&scope) {
+            ctx.err(
+                &ent,
+                &base,
+                "name",
+                format!(
+                    "plugin `{}` is already configured for this scope at {first}",
+                    p.name
+                ),
+            );
+        } else {
+            scopes.insert(scope, base.clone());
+        }
+    }
+
+    // --- certificates
+    let mut snis = HashMap::new();
+    for (i, c) in cfg.certificates.iter().enumerate() {
+        let base = ctx.path(c.id, format!("certificates[{i}]"));
+        let ent = label(Kind::Certificate, c.snis.first().map(String::as_str), &base);
+        if !ids.insert(c.id) {
+            ctx.err(&ent, &base, "id", format!("id {} is used twice", c.id));
+        }
+        if let Err(e) = check_pem(&c.cert, &c.key) {
+            let (f, m) = e;
+            ctx.err(&ent, &base, f, m);
+        }
+        for (j, s) in c.snis.iter().enumerate() {
+            if let Err(e) = check_host_pattern(s) {
+                ctx.err(&ent, &base, &format!("snis[{j}]"), e);
+            }
+            check_unique(
+                &mut ctx,
+                &mut snis,
+                s,
+                &ent,
+                format!("{base}.snis[{j}]"),
+                "sni",
+            );
+        }
+    }
+    ctx.errors
+}
+
+fn check_pem(cert: &str, key: &str) -> Result<(), (&'static str, String)> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(cert.as_bytes()).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => {}
+        Ok(_) => return Err(("cert", "no PEM certificate found".into())),
+        Err(e) => return Err(("cert", format!("not a PEM certificate: {e}"))),
+    }
+    PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| ("key", format!("not a PEM private key: {e}")))?;
+    Ok(())
+}

@@ -1,0 +1,433 @@
+//! The proxy request handler: one snapshot load, route lookup, header rewriting, balancing,
+//! pooled upstream exchange, streamed response.
+
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::balancer::Balancer;
+use crate::body::{ProxyBody, RequestBody, UpstreamBody};
+use crate::error::ProxyError;
+use crate::pathnorm;
+use crate::pool::{ConnectError, Pool};
+use crate::settings::ProxySettings;
+use crate::snapshot::{Backend, RouteRt, Snapshot, TargetRt};
+
+/// State shared by all workers: the current snapshot and node settings.
+pub struct Shared {
+    /// The live config; replaced whole on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Node settings.
+    pub settings: ProxySettings,
+}
+
+impl Shared {
+    /// Shared state starting from `snapshot`.
+    pub fn new(snapshot: Snapshot, settings: ProxySettings) -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            settings,
+        })
+    }
+}
+
+/// What the handler knows about the client connection.
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Whether the peer is a trusted proxy.
+    pub trusted: bool,
+    peer_ip: HeaderValue,
+    local_port: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Describes a freshly accepted connection.
+    pub fn new(peer: SocketAddr, local: SocketAddr, settings: &ProxySettings) -> ConnInfo {
+        let ip = peer.ip().to_canonical();
+        let trusted = settings.trusted_proxies.iter().any(|n| n.contains(&ip));
+        ConnInfo {
+            peer: SocketAddr::new(ip, peer.port()),
+            trusted,
+            peer_ip: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            local_port: HeaderValue::from(local.port()),
+        }
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// Header carrying the request id, upstream and back to the client.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// One worker thread's handler state (owned by that thread only).
+pub struct Worker {
+    shared: Arc<Shared>,
+    cached: RefCell<Rc<Arc<Snapshot>>>,
+    pool: Rc<Pool>,
+    balancer: RefCell<Balancer>,
+    id_prefix: u64,
+    id_counter: Cell<u64>,
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        if let Ok(list) = conn.to_str() {
+            let named: Vec<HeaderName> = list
+                .split(',')
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
+        }
+    }
+    h.remove(header::CONNECTION);
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TE);
+    h.remove(header::TRAILER);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::UPGRADE);
+    h.remove(header::PROXY_AUTHENTICATE);
+    h.remove(header::PROXY_AUTHORIZATION);
+}
+
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn upstream_uri(
+    route: &RouteRt,
+    path: &str,
+    path_changed: bool,
+    matched_len: usize,
+    orig: &Uri,
+) -> Result<Uri, ProxyError> {
+    let base = &*route.service.base_path;
+    if !route.strip_path && base.is_empty() && !path_changed {
+        let pq = orig
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        return Ok(Uri::from(pq));
+    }
+    let rest = if route.strip_path {
+        &path[matched_len.min(path.len())..]
+    } else {
+        path
+    };
+    let query = orig.query();
+    let mut s =
+        String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    s.push_str(base);
+    if rest.is_empty() || rest == "/" {
+        if s.is_empty() {
+            s.push('/');
+        }
+    } else {
+        if !rest.starts_with('/') {
+            s.push('/');
+        }
+        s.push_str(rest);
+    }
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    Uri::try_from(s).map_err(|_| ProxyError::BadPath(pathnorm::PathError::BadEscape))
+}
+
+impl Worker {
+    /// A worker with its own pool and balancer state.
+    pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
+        let settings = &shared.settings;
+        let pool = Pool::new(settings.upstream_max_idle, settings.upstream_idle_timeout);
+        let cached = RefCell::new(Rc::new(shared.snapshot.load_full()));
+        Rc::new(Worker {
+            shared,
+            cached,
+            pool,
+            balancer: RefCell::new(Balancer::default()),
+            id_prefix: rand::random(),
+            id_counter: Cell::new(0),
+        })
+    }
+
+    /// The node settings.
+    pub fn settings(&self) -> &ProxySettings {
+        &self.shared.settings
+    }
+
+    fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        let current = self.shared.snapshot.load();
+        let mut cached = self.cached.borrow_mut();
+        if !Arc::ptr_eq(&current, &**cached) {
+            *cached = Rc::new(arc_swap::Guard::into_inner(current));
+        }
+        cached.clone()
+    }
+
+    fn new_request_id(&self) -> HeaderValue {
+        let n = self.id_counter.get().wrapping_add(1);
+        self.id_counter.set(n);
+        let mut buf = BytesMut::with_capacity(32);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for v in [self.id_prefix, n] {
+            for i in (0..16).rev() {
+                buf.put_u8(HEX[((v >> (i * 4)) & 0xf) as usize]);
+            }
+        }
+        // Only hex digits were written, which are valid header bytes.
+        HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or(HeaderValue::from_static("0"))
+    }
+
+    /// Serves one request; never fails (errors become JSON answers).
+    pub async fn handle(
+        self: Rc<Self>,
+        conn: Rc<ConnInfo>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let rid = match req.headers().get(&X_REQUEST_ID) {
+            Some(v) if conn.trusted && valid_request_id(v) => v.clone(),
+            _ => self.new_request_id(),
+        };
+        let snap = self.snapshot();
+        let method = req.method().clone();
+        let mut resp = match self.proxy(&snap, &conn, &rid, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                let (status, _) = e.status_code();
+                if status.is_server_error() {
+                    tracing::warn!(request_id = %rid.to_str().unwrap_or(""), %method, error = %e, "request failed");
+                }
+                e.to_response(&rid)
+            }
+        };
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
+        Ok(resp)
+    }
+
+    async fn proxy(
+        &self,
+        snap: &Snapshot,
+        conn: &ConnInfo,
+        rid: &HeaderValue,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let orig_host: Option<HeaderValue> =
+            parts.headers.get(header::HOST).cloned().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+        let host = orig_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let path = pathnorm::normalize(parts.uri.path())?;
+        let m = snap
+            .router
+            .find(host, &parts.method, &path, &parts.headers)
+            .ok_or(ProxyError::NoRoute)?;
+        let route = &snap.routes[m.route];
+        let svc = &*route.service;
+
+        let limit = route
+            .body_limit
+            .unwrap_or(self.shared.settings.max_body_bytes);
+        if content_length(&parts.headers).is_some_and(|n| n > limit) {
+            return Err(ProxyError::TooLarge(limit));
+        }
+        let path_changed = matches!(path, std::borrow::Cow::Owned(_));
+        parts.uri = upstream_uri(route, &path, path_changed, m.matched_len, &parts.uri)?;
+
+        // Headers.
+        let upgrade = parts.version == Version::HTTP_11
+            && parts.headers.contains_key(header::UPGRADE)
+            && has_token(&parts.headers, &header::CONNECTION, "upgrade");
+        let upgrade_proto = if upgrade {
+            parts.headers.get(header::UPGRADE).cloned()
+        } else {
+            None
+        };
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h);
+        if let Some(p) = upgrade_proto {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, p);
+        }
+        let trusted = conn.trusted;
+        if trusted && h.contains_key(&X_FORWARDED_FOR) {
+            let mut joined = BytesMut::new();
+            for v in h.get_all(&X_FORWARDED_FOR) {
+                if !joined.is_empty() {
+                    joined.put_slice(b", ");
+                }
+                joined.put_slice(v.as_bytes());
+            }
+            joined.put_slice(b", ");
+            joined.put_slice(conn.peer_ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
+                h.insert(X_FORWARDED_FOR.clone(), v);
+            }
+        } else {
+            h.insert(X_FORWARDED_FOR.clone(), conn.peer_ip.clone());
+        }
+        if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
+            match &orig_host {
+                Some(v) => h.insert(X_FORWARDED_HOST.clone(), v.clone()),
+                None => h.remove(&X_FORWARDED_HOST),
+            };
+        }
+        if !(trusted && h.contains_key(&X_FORWARDED_PORT)) {
+            h.insert(X_FORWARDED_PORT.clone(), conn.local_port.clone());
+        }
+        if !(trusted && h.contains_key(&X_REAL_IP)) {
+            h.insert(X_REAL_IP.clone(), conn.peer_ip.clone());
+        }
+        h.insert(X_REQUEST_ID.clone(), rid.clone());
+        if route.preserve_host {
+            if let Some(v) = &orig_host {
+                h.insert(header::HOST, v.clone());
+            }
+        }
+        parts.version = Version::HTTP_11;
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+
+        let exceeded = Rc::new(Cell::new(false));
+        let body = RequestBody::new(body, limit, svc.write_timeout, exceeded.clone());
+        let mut req = Request::from_parts(parts, body);
+
+        // Pick, connect (with retries), send.
+        let mut tried: Vec<usize> = Vec::new();
+        let mut failures = 0u32;
+        let mut stale = 0u32;
+        let mut last_err = ProxyError::Unreachable;
+        loop {
+            let (idx, target): (usize, &Arc<TargetRt>) = match &svc.backend {
+                Backend::Single(t) => (0, t),
+                Backend::Upstream { id, name, targets } => {
+                    if targets.is_empty() {
+                        return Err(ProxyError::NoTargets(name.to_string()));
+                    }
+                    if tried.len() >= targets.len() {
+                        tried.clear();
+                    }
+                    let mut b = self.balancer.borrow_mut();
+                    let i = b
+                        .pick(*id, targets, &tried)
+                        .ok_or_else(|| ProxyError::NoTargets(name.to_string()))?;
+                    (i, &targets[i])
+                }
+            };
+            if !route.preserve_host || orig_host.is_none() {
+                req.headers_mut()
+                    .insert(header::HOST, target.host_header.clone());
+            }
+            let lease = match self.pool.get(target, svc.connect_timeout).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), error = %e, "connect failed");
+                    last_err = match e {
+                        ConnectError::Timeout(_) => ProxyError::ConnectTimeout,
+                        _ => ProxyError::Unreachable,
+                    };
+                    failures += 1;
+                    if failures > svc.retries {
+                        return Err(last_err);
+                    }
+                    tried.push(idx);
+                    continue;
+                }
+            };
+            let mut tx = lease.tx;
+            let sent = tokio::time::timeout(svc.read_timeout, tx.try_send_request(req)).await;
+            match sent {
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+                Ok(Ok(mut resp)) => {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client) = client_upgrade {
+                            let upstream = hyper::upgrade::on(&mut resp);
+                            tokio::task::spawn_local(async move {
+                                match tokio::try_join!(client, upstream) {
+                                    Ok((c, u)) => {
+                                        let _ = tokio::io::copy_bidirectional(
+                                            &mut TokioIo::new(c),
+                                            &mut TokioIo::new(u),
+                                        )
+                                        .await;
+                                    }
+                                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                                }
+                            });
+                            let (parts, _) = resp.into_parts();
+                            return Ok(Response::from_parts(parts, ProxyBody::empty()));
+                        }
+                    }
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    let checkin = self.pool.checkin(target.key.clone(), tx);
+                    let body = UpstreamBody::new(body, Some(checkin), svc.read_timeout);
+                    return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
+                }
+                Ok(Err(mut e)) => {
+                    if exceeded.get() {
+                        return Err(ProxyError::TooLarge(limit));
+                    }
+                    if let Some(r) = e.take_message() {
+                        // Not sent: the pooled connection had gone away. Safe to try another.
+                        if stale < 8 {
+                            stale += 1;
+                            req = r;
+                            continue;
+                        }
+                    }
+                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), error = %e.error(), reused = lease.reused, "upstream exchange failed");
+                    let _ = last_err;
+                    return Err(ProxyError::UpstreamError);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Gatehouse's data plane: path normalization, the router, config snapshots, the upstream
+//! connection pool and the proxy handler that ties them together.
+
+pub mod balancer;
+pub mod body;
+pub mod error;
+pub mod handler;
+pub mod pathnorm;
+pub mod pool;
+pub mod router;
+pub mod server;
+pub mod settings;
+pub mod snapshot;
+
+pub use handler::Shared;
+pub use server::{bind, start, Listener, ProxyHandle};
+pub use settings::ProxySettings;
+pub use snapshot::Snapshot;

@@ -1,0 +1,244 @@
+//! A config snapshot compiled for the hot path: the router plus everything a request needs
+//! about its route and service, prepared once per config version.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_model::validate::{parse_host_port, parse_service_url};
+use gatehouse_model::{Config, ConfigError, FieldError};
+use http::HeaderValue;
+use uuid::Uuid;
+
+use crate::router::{RouteSpec, Router};
+
+/// One place requests can be sent to.
+#[derive(Debug)]
+pub struct TargetRt {
+    /// `host:port`, also the connection-pool key.
+    pub key: Arc<str>,
+    /// Host name or IP.
+    pub host: Arc<str>,
+    /// TCP port.
+    pub port: u16,
+    /// Value for the Host header when the client's is not preserved.
+    pub host_header: HeaderValue,
+    /// Relative share of traffic.
+    pub weight: u32,
+}
+
+/// Where a service sends traffic.
+#[derive(Debug)]
+pub enum Backend {
+    /// A single address from the service `url`.
+    Single(Arc<TargetRt>),
+    /// A balanced pool; balancer state is kept per upstream id outside the snapshot.
+    Upstream {
+        /// Upstream id (balancer state key).
+        id: Uuid,
+        /// Upstream name, for messages.
+        name: Arc<str>,
+        /// Targets with weight > 0.
+        targets: Arc<[Arc<TargetRt>]>,
+    },
+}
+
+/// A service as the proxy uses it.
+#[derive(Debug)]
+pub struct ServiceRt {
+    /// Service id.
+    pub id: Uuid,
+    /// Service name, if any.
+    pub name: Option<Arc<str>>,
+    /// Path prepended to forwarded paths (`""` for none).
+    pub base_path: Box<str>,
+    /// Where to send.
+    pub backend: Backend,
+    /// TCP connect limit.
+    pub connect_timeout: Duration,
+    /// Limit for the response head and between body reads.
+    pub read_timeout: Duration,
+    /// Limit between request body chunks.
+    pub write_timeout: Duration,
+    /// Extra targets to try when connecting fails.
+    pub retries: u32,
+}
+
+/// A route as the proxy uses it.
+#[derive(Debug)]
+pub struct RouteRt {
+    /// Route id.
+    pub id: Uuid,
+    /// Route name, if any.
+    pub name: Option<Arc<str>>,
+    /// Its service.
+    pub service: Arc<ServiceRt>,
+    /// Remove the matched prefix before forwarding.
+    pub strip_path: bool,
+    /// Forward the client's Host header.
+    pub preserve_host: bool,
+    /// Route-specific body limit.
+    pub body_limit: Option<u64>,
+}
+
+/// Everything the data plane needs from one config version.
+pub struct Snapshot {
+    /// Config version this was built from.
+    pub version: u64,
+    /// The matcher.
+    pub router: Router,
+    /// Routes, indexed like the router's.
+    pub routes: Vec<RouteRt>,
+}
+
+fn target(host: &str, port: u16, weight: u32) -> Result<Arc<TargetRt>, String> {
+    let bracketed = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let key = format!("{bracketed}:{port}");
+    let hh = if port == 80 { bracketed } else { key.clone() };
+    let host_header = HeaderValue::from_str(&hh).map_err(|e| format!("host `{hh}`: {e}"))?;
+    Ok(Arc::new(TargetRt {
+        key: key.into(),
+        host: host.into(),
+        port,
+        host_header,
+        weight,
+    }))
+}
+
+impl Snapshot {
+    /// An empty snapshot (every request gets 404) used before the first config loads.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            version: 0,
+            router: Router::new(&[]).expect("empty router"),
+            routes: Vec::new(),
+        }
+    }
+
+    /// Compiles a validated, flat config.
+    pub fn compile(cfg: &Config, version: u64) -> Result<Snapshot, ConfigError> {
+        let mut errors = Vec::new();
+        let mut services = std::collections::HashMap::new();
+        for (i, s) in cfg.services.iter().enumerate() {
+            let ent = format!(
+                "service '{}'",
+                s.name.clone().unwrap_or_else(|| s.id.to_string())
+            );
+            let (backend, base_path) = if let Some(url) = &s.url {
+                match parse_service_url(url).and_then(|u| Ok((target(&u.host, u.port, 1)?, u.path)))
+                {
+                    Ok((t, p)) => (Backend::Single(t), p),
+                    Err(e) => {
+                        errors.push(FieldError::new(ent, format!("services[{i}].url"), e));
+                        continue;
+                    }
+                }
+            } else {
+                let up = s
+                    .upstream
+                    .as_deref()
+                    .and_then(|u| cfg.upstreams.iter().find(|x| x.id.to_string() == u));
+                let Some(up) = up else {
+                    errors.push(FieldError::new(
+                        ent,
+                        format!("services[{i}].upstream"),
+                        "unknown upstream",
+                    ));
+                    continue;
+                };
+                let mut targets = Vec::new();
+                for t in up.targets.iter().filter(|t| t.weight > 0) {
+                    match parse_host_port(&t.target, 80).and_then(|(h, p)| target(&h, p, t.weight))
+                    {
+                        Ok(t) => targets.push(t),
+                        Err(e) => errors.push(FieldError::new(
+                            ent.clone(),
+                            format!("upstreams '{}'.targets", up.name),
+                            e,
+                        )),
+                    }
+                }
+                let backend = Backend::Upstream {
+                    id: up.id,
+                    name: up.name.as_str().into(),
+                    targets: targets.into(),
+                };
+                (
+                    backend,
+                    s.path
+                        .clone()
+                        .unwrap_or_default()
+                        .trim_end_matches('/')
+                        .to_string(),
+                )
+            };
+            let ms = Duration::from_millis;
+            services.insert(
+                s.id.to_string(),
+                Arc::new(ServiceRt {
+                    id: s.id,
+                    name: s.name.as_deref().map(Arc::from),
+                    base_path: base_path.into_boxed_str(),
+                    backend,
+                    connect_timeout: ms(s.connect_timeout),
+                    read_timeout: ms(s.read_timeout),
+                    write_timeout: ms(s.write_timeout),
+                    retries: s.retries,
+                }),
+            );
+        }
+        let mut specs = Vec::with_capacity(cfg.routes.len());
+        let mut routes = Vec::with_capacity(cfg.routes.len());
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let Some(service) = r.service.as_deref().and_then(|s| services.get(s)) else {
+                errors.push(FieldError::new(
+                    format!("route at routes[{i}]"),
+                    format!("routes[{i}].service"),
+                    "unknown service",
+                ));
+                continue;
+            };
+            specs.push(RouteSpec {
+                hosts: r.hosts.clone(),
+                paths: r.paths.clone(),
+                methods: r.methods.clone(),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                priority: r.priority,
+            });
+            routes.push(RouteRt {
+                id: r.id,
+                name: r.name.as_deref().map(Arc::from),
+                service: service.clone(),
+                strip_path: r.strip_path,
+                preserve_host: r.preserve_host,
+                body_limit: r.request_body_limit,
+            });
+        }
+        let router = match Router::new(&specs) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                errors.push(FieldError::new(
+                    "route",
+                    format!("routes[{}]", e.index),
+                    e.message,
+                ));
+                None
+            }
+        };
+        match router {
+            Some(router) if errors.is_empty() => Ok(Snapshot {
+                version,
+                router,
+                routes,
+            }),
+            _ => Err(errors.into()),
+        }
+    }
+}

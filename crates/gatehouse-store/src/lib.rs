@@ -1,0 +1,168 @@
+//! Where configuration lives. [`ConfigStore`] is the one interface the admin API and the
+//! reload loop use; backends: declarative file ([`file::FileStore`]) and SQLite
+//! ([`sqlite::SqliteStore`]). A PostgreSQL backend with a change feed fits the same trait.
+
+pub mod diff;
+pub mod file;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use gatehouse_model::{
+    Certificate, Config, ConfigError, Consumer, Kind, Plugin, Route, Service, Upstream,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Boxed future returned by store methods (keeps the trait usable as `dyn`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stored or supplied config is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// This store does not take entity writes (declarative mode).
+    #[error("the config is declarative (read from a file): only POST /config may replace it")]
+    ReadOnly,
+    /// Someone else changed the config since it was read.
+    #[error("config changed concurrently (expected version {expected}, found {found}); retry")]
+    Conflict {
+        /// Version the writer started from.
+        expected: u64,
+        /// Version found in the store.
+        found: u64,
+    },
+    /// Database failure.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migration failure.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// File system failure.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// Stored data that no longer parses.
+    #[error("corrupt stored {kind} {id}: {message}")]
+    Corrupt {
+        /// Entity kind.
+        kind: String,
+        /// Entity id.
+        id: String,
+        /// Parser message.
+        message: String,
+    },
+}
+
+/// A config with the version it was read at.
+#[derive(Debug, Clone, Default)]
+pub struct Versioned {
+    /// Flat, validated config.
+    pub config: Config,
+    /// Monotonic version.
+    pub version: u64,
+}
+
+/// One entity of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entity {
+    /// A service.
+    Service(Service),
+    /// A route.
+    Route(Route),
+    /// An upstream with its targets.
+    Upstream(Upstream),
+    /// A consumer.
+    Consumer(Consumer),
+    /// A plugin instance.
+    Plugin(Plugin),
+    /// A certificate.
+    Certificate(Certificate),
+}
+
+impl Entity {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Entity::Service(_) => Kind::Service,
+            Entity::Route(_) => Kind::Route,
+            Entity::Upstream(_) => Kind::Upstream,
+            Entity::Consumer(_) => Kind::Consumer,
+            Entity::Plugin(_) => Kind::Plugin,
+            Entity::Certificate(_) => Kind::Certificate,
+        }
+    }
+    /// Its id.
+    pub fn id(&self) -> Uuid {
+        match self {
+            Entity::Service(e) => e.id,
+            Entity::Route(e) => e.id,
+            Entity::Upstream(e) => e.id,
+            Entity::Consumer(e) => e.id,
+            Entity::Plugin(e) => e.id,
+            Entity::Certificate(e) => e.id,
+        }
+    }
+    /// Its JSON form.
+    pub fn to_json(&self) -> serde_json::Value {
+        let r = match self {
+            Entity::Service(e) => serde_json::to_value(e),
+            Entity::Route(e) => serde_json::to_value(e),
+            Entity::Upstream(e) => serde_json::to_value(e),
+            Entity::Consumer(e) => serde_json::to_value(e),
+            Entity::Plugin(e) => serde_json::to_value(e),
+            Entity::Certificate(e) => serde_json::to_value(e),
+        };
+        r.unwrap_or(serde_json::Value::Null)
+    }
+    /// Parses the JSON form of an entity of `kind`.
+    pub fn from_json(kind: Kind, v: serde_json::Value) -> Result<Entity, serde_json::Error> {
+        Ok(match kind {
+            Kind::Service => Entity::Service(serde_json::from_value(v)?),
+            Kind::Route => Entity::Route(serde_json::from_value(v)?),
+            Kind::Upstream => Entity::Upstream(serde_json::from_value(v)?),
+            Kind::Consumer => Entity::Consumer(serde_json::from_value(v)?),
+            Kind::Plugin => Entity::Plugin(serde_json::from_value(v)?),
+            Kind::Certificate => Entity::Certificate(serde_json::from_value(v)?),
+        })
+    }
+}
+
+/// One write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Create or replace.
+    Put(Entity),
+    /// Remove.
+    Delete(Kind, Uuid),
+}
+
+/// Typed, versioned config storage with a change feed.
+pub trait ConfigStore: Send + Sync {
+    /// Backend name for status pages (`sqlite`, `file`).
+    fn backend(&self) -> &'static str;
+    /// True when only whole-config replacement is allowed.
+    fn read_only(&self) -> bool;
+    /// Reads the whole config and its version.
+    fn load(&self) -> StoreFuture<'_, Versioned>;
+    /// Applies changes atomically if the version is still `expected`; returns the new version.
+    fn apply(&self, changes: Vec<Change>, expected: u64) -> StoreFuture<'_, u64>;
+    /// Replaces the whole config (already validated and flat); returns the new version.
+    fn replace(&self, config: Config) -> StoreFuture<'_, u64>;
+    /// Re-reads the source now (SIGHUP); returns the version.
+    fn refresh(&self) -> StoreFuture<'_, u64>;
+    /// Tells of every new version.
+    fn watch(&self) -> watch::Receiver<u64>;
+    /// SHA-256 (hex) of the admin token, if one was set.
+    fn admin_token_hash(&self) -> StoreFuture<'_, Option<String>>;
+    /// Stores the SHA-256 (hex) of the admin token.
+    fn set_admin_token_hash(&self, hash: String) -> StoreFuture<'_, ()>;
+}
+
+/// Hex SHA-256 of a secret, the form in which admin tokens are stored.
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}

@@ -1,0 +1,230 @@
+//! The embedded default store: one SQLite file (WAL mode), migrated on open.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gatehouse_model::{Config, Kind};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::watch;
+
+use crate::diff::entities;
+use crate::{Change, ConfigStore, Entity, StoreError, StoreFuture, Versioned};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Config in a SQLite database.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    tx: watch::Sender<u64>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+async fn version(tx: &mut Transaction<'_, Sqlite>) -> Result<u64, StoreError> {
+    let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'config_version'")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(v.parse().unwrap_or(0))
+}
+
+async fn bump(tx: &mut Transaction<'_, Sqlite>) -> Result<u64, StoreError> {
+    let v = version(tx).await? + 1;
+    sqlx::query("UPDATE meta SET value = ? WHERE key = 'config_version'")
+        .bind(v.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(v)
+}
+
+async fn put(tx: &mut Transaction<'_, Sqlite>, e: &Entity) -> Result<(), StoreError> {
+    let pos: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'next_position'")
+        .fetch_one(&mut **tx)
+        .await?;
+    let pos: i64 = pos.parse().unwrap_or(1);
+    sqlx::query(
+        "INSERT INTO entities (kind, id, position, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+    )
+    .bind(e.kind().as_str())
+    .bind(e.id().to_string())
+    .bind(pos)
+    .bind(e.to_json().to_string())
+    .bind(now())
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE meta SET value = ? WHERE key = 'next_position'")
+        .bind((pos + 1).to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        let opts = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        let (tx, _) = watch::channel(0);
+        let store = SqliteStore { pool, tx };
+        let v = store.current_version().await?;
+        store.tx.send_replace(v);
+        Ok(store)
+    }
+
+    async fn current_version(&self) -> Result<u64, StoreError> {
+        let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'config_version'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.parse().unwrap_or(0))
+    }
+
+    /// Re-reads the version every `every`, so writes by another process are noticed.
+    pub fn spawn_poller(self: &std::sync::Arc<Self>, every: Duration) {
+        let me = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(s) = me.upgrade() else { break };
+                if let Err(e) = s.refresh().await {
+                    tracing::warn!(error = %e, "config version poll failed");
+                }
+            }
+        });
+    }
+}
+
+impl ConfigStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    fn load(&self) -> StoreFuture<'_, Versioned> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let version = version(&mut tx).await?;
+            let rows = sqlx::query("SELECT kind, id, body FROM entities ORDER BY position")
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            let mut cfg = Config::default();
+            let mut changes = Vec::with_capacity(rows.len());
+            for row in rows {
+                let kind: String = row.try_get("kind")?;
+                let id: String = row.try_get("id")?;
+                let body: String = row.try_get("body")?;
+                let corrupt = |message: String| StoreError::Corrupt {
+                    kind: kind.clone(),
+                    id: id.clone(),
+                    message,
+                };
+                let k = Kind::parse(&kind).ok_or_else(|| corrupt("unknown kind".into()))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| corrupt(e.to_string()))?;
+                changes.push(Change::Put(
+                    Entity::from_json(k, v).map_err(|e| corrupt(e.to_string()))?,
+                ));
+            }
+            crate::diff::apply(&mut cfg, changes);
+            Ok(Versioned {
+                config: cfg,
+                version,
+            })
+        })
+    }
+
+    fn apply(&self, changes: Vec<Change>, expected: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let found = version(&mut tx).await?;
+            if found != expected {
+                return Err(StoreError::Conflict { expected, found });
+            }
+            for c in &changes {
+                match c {
+                    Change::Put(e) => put(&mut tx, e).await?,
+                    Change::Delete(k, id) => {
+                        sqlx::query("DELETE FROM entities WHERE kind = ? AND id = ?")
+                            .bind(k.as_str())
+                            .bind(id.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            let v = bump(&mut tx).await?;
+            tx.commit().await?;
+            self.tx.send_replace(v);
+            Ok(v)
+        })
+    }
+
+    fn replace(&self, config: Config) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM entities")
+                .execute(&mut *tx)
+                .await?;
+            for e in entities(&config) {
+                put(&mut tx, &e).await?;
+            }
+            let v = bump(&mut tx).await?;
+            tx.commit().await?;
+            self.tx.send_replace(v);
+            Ok(v)
+        })
+    }
+
+    fn refresh(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let v = self.current_version().await?;
+            if v != *self.tx.borrow() {
+                self.tx.send_replace(v);
+            }
+            Ok(v)
+        })
+    }
+
+    fn watch(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    fn admin_token_hash(&self) -> StoreFuture<'_, Option<String>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = 'admin_token_sha256'")
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })
+    }
+
+    fn set_admin_token_hash(&self, hash: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('admin_token_sha256', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .bind(hash)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! Command-line interface: every `serve` flag is also an environment variable
+//! `GATEHOUSE_<NAME>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Gatehouse: API gateway, AI gateway and API management in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (embedded SQLite store, or a declarative file with --config).
+    Serve(Box<ServeArgs>),
+    /// Check a declarative config file; prints every error with its line and column.
+    Validate {
+        /// The YAML or JSON file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the declarative config format.
+    Schema,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable key=value lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Proxy listener.
+    #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Admin API listener (keep it private).
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", default_value = "127.0.0.1:9180")]
+    pub admin_listen: SocketAddr,
+    /// Status listener (/health, /ready; no auth).
+    #[arg(
+        long,
+        env = "GATEHOUSE_STATUS_LISTEN",
+        default_value = "127.0.0.1:9190"
+    )]
+    pub status_listen: SocketAddr,
+    /// Proxy worker threads (default: number of cores).
+    #[arg(long, env = "GATEHOUSE_WORKERS")]
+    pub workers: Option<usize>,
+    /// Where the embedded database and node files live.
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = ".")]
+    pub data_dir: PathBuf,
+    /// Admin API token; without it one is generated on first start and printed once.
+    #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Run DB-less from this declarative YAML/JSON file (watched; SIGHUP reloads).
+    #[arg(long, env = "GATEHOUSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log level or tracing filter (e.g. `info`, `gatehouse=debug`).
+    #[arg(long, env = "GATEHOUSE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log line format.
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Comma-separated CIDRs of proxies whose X-Forwarded-* and X-Request-Id are trusted.
+    #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet_arg::Net>,
+    /// Largest request head in bytes (at least 8192).
+    #[arg(long, env = "GATEHOUSE_MAX_HEADER_BYTES", default_value_t = 32768, value_parser = clap::value_parser!(u32).range(8192..))]
+    pub max_header_bytes: u32,
+    /// Most request headers accepted.
+    #[arg(long, env = "GATEHOUSE_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+    /// Seconds a client has to send its request head.
+    #[arg(long, env = "GATEHOUSE_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Default largest request body in bytes (routes override with `request_body_limit`).
+    #[arg(long, env = "GATEHOUSE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
+    #[arg(long, env = "GATEHOUSE_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout: u64,
+}
+
+/// CIDR parsing for clap (a bare IP means a single host).
+pub mod ipnet_arg {
+    use std::str::FromStr;
+
+    /// A CIDR or single address.
+    #[derive(Debug, Clone)]
+    pub struct Net(pub ipnet::IpNet);
+
+    impl FromStr for Net {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            let s = s.trim();
+            if let Ok(n) = s.parse::<ipnet::IpNet>() {
+                return Ok(Net(n));
+            }
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| Net(ipnet::IpNet::from(ip)))
+                .map_err(|_| format!("`{s}` is not an IP address or CIDR"))
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `gatehouse serve`: starts the store, the proxy workers, the admin and status listeners,
+//! and handles SIGHUP (reload) and SIGTERM/SIGINT (graceful stop).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::routing::get;
+use axum::Json;
+use gatehouse_admin::{AdminState, Control};
+use gatehouse_model::{NoPlugins, PluginCatalog};
+use gatehouse_proxy::{ProxySettings, Shared, Snapshot};
+use gatehouse_store::file::FileStore;
+use gatehouse_store::sqlite::SqliteStore;
+use gatehouse_store::{sha256_hex, ConfigStore};
+use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::{LogFormat, ServeArgs};
+
+fn init_logging(args: &ServeArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("--log-level `{}` is not a level or filter", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
+}
+
+fn settings(args: &ServeArgs) -> ProxySettings {
+    ProxySettings {
+        trusted_proxies: args.trusted_proxies.iter().map(|n| n.0).collect(),
+        max_header_bytes: args.max_header_bytes as usize,
+        max_headers: args.max_headers,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+        max_body_bytes: args.max_body_bytes,
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+        ..ProxySettings::default()
+    }
+}
+
+async fn admin_token(store: &dyn ConfigStore, given: Option<&str>) -> Result<String> {
+    if let Some(t) = given {
+        anyhow::ensure!(
+            t.len() >= 16,
+            "--admin-token must be at least 16 characters"
+        );
+        let h = sha256_hex(t);
+        store
+            .set_admin_token_hash(h.clone())
+            .await
+            .context("storing the admin token hash")?;
+        return Ok(h);
+    }
+    if let Some(h) = store
+        .admin_token_hash()
+        .await
+        .context("reading the admin token hash")?
+    {
+        return Ok(h);
+    }
+    let token: String = hex::encode(rand::random::<[u8; 24]>());
+    let h = sha256_hex(&token);
+    store
+        .set_admin_token_hash(h.clone())
+        .await
+        .context("storing the admin token hash")?;
+    eprintln!("\n  Gatehouse admin token (shown once, store it safely): {token}\n  Use it as: Authorization: Bearer {token}\n");
+    Ok(h)
+}
+
+/// Runs the gateway until SIGTERM/SIGINT.
+pub fn run(args: ServeArgs) -> Result<()> {
+    init_logging(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gatehouse-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let catalog: Arc<dyn PluginCatalog> = Arc::new(NoPlugins);
+    let store: Arc<dyn ConfigStore> = match &args.config {
+        Some(path) => {
+            let s = Arc::new(
+                FileStore::open(path, &args.data_dir, catalog.clone())
+                    .with_context(|| format!("opening {}", path.display()))?,
+            );
+            s.spawn_watcher(Duration::from_secs(1));
+            s
+        }
+        None => {
+            let db = args.data_dir.join("gatehouse.db");
+            let s = Arc::new(
+                SqliteStore::open(&db)
+                    .await
+                    .with_context(|| format!("opening {}", db.display()))?,
+            );
+            s.spawn_poller(Duration::from_secs(2));
+            s
+        }
+    };
+    let token_hash = admin_token(&*store, args.admin_token.as_deref()).await?;
+
+    let shared = Shared::new(Snapshot::empty(), settings(&args));
+    let control = Control::new(store.clone(), shared.clone(), catalog);
+    control.reload().await.context("loading the config")?;
+    control.spawn_reloader();
+
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let listener = gatehouse_proxy::bind(args.listen, workers)
+        .with_context(|| format!("binding proxy listener {}", args.listen))?;
+    let proxy_addr = listener.addr;
+
+    let (admin_router, _) = gatehouse_admin::build(Arc::new(AdminState {
+        control: control.clone(),
+        token_hash,
+    }));
+    let admin = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding admin listener {}", args.admin_listen))?;
+    let status = tokio::net::TcpListener::bind(args.status_listen)
+        .await
+        .with_context(|| format!("binding status listener {}", args.status_listen))?;
+    let admin_addr = admin.local_addr()?;
+    let status_addr = status.local_addr()?;
+
+    let proxy = gatehouse_proxy::start(shared, listener).context("starting proxy workers")?;
+    tracing::info!("proxy listening on {proxy_addr} ({workers} workers)");
+    tracing::info!("admin listening on {admin_addr}");
+    tracing::info!("status listening on {status_addr}");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut rx1 = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(admin, admin_router)
+            .with_graceful_shutdown(async move {
+                let _ = rx1.changed().await;
+            })
+            .await;
+    });
+    let ready_control = control.clone();
+    let status_router = axum::Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/ready",
+            get(move || {
+                let c = ready_control.clone();
+                async move {
+                    if c.is_ready() {
+                        (
+                            axum::http::StatusCode::OK,
+                            Json(json!({"status": "ready", "config_version": c.current().version})),
+                        )
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            Json(json!({"status": "loading"})),
+                        )
+                    }
+                }
+            }),
+        );
+    let mut rx2 = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(status, status_router)
+            .with_graceful_shutdown(async move {
+                let _ = rx2.changed().await;
+            })
+            .await;
+    });
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config");
+                if let Err(e) = store.refresh().await {
+                    tracing::error!(error = %e, "reload failed; the running config stays");
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    proxy.shutdown();
+    tokio::task::spawn_blocking(move || proxy.join()).await.ok();
+    tracing::info!("stopped");
+    Ok(())
+}
