@@ -151,7 +151,13 @@ async fn put_one<T: Ent>(s: &AdminState, key: String, body: Bytes) -> ApiResult<
     let (cur, (id, created)) = s
         .control
         .mutate(move |cfg, origins| match entity::find::<T>(cfg, &key) {
-            Some(i) => Ok((entity::replace_at(cfg, origins, i, e)?, false)),
+            Some(i) => {
+                if e.name().is_none() && key.parse::<Uuid>().is_err() {
+                    // PUT /services/orders keeps the name it was addressed by.
+                    e.set_name(&key);
+                }
+                Ok((entity::replace_at(cfg, origins, i, e)?, false))
+            }
             None => {
                 match key.parse::<Uuid>() {
                     Ok(id) => e.set_id(id),

@@ -28,14 +28,35 @@ pub fn label(kind: Kind, name: Option<&str>, path: &str) -> String {
     }
 }
 
+thread_local! {
+    static USED: std::cell::RefCell<std::collections::HashSet<Uuid>> = Default::default();
+}
+
+/// Gives an entity without id a stable one from `key`; if two entities would get the same
+/// (duplicate names, reported by validation), the later one is keyed by its position instead.
 fn fill(id: &mut Uuid, kind: Kind, key: &str) {
     if id.is_nil() {
-        *id = derive_id(kind, key);
+        let mut cand = derive_id(kind, key);
+        USED.with(|u| {
+            let mut u = u.borrow_mut();
+            let mut n = 0;
+            while u.contains(&cand) {
+                n += 1;
+                cand = derive_id(kind, &format!("{key}#{n}"));
+            }
+            u.insert(cand);
+        });
+        *id = cand;
     }
 }
 
 /// Flattens nested entities and assigns missing ids. Returns the origin path of every entity.
 pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
+    USED.with(|u| {
+        let mut u = u.borrow_mut();
+        u.clear();
+        u.extend(existing_ids(cfg));
+    });
     let mut origins = Origins::new();
     let mut routes = Vec::new();
     let mut plugins = Vec::new();
@@ -181,4 +202,19 @@ pub fn label_str(kind: &str, name: Option<&str>, path: &str) -> String {
         Some(n) => format!("{kind} '{n}'"),
         None => format!("{kind} at {path}"),
     }
+}
+
+fn existing_ids(cfg: &Config) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = Vec::new();
+    for s in &cfg.services {
+        ids.push(s.id);
+        ids.extend(s.routes.iter().map(|r| r.id));
+    }
+    ids.extend(cfg.routes.iter().map(|r| r.id));
+    ids.extend(cfg.upstreams.iter().map(|u| u.id));
+    ids.extend(cfg.consumers.iter().map(|c| c.id));
+    ids.extend(cfg.plugins.iter().map(|p| p.id));
+    ids.extend(cfg.certificates.iter().map(|c| c.id));
+    ids.retain(|i| !i.is_nil());
+    ids
 }

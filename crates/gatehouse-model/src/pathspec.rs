@@ -75,13 +75,25 @@ fn parse_segments(p: &str) -> Result<Vec<Segment>, String> {
     Ok(out)
 }
 
+/// A regex compile error on one line (the crate's message draws a multi-line diagram).
+pub fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(&text);
+    last.trim().trim_start_matches("error: ").to_string()
+}
+
 /// Parses a route path as written in the config.
 pub fn parse(p: &str) -> Result<PathPattern, String> {
     if let Some(rx) = p.strip_prefix('~') {
         if rx.is_empty() {
             return Err("regex is empty".into());
         }
-        regex::Regex::new(&format!("^(?:{rx})")).map_err(|e| format!("invalid regex: {e}"))?;
+        regex::Regex::new(&format!("^(?:{rx})"))
+            .map_err(|e| format!("invalid regex: {}", regex_error(&e)))?;
         return Ok(PathPattern::Regex(rx.to_string()));
     }
     if let Some(exact) = p.strip_prefix('=') {

@@ -413,7 +413,7 @@ pub fn validate(
                             &ent,
                             &base,
                             &format!("{hp}[{k}]"),
-                            format!("invalid regex: {e}"),
+                            format!("invalid regex: {}", pathspec::regex_error(&e)),
                         );
                     }
                 }

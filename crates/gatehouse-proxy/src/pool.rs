@@ -2,8 +2,8 @@
 //! atomics): idle HTTP/1.1 connections are kept per target, last-in first-out so the warmest
 //! connection is reused, and expire after the idle timeout.
 
+use foldhash::{HashMap, HashMapExt};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;

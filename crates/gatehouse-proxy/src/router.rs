@@ -10,7 +10,8 @@
 //! 4. more conditions (`methods` counts one, each `headers` entry one);
 //! 5. declaration order.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
 use gatehouse_model::pathspec::{self, PathPattern, Segment};
 use http::{HeaderMap, Method};

@@ -129,10 +129,10 @@ impl ConfigStore for FileStore {
 
     fn refresh(&self) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            // SIGHUP means "read the file", even if it did not change (e.g. after POST /config).
-            let v = self.check_file()?;
+            // SIGHUP means "the file is the truth": pick up edits now, and drop a posted config.
+            self.check_file()?;
             let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if matches!(st.source, Source::Posted(_)) || v == st.version {
+            if matches!(st.source, Source::Posted(_)) {
                 st.version += 1;
                 st.source = Source::File;
                 self.tx.send_replace(st.version);

@@ -1,1 +1,11 @@
+//! Test helpers shared by Gatehouse's integration tests: real upstream HTTP servers (echo,
+//! status, slow, streaming/SSE, WebSocket, connection-dropping), a launcher for the real
+//! `gatehouse` binary, and a small HTTP client.
 
+pub mod client;
+pub mod gateway;
+pub mod upstream;
+
+pub use client::{get, request, Reply};
+pub use gateway::Gateway;
+pub use upstream::{closed_port, Upstream};

@@ -1,0 +1,261 @@
+//! A real HTTP/1.1 upstream server. One server answers by path:
+//! - `/status/{code}`: that status, JSON echo body
+//! - `/sleep/{ms}`: waits before the response head
+//! - `/stream/{n}/{ms}`: `n` SSE events, `ms` apart (`text/event-stream`, chunked)
+//! - `/bytes/{n}`: `n` bytes of `x`
+//! - `/close`: drops the connection without answering
+//! - `/ws`: WebSocket echo
+//! - anything else: JSON echo of method, path, query, headers and body
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A running upstream; stops when dropped.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests answered so far.
+    pub hits: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An address where nothing listens (connections are refused).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(
+            Full::new(body.into())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("response")
+}
+
+async fn handle(
+    name: Arc<str>,
+    hits: Arc<AtomicUsize>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["close"] => Err(std::io::Error::other("closing as asked")),
+        ["sleep", ms, ..] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            echo(&name, StatusCode::OK, req).await
+        }
+        ["status", code, ..] => {
+            echo(
+                &name,
+                StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap_or(StatusCode::OK),
+                req,
+            )
+            .await
+        }
+        ["bytes", n] => Ok(full(
+            StatusCode::OK,
+            "application/octet-stream",
+            vec![b'x'; n.parse().unwrap_or(0)],
+        )),
+        ["stream", n, ms] => {
+            let n: usize = n.parse().unwrap_or(1);
+            let gap = Duration::from_millis(ms.parse().unwrap_or(0));
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+            tokio::spawn(async move {
+                for i in 0..n {
+                    if i > 0 {
+                        tokio::time::sleep(gap).await;
+                    }
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from(format!("data: event {i}\n\n")))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|x| (x, rx))
+            });
+            Ok(Response::builder()
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .expect("response"))
+        }
+        ["ws"] => {
+            let key = req.headers().get("sec-websocket-key").cloned();
+            let Some(key) = key else {
+                return Ok(full(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "not a websocket request",
+                ));
+            };
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = upgrade.await {
+                    let mut ws =
+                        WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None)
+                            .await;
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_close() {
+                            break;
+                        }
+                        if msg.is_text() || msg.is_binary() {
+                            let _ = ws.send(msg).await;
+                        }
+                    }
+                }
+            });
+            Ok(Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", accept)
+                .body(
+                    Full::new(Bytes::new())
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+                .expect("response"))
+        }
+        _ => echo(&name, StatusCode::OK, req).await,
+    }
+}
+
+async fn echo(
+    name: &str,
+    status: StatusCode,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let mut headers = Map::new();
+    for (k, v) in &parts.headers {
+        let v = Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        match headers.get_mut(k.as_str()) {
+            Some(Value::Array(list)) => list.push(v),
+            _ => {
+                headers.insert(k.as_str().to_string(), Value::Array(vec![v]));
+            }
+        }
+    }
+    let j = json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut r = full(status, "application/json", j.to_string());
+    r.headers_mut().insert(
+        "x-upstream",
+        http::HeaderValue::from_str(name).unwrap_or(http::HeaderValue::from_static("?")),
+    );
+    Ok(r)
+}
+
+impl Upstream {
+    /// Starts an upstream named `name` on 127.0.0.1 (random port), on its own thread.
+    pub fn start(name: &str) -> Upstream {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let name: Arc<str> = name.into();
+        let h = hits.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        acc = listener.accept() => {
+                            let Ok((stream, _)) = acc else { continue };
+                            let (name, hits) = (name.clone(), h.clone());
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req| handle(name.clone(), hits.clone(), req));
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .with_upgrades()
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+            rt.shutdown_timeout(Duration::from_millis(100));
+        });
+        Upstream {
+            addr,
+            hits,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Keeps `Infallible` in scope for service signatures in tests.
+pub type Never = Infallible;

@@ -1,0 +1,36 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+#[allow(unused_imports)]
+pub use gatehouse_testkit::{closed_port, get, request, Gateway, Upstream};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gatehouse"))
+}
+
+/// Writes a declarative config and starts the gateway on it.
+pub fn start_with_config(dir: &Path, yaml: &str, extra: &[&str]) -> Gateway {
+    let file = dir.join("gatehouse.yaml");
+    std::fs::write(&file, yaml).expect("write config");
+    let f = file.display().to_string();
+    let mut args = vec!["--config", f.as_str()];
+    args.extend_from_slice(extra);
+    Gateway::start_in(&bin(), dir, &args)
+}
+
+/// Runs curl with arguments; returns (exit ok, stdout, stderr).
+pub fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

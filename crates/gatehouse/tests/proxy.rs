@@ -1,0 +1,558 @@
+//! Proxying through the real binary: routing, header rewriting, errors, limits, streaming,
+//! WebSocket, HTTP/2, balancing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn setup(yaml_body: &str, extra: &[&str]) -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("_format_version: \"1\"\n{yaml_body}");
+    let gw = start_with_config(dir.path(), &yaml, extra);
+    (dir, gw)
+}
+
+fn assert_error_shape(r: &gatehouse_testkit::Reply, status: u16, code: &str) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["error"]["status"], status);
+    assert_eq!(j["error"]["code"], code, "{j}");
+    let rid = j["error"]["request_id"].as_str().unwrap();
+    assert!(!rid.is_empty());
+    assert_eq!(r.header("x-request-id").as_deref(), Some(rid));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+}
+
+#[tokio::test]
+async fn routes_strip_path_and_forwarding_headers() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: a
+    url: {}/base
+    routes:
+      - name: strip
+        paths: ["/api"]
+      - name: keep
+        paths: ["/keep"]
+        strip_path: false
+        preserve_host: true
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/api/users?x=1&y=%20z",
+        &[
+            ("host", "shop.example.com"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "s"),
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["path"], "/base/users");
+    assert_eq!(j["query"], "x=1&y=%20z");
+    assert_eq!(j["version"], "HTTP/1.1");
+    let h = &j["headers"];
+    assert_eq!(
+        h["host"][0],
+        up.addr.to_string(),
+        "Host is the target's unless preserve_host"
+    );
+    assert_eq!(
+        h["x-forwarded-for"][0], "127.0.0.1",
+        "untrusted peer: XFF replaced, not appended"
+    );
+    assert_eq!(h["x-forwarded-host"][0], "shop.example.com");
+    assert_eq!(h["x-forwarded-proto"][0], "http");
+    assert_eq!(h["x-real-ip"][0], "127.0.0.1");
+    assert!(h["x-forwarded-port"][0]
+        .as_str()
+        .unwrap()
+        .parse::<u16>()
+        .is_ok());
+    assert!(
+        h.get("x-secret").is_none(),
+        "headers named in Connection are hop-by-hop"
+    );
+    assert!(h.get("connection").is_none() || h["connection"][0] != "keep-alive, x-secret");
+    let rid = r.header("x-request-id").unwrap();
+    assert_eq!(
+        h["x-request-id"][0],
+        rid.as_str(),
+        "request id flows upstream and back"
+    );
+    assert_eq!(r.header("x-upstream").as_deref(), Some("a"));
+
+    let r = request(&gw.proxy, "GET", "/api", &[], "").await.unwrap();
+    assert_eq!(r.json()["path"], "/base");
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/keep/x",
+        &[("host", "shop.example.com:8080")],
+        "",
+    )
+    .await
+    .unwrap();
+    let j = r.json();
+    assert_eq!(j["path"], "/base/keep/x");
+    assert_eq!(j["headers"]["host"][0], "shop.example.com:8080");
+}
+
+#[tokio::test]
+async fn trusted_proxies_keep_forwarded_headers() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
+            up.url()
+        ),
+        &["--trusted-proxies", "127.0.0.0/8"],
+    );
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/",
+        &[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "abc-123"),
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-for"][0], "1.2.3.4, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"][0], "https");
+    assert_eq!(h["x-request-id"][0], "abc-123");
+    assert_eq!(r.header("x-request-id").as_deref(), Some("abc-123"));
+}
+
+#[tokio::test]
+async fn precedence_hosts_methods_headers_params_regex() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: a
+    url: {a}
+  - name: b
+    url: {b}
+routes:
+  - {{ name: catchall, service: a, paths: ["/"] }}
+  - {{ name: host, service: b, hosts: ["*.example.com"], paths: ["/"] }}
+  - {{ name: exact, service: b, paths: ["=/exact"] }}
+  - {{ name: post-only, service: b, paths: ["/m"], methods: [POST] }}
+  - {{ name: v2, service: b, paths: ["/h"], headers: {{ x-version: ["2"] }} }}
+  - {{ name: params, service: b, paths: ["/users/{{id}}/orders"] }}
+  - {{ name: regex, service: b, paths: ["~/items/\\d+$"], priority: 1 }}
+"#,
+            a = a.url(),
+            b = b.url()
+        ),
+        &[],
+    );
+    let who = |r: gatehouse_testkit::Reply| r.header("x-upstream").unwrap_or_default();
+    assert_eq!(who(get(&gw.proxy, "/exact").await), "b");
+    assert_eq!(who(get(&gw.proxy, "/exact/more").await), "a");
+    assert_eq!(
+        who(
+            request(&gw.proxy, "GET", "/x", &[("host", "api.example.com")], "")
+                .await
+                .unwrap()
+        ),
+        "b"
+    );
+    assert_eq!(
+        who(request(&gw.proxy, "POST", "/m", &[], "").await.unwrap()),
+        "b"
+    );
+    assert_eq!(
+        who(request(&gw.proxy, "GET", "/m", &[], "").await.unwrap()),
+        "a"
+    );
+    assert_eq!(
+        who(request(&gw.proxy, "GET", "/h", &[("x-version", "2")], "")
+            .await
+            .unwrap()),
+        "b"
+    );
+    assert_eq!(
+        who(request(&gw.proxy, "GET", "/h", &[("x-version", "3")], "")
+            .await
+            .unwrap()),
+        "a"
+    );
+    let r = get(&gw.proxy, "/users/42/orders/9").await;
+    assert_eq!(r.header("x-upstream").as_deref(), Some("b"));
+    assert_eq!(
+        r.json()["path"],
+        "/9",
+        "strip_path removes the matched prefix including params"
+    );
+    assert_eq!(who(get(&gw.proxy, "/items/12").await), "b");
+    assert_eq!(who(get(&gw.proxy, "/items/12x").await), "a");
+}
+
+#[tokio::test]
+async fn path_tricks_are_normalized_before_routing() {
+    let a = Upstream::start("public");
+    let b = Upstream::start("admin");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - {{ name: pub, url: {}, routes: [{{ paths: [\"/\"] }}] }}\n  - {{ name: adm, url: {}, routes: [{{ paths: [\"/admin\"], strip_path: false }}] }}\n",
+            a.url(),
+            b.url()
+        ),
+        &[],
+    );
+    for p in [
+        "/public/../admin/x",
+        "/%61dmin/x",
+        "//admin//x",
+        "/./admin/x",
+        "/public/%2e%2e/admin/x",
+    ] {
+        let r = get(&gw.proxy, p).await;
+        assert_eq!(r.header("x-upstream").as_deref(), Some("admin"), "{p}");
+        assert_eq!(r.json()["path"], "/admin/x", "{p} is forwarded normalized");
+    }
+    let r = get(&gw.proxy, "/admin%2Fx").await;
+    assert_eq!(
+        r.header("x-upstream").as_deref(),
+        Some("public"),
+        "an encoded slash is not a separator"
+    );
+    let r = get(&gw.proxy, "/a%zz").await;
+    assert_error_shape(&r, 400, "bad_request");
+}
+
+#[tokio::test]
+async fn no_route_and_upstream_failures_use_the_error_shape() {
+    let slow = Upstream::start("slow");
+    let dead = closed_port();
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: dead
+    url: http://{dead}
+    retries: 1
+    routes: [{{ paths: ["/dead"] }}]
+  - name: slow
+    url: {slow}
+    read_timeout: 300
+    routes: [{{ paths: ["/sleep"], strip_path: false }}]
+  - name: broken
+    url: {slow}
+    routes: [{{ paths: ["/close"], strip_path: false }}]
+  - name: empty
+    upstream: nobody
+    routes: [{{ paths: ["/empty"] }}]
+upstreams:
+  - name: nobody
+    targets: []
+"#,
+            slow = slow.url()
+        ),
+        &[],
+    );
+    assert_error_shape(&get(&gw.proxy, "/nowhere").await, 404, "no_route");
+    assert_error_shape(&get(&gw.proxy, "/dead").await, 502, "upstream_unreachable");
+    assert_error_shape(
+        &get(&gw.proxy, "/sleep/3000").await,
+        504,
+        "upstream_timeout",
+    );
+    assert_error_shape(&get(&gw.proxy, "/close").await, 502, "upstream_error");
+    assert_error_shape(&get(&gw.proxy, "/empty").await, 503, "no_upstream_targets");
+    // Upstream errors are passed through untouched.
+    let r = get(&gw.proxy, "/sleep/0/../../sleep/1").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn balancing_weights_and_retry_on_refused_target() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let dead = closed_port();
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: pool
+    upstream: pool
+    routes: [{{ paths: ["/"] }}]
+upstreams:
+  - name: pool
+    targets:
+      - {{ target: "{a}", weight: 3 }}
+      - {{ target: "{b}", weight: 1 }}
+      - {{ target: "{dead}", weight: 1 }}
+"#,
+            a = a.addr,
+            b = b.addr
+        ),
+        &["--workers", "1"],
+    );
+    for _ in 0..50 {
+        let r = get(&gw.proxy, "/").await;
+        assert_eq!(
+            r.status,
+            200,
+            "a refused target is retried on another: {}",
+            r.text()
+        );
+    }
+    let (ha, hb) = (a.hits(), b.hits());
+    assert_eq!(ha + hb, 50);
+    // The dead target's share goes to the next pick; a gets 3 of every 5 picks plus retries.
+    assert!(ha > hb * 2, "weights respected: a={ha} b={hb}");
+}
+
+#[tokio::test]
+async fn body_limits_and_header_limits() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes:\n      - {{ paths: [\"/small\"], request_body_limit: 10 }}\n      - {{ paths: [\"/\"] }}\n",
+            up.url()
+        ),
+        &["--max-headers", "20", "--max-body-bytes", "1000"],
+    );
+    let r = request(&gw.proxy, "POST", "/small", &[], "0123456789")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body"], "0123456789");
+    let r = request(&gw.proxy, "POST", "/small", &[], "0123456789A")
+        .await
+        .unwrap();
+    assert_error_shape(&r, 413, "request_too_large");
+    let big = "x".repeat(1001);
+    assert_error_shape(
+        &request(&gw.proxy, "POST", "/any", &[], &big).await.unwrap(),
+        413,
+        "request_too_large",
+    );
+    // Chunked bodies (no Content-Length) are counted as they stream.
+    let (ok, out, _) = curl(&[
+        "-i",
+        "-X",
+        "POST",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        "@-",
+        &format!("http://{}/small", gw.proxy),
+    ]);
+    assert!(ok);
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "empty chunked body passes: {out}"
+    );
+    let headers: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("x-h{i}"), "v".to_string()))
+        .collect();
+    let hs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let r = request(&gw.proxy, "GET", "/", &hs, "").await;
+    assert!(
+        r.map(|r| r.status == 431).unwrap_or(true),
+        "too many headers are refused"
+    );
+    let long = "y".repeat(40_000);
+    let r = request(&gw.proxy, "GET", "/", &[("x-long", &long)], "").await;
+    assert!(
+        r.map(|r| r.status == 431).unwrap_or(true),
+        "an oversized head is refused"
+    );
+}
+
+#[tokio::test]
+async fn chunked_body_over_limit_is_refused() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"], request_body_limit: 100 }}]\n",
+            up.url()
+        ),
+        &[],
+    );
+    let body = "z".repeat(5000);
+    let path = std::env::temp_dir().join(format!("gh-body-{}", std::process::id()));
+    std::fs::write(&path, &body).unwrap();
+    let (_, out, _) = curl(&[
+        "-i",
+        "-X",
+        "POST",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", path.display()),
+        &format!("http://{}/", gw.proxy),
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("\"request_too_large\""), "{out}");
+}
+
+#[tokio::test]
+async fn slow_client_head_is_cut_off() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
+            up.url()
+        ),
+        &["--header-read-timeout", "1"],
+    );
+    let mut s = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "connection must be closed after the header timeout"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn sse_streams_event_by_event() {
+    let up = Upstream::start("sse");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
+            up.url()
+        ),
+        &[],
+    );
+    let stream = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/stream/3/700")
+        .header("host", "x")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut arrivals = Vec::new();
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame.unwrap().into_data() {
+            arrivals.push((Instant::now(), String::from_utf8_lossy(&d).into_owned()));
+        }
+    }
+    let all: String = arrivals.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(all, "data: event 0\n\ndata: event 1\n\ndata: event 2\n\n");
+    assert!(arrivals.len() >= 3, "events arrive as separate chunks");
+    let gap = arrivals[1].0 - arrivals[0].0;
+    assert!(
+        gap >= Duration::from_millis(350),
+        "event 1 was not held back with event 0 (gap {gap:?})"
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    let up = Upstream::start("ws");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
+            up.url()
+        ),
+        &[],
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.proxy))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        let msg = format!("hello {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone()))
+            .await
+            .unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), msg);
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_with_curl() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
+            up.url()
+        ),
+        &[],
+    );
+    let (ok, out, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-i",
+        &format!("http://{}/h2?q=1", gw.proxy),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    let body = out.split("\r\n\r\n").nth(1).unwrap();
+    let j: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(j["path"], "/h2");
+    assert_eq!(j["version"], "HTTP/1.1", "upstream side is HTTP/1.1");
+    assert_eq!(j["headers"]["x-forwarded-host"][0], gw.proxy);
+    let (ok, out, _) = curl(&[
+        "--http2-prior-knowledge",
+        "-i",
+        &format!("http://{}/../nothing-here-either", gw.proxy),
+    ]);
+    assert!(ok && out.starts_with("HTTP/2 200"));
+}
+
+#[tokio::test]
+async fn keep_alive_connections_are_reused() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
+            up.url()
+        ),
+        &["--workers", "1"],
+    );
+    let url = format!("http://{}/", gw.proxy);
+    let (ok, out, err) = curl(&["-v", &url, &url, &url]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("\"upstream\":\"a\"").count(), 3);
+    assert!(
+        err.contains("Re-using existing connection"),
+        "client keep-alive works: {err}"
+    );
+}
