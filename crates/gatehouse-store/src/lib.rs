@@ -132,6 +132,7 @@ impl Entity {
 
 /// One write.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // changes are few and short-lived; boxing buys nothing
 pub enum Change {
     /// Create or replace.
     Put(Entity),

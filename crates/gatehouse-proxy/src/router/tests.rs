@@ -129,8 +129,10 @@ fn declaration_order_breaks_ties() {
 
 #[test]
 fn route_without_path_matches_everything_on_its_host() {
-    let mut m = RouteSpec::default();
-    m.methods = vec!["DELETE".into()];
+    let m = RouteSpec {
+        methods: vec!["DELETE".into()],
+        ..Default::default()
+    };
     let r = Router::new(&[m]).unwrap();
     assert_eq!(find(&r, "h", "DELETE", "/any/thing").unwrap().route, 0);
     assert!(find(&r, "h", "GET", "/any").is_none());
