@@ -1,11 +1,9 @@
 //! Body types of the proxy: the client's request body on its way upstream (with a size limit
-//! and an idle timeout) and the upstream's response body on its way back (which returns its
-//! connection to the pool when it ends).
+//! and an idle timeout) and what the proxy answers with (its own bytes, or the upstream's
+//! body streamed by `h1::ResponseBody`).
 
-use std::cell::Cell;
 use std::error::Error as StdError;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -13,8 +11,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
-
-use crate::pool::Checkin;
 
 /// Boxed error for bodies.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -32,17 +28,17 @@ pub enum BodyError {
 
 /// Re-armable idle timer that allocates only when a stream actually waits.
 #[derive(Default)]
-struct IdleTimer {
+pub(crate) struct IdleTimer {
     sleep: Option<Pin<Box<Sleep>>>,
     progressed: bool,
 }
 
 impl IdleTimer {
-    fn progress(&mut self) {
+    pub(crate) fn progress(&mut self) {
         self.progressed = true;
     }
     /// Called when the inner stream is pending; true when the timeout expired.
-    fn expired(&mut self, cx: &mut Context<'_>, limit: Duration) -> bool {
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         match &mut self.sleep {
             None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -63,19 +59,17 @@ pub struct RequestBody {
     inner: Incoming,
     limit: u64,
     seen: u64,
-    exceeded: Rc<Cell<bool>>,
     idle: Duration,
     timer: IdleTimer,
 }
 
 impl RequestBody {
-    /// Wraps a body; `exceeded` is set when the limit is hit.
-    pub fn new(inner: Incoming, limit: u64, idle: Duration, exceeded: Rc<Cell<bool>>) -> Self {
+    /// Wraps a body that may carry at most `limit` bytes with at most `idle` between chunks.
+    pub fn new(inner: Incoming, limit: u64, idle: Duration) -> Self {
         RequestBody {
             inner,
             limit,
             seen: 0,
-            exceeded,
             idle,
             timer: IdleTimer::default(),
         }
@@ -97,7 +91,6 @@ impl Body for RequestBody {
                 if let Some(d) = frame.data_ref() {
                     this.seen += d.len() as u64;
                     if this.seen > this.limit {
-                        this.exceeded.set(true);
                         return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge(this.limit)))));
                     }
                 }
@@ -123,87 +116,12 @@ impl Body for RequestBody {
     }
 }
 
-/// The upstream's response body on its way to the client.
-pub struct UpstreamBody {
-    inner: Incoming,
-    checkin: Option<Checkin>,
-    idle: Duration,
-    timer: IdleTimer,
-}
-
-impl UpstreamBody {
-    /// Wraps a response body; the connection goes back to the pool when it ends.
-    pub fn new(inner: Incoming, checkin: Option<Checkin>, idle: Duration) -> Self {
-        let mut b = UpstreamBody {
-            inner,
-            checkin,
-            idle,
-            timer: IdleTimer::default(),
-        };
-        if b.inner.is_end_stream() {
-            b.finish();
-        }
-        b
-    }
-
-    fn finish(&mut self) {
-        if let Some(c) = self.checkin.take() {
-            c.release();
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.timer.progress();
-                if this.inner.is_end_stream() {
-                    this.finish();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.checkin = None;
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Ready(None) => {
-                this.finish();
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.timer.expired(cx, this.idle) {
-                    this.checkin = None;
-                    return Poll::Ready(Some(Err(Box::new(BodyError::Idle(this.idle)))));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// Every body the proxy answers with.
 pub enum ProxyBody {
     /// A complete body made by the gateway (errors, small answers).
     Full(Option<Bytes>),
     /// Streamed from an upstream.
-    Upstream(UpstreamBody),
+    Upstream(crate::h1::ResponseBody),
 }
 
 impl ProxyBody {

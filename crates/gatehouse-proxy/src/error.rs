@@ -35,6 +35,12 @@ pub enum ProxyError {
     /// The upstream broke the exchange.
     #[error("upstream failed to answer")]
     UpstreamError,
+    /// The client stopped sending its body.
+    #[error("timed out waiting for the request body")]
+    ClientTimeout,
+    /// The client's body stream broke.
+    #[error("the request body could not be read")]
+    ClientAborted,
 }
 
 impl ProxyError {
@@ -49,6 +55,8 @@ impl ProxyError {
             ProxyError::ConnectTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_connect_timeout"),
             ProxyError::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             ProxyError::UpstreamError => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            ProxyError::ClientTimeout => (StatusCode::REQUEST_TIMEOUT, "request_body_timeout"),
+            ProxyError::ClientAborted => (StatusCode::BAD_REQUEST, "bad_request_body"),
         }
     }
 

@@ -11,13 +11,16 @@ use arc_swap::ArcSwap;
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use crate::balancer::Balancer;
-use crate::body::{ProxyBody, RequestBody, UpstreamBody};
+use crate::body::{BodyError, ProxyBody, RequestBody};
 use crate::error::ProxyError;
+use crate::h1::{Extra, H1Error, ResponseBody};
 use crate::pathnorm;
 use crate::pool::{ConnectError, Pool};
 use crate::settings::ProxySettings;
@@ -100,18 +103,8 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass over the (few) present headers is cheaper than nine removals that miss.
-    let present = h.keys().any(|k| {
-        k == header::CONNECTION
-            || k == header::TE
-            || k == header::TRAILER
-            || k == header::TRANSFER_ENCODING
-            || k == header::UPGRADE
-            || k == header::PROXY_AUTHENTICATE
-            || k == header::PROXY_AUTHORIZATION
-            || k == KEEP_ALIVE
-            || k == PROXY_CONNECTION
-    });
+    // One pass over the (few) present headers is cheaper than ten removals that miss.
+    let present = h.keys().any(crate::h1::is_hop_by_hop);
     if !present {
         return;
     }
@@ -135,6 +128,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::UPGRADE);
     h.remove(header::PROXY_AUTHENTICATE);
     h.remove(header::PROXY_AUTHORIZATION);
+    // 100-continue is answered to the client by the server side; the upstream gets the body.
+    h.remove(header::EXPECT);
 }
 
 fn valid_request_id(v: &HeaderValue) -> bool {
@@ -294,75 +289,74 @@ impl Worker {
         let path_changed = matches!(path, std::borrow::Cow::Owned(_));
         parts.uri = upstream_uri(route, &path, path_changed, m.matched_len, &parts.uri)?;
 
-        // Headers.
-        let upgrade = parts.version == Version::HTTP_11
-            && parts.headers.contains_key(header::UPGRADE)
-            && has_token(&parts.headers, &header::CONNECTION, "upgrade");
-        let upgrade_proto = if upgrade {
-            parts.headers.get(header::UPGRADE).cloned()
-        } else {
-            None
-        };
-        let h = &mut parts.headers;
-        strip_hop_by_hop(h);
-        if let Some(p) = upgrade_proto {
-            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            h.insert(header::UPGRADE, p);
-        }
+        // Forwarding headers are written next to the request's own when the head is
+        // serialized (h1::Extra); the client's header map itself is left as it came.
+        let h = &parts.headers;
         let trusted = conn.trusted;
+        let mut extra = Extra::default();
         if trusted && h.contains_key(&X_FORWARDED_FOR) {
             let mut joined = BytesMut::new();
             for v in h.get_all(&X_FORWARDED_FOR) {
-                if !joined.is_empty() {
-                    joined.put_slice(b", ");
-                }
                 joined.put_slice(v.as_bytes());
+                joined.put_slice(b", ");
             }
-            joined.put_slice(b", ");
             joined.put_slice(conn.peer_ip.as_bytes());
             if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
-                h.insert(X_FORWARDED_FOR.clone(), v);
+                extra.set(X_FORWARDED_FOR.clone(), v);
             }
         } else {
-            h.insert(X_FORWARDED_FOR.clone(), conn.peer_ip.clone());
+            extra.set(X_FORWARDED_FOR.clone(), conn.peer_ip.clone());
         }
         if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            extra.set(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         }
         if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
-            match &orig_host {
-                Some(v) => h.insert(X_FORWARDED_HOST.clone(), v.clone()),
-                None => h.remove(&X_FORWARDED_HOST),
-            };
-        }
-        if !(trusted && h.contains_key(&X_FORWARDED_PORT)) {
-            h.insert(X_FORWARDED_PORT.clone(), conn.local_port.clone());
-        }
-        if !(trusted && h.contains_key(&X_REAL_IP)) {
-            h.insert(X_REAL_IP.clone(), conn.peer_ip.clone());
-        }
-        h.insert(X_REQUEST_ID.clone(), rid.clone());
-        if route.preserve_host {
             if let Some(v) = &orig_host {
-                h.insert(header::HOST, v.clone());
+                extra.set(X_FORWARDED_HOST.clone(), v.clone());
             }
         }
-        parts.version = Version::HTTP_11;
+        if !(trusted && h.contains_key(&X_FORWARDED_PORT)) {
+            extra.set(X_FORWARDED_PORT.clone(), conn.local_port.clone());
+        }
+        if !(trusted && h.contains_key(&X_REAL_IP)) {
+            extra.set(X_REAL_IP.clone(), conn.peer_ip.clone());
+        }
+        extra.set(X_REQUEST_ID.clone(), rid.clone());
+        let upgrade = parts.version == Version::HTTP_11
+            && h.contains_key(header::UPGRADE)
+            && has_token(h, &header::CONNECTION, "upgrade");
+        if upgrade {
+            if let Some(p) = h.get(header::UPGRADE) {
+                extra.set(header::UPGRADE, p.clone());
+                extra.set(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            }
+        }
         let client_upgrade = if upgrade {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
             None
         };
+        // The Host header is the last extra, set per target below.
+        let host_slot = extra.len();
 
-        let exceeded = Rc::new(Cell::new(false));
-        let body = RequestBody::new(body, limit, svc.write_timeout, exceeded.clone());
+        let method = parts.method.clone();
+        let idempotent = matches!(
+            method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        let body = RequestBody::new(body, limit, svc.write_timeout);
         let mut req = Request::from_parts(parts, body);
+        let has_body = !req.body().is_end_stream();
 
-        // Pick, connect (with retries), send.
+        // Pick, connect (with retries), send, read the head.
         let mut tried: Vec<usize> = Vec::new();
         let mut failures = 0u32;
         let mut stale = 0u32;
-        let mut last_err = ProxyError::Unreachable;
         loop {
             let (idx, target): (usize, &Arc<TargetRt>) = match &svc.backend {
                 Backend::Single(t) => (0, t),
@@ -380,73 +374,91 @@ impl Worker {
                     (i, &targets[i])
                 }
             };
-            if !route.preserve_host || orig_host.is_none() {
-                req.headers_mut()
-                    .insert(header::HOST, target.host_header.clone());
+            extra.truncate(host_slot);
+            match (&orig_host, route.preserve_host) {
+                (Some(h), true) => extra.set(header::HOST, h.clone()),
+                _ => extra.set(header::HOST, target.host_header.clone()),
             }
-            let lease = match self.pool.get(target, svc.connect_timeout).await {
+            let lease = match self.pool.get(target, svc.connect_timeout, stale > 0).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::debug!(request_id = %rid.to_str().unwrap_or(""), error = %e, "connect failed");
-                    last_err = match e {
-                        ConnectError::Timeout(_) => ProxyError::ConnectTimeout,
-                        _ => ProxyError::Unreachable,
-                    };
                     failures += 1;
                     if failures > svc.retries {
-                        return Err(last_err);
+                        return Err(match e {
+                            ConnectError::Timeout(_) => ProxyError::ConnectTimeout,
+                            ConnectError::Failed(..) => ProxyError::Unreachable,
+                        });
                     }
                     tried.push(idx);
                     continue;
                 }
             };
-            let mut tx = lease.tx;
-            let sent = tokio::time::timeout(svc.read_timeout, tx.try_send_request(req)).await;
-            match sent {
-                Err(_) => return Err(ProxyError::UpstreamTimeout),
-                Ok(Ok(mut resp)) => {
-                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client) = client_upgrade {
-                            let upstream = hyper::upgrade::on(&mut resp);
-                            tokio::task::spawn_local(async move {
-                                match tokio::try_join!(client, upstream) {
-                                    Ok((c, u)) => {
-                                        let _ = tokio::io::copy_bidirectional(
-                                            &mut TokioIo::new(c),
-                                            &mut TokioIo::new(u),
-                                        )
-                                        .await;
-                                    }
-                                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                                }
-                            });
-                            let (parts, _) = resp.into_parts();
-                            return Ok(Response::from_parts(parts, ProxyBody::empty()));
-                        }
-                    }
-                    let (mut parts, body) = resp.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    let checkin = self.pool.checkin(target.key.clone(), tx);
-                    let body = UpstreamBody::new(body, Some(checkin), svc.read_timeout);
-                    return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
+            let mut conn = lease.conn;
+            let sent = if has_body {
+                match tokio::time::timeout(svc.write_timeout, conn.send(&mut req, &extra)).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ProxyError::UpstreamTimeout),
                 }
-                Ok(Err(mut e)) => {
-                    if exceeded.get() {
-                        return Err(ProxyError::TooLarge(limit));
+            } else {
+                conn.send(&mut req, &extra).await
+            };
+            let head = match sent {
+                Ok(_) => {
+                    match tokio::time::timeout(svc.read_timeout, conn.read_head(&method)).await {
+                        Ok(r) => r,
+                        Err(_) => return Err(ProxyError::UpstreamTimeout),
                     }
-                    if let Some(r) = e.take_message() {
-                        // Not sent: the pooled connection had gone away. Safe to try another.
-                        if stale < 8 {
-                            stale += 1;
-                            req = r;
-                            continue;
-                        }
-                    }
-                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), error = %e.error(), reused = lease.reused, "upstream exchange failed");
-                    let _ = last_err;
+                }
+                Err(e) => Err(e),
+            };
+            let (resp, framing) = match head {
+                Ok(h) => h,
+                Err(H1Error::Body(e)) => {
+                    return Err(match e.downcast_ref::<BodyError>() {
+                        Some(BodyError::TooLarge(n)) => ProxyError::TooLarge(*n),
+                        Some(BodyError::Idle(_)) => ProxyError::ClientTimeout,
+                        None => ProxyError::ClientAborted,
+                    });
+                }
+                Err(e @ (H1Error::ClosedEarly | H1Error::Io(_)))
+                    if lease.reused && !has_body && idempotent && stale < 3 =>
+                {
+                    // The pooled connection was closed by the upstream as we reused it: the
+                    // request cannot have been processed; resend it on a fresh connection.
+                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), error = %e, "stale pooled connection; retrying");
+                    stale += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), error = %e, reused = lease.reused, "upstream exchange failed");
                     return Err(ProxyError::UpstreamError);
                 }
+            };
+            let (mut parts, ()) = resp.into_parts();
+            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                let Some(client) = client_upgrade else {
+                    return Err(ProxyError::UpstreamError);
+                };
+                let (mut upstream, leftover) = conn.into_parts();
+                tokio::task::spawn_local(async move {
+                    match client.await {
+                        Ok(c) => {
+                            let mut c = TokioIo::new(c);
+                            if !leftover.is_empty() && c.write_all(&leftover).await.is_err() {
+                                return;
+                            }
+                            let _ = tokio::io::copy_bidirectional(&mut c, &mut upstream).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
+                    }
+                });
+                return Ok(Response::from_parts(parts, ProxyBody::empty()));
             }
+            strip_hop_by_hop(&mut parts.headers);
+            let release = self.pool.release_to(target.key.clone());
+            let body = ResponseBody::new(conn, framing, release, svc.read_timeout);
+            return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
         }
     }
 }

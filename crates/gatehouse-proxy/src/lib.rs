@@ -4,6 +4,7 @@
 pub mod balancer;
 pub mod body;
 pub mod error;
+pub mod h1;
 pub mod handler;
 pub mod pathnorm;
 pub mod pool;

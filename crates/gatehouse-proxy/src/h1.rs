@@ -1,0 +1,860 @@
+//! Gatehouse's own HTTP/1.1 client side for upstream connections.
+//!
+//! The proxy writes the request and reads the response on the upstream socket directly from
+//! the client connection's task: no connection task, no channels, no cross-task wake-ups per
+//! request (which is where a hyper client connection spends its time). Only the head is
+//! parsed (httparse); bodies are framed (Content-Length, chunked, or until close) and
+//! streamed in the chunks the socket delivers.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::body::{BodyError, BoxError, IdleTimer};
+use crate::pool::Release;
+
+/// Largest upstream response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most upstream response headers accepted.
+const MAX_HEADERS: usize = 128;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What went wrong talking to an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    /// Socket error.
+    #[error("upstream i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The upstream closed before sending a response byte.
+    #[error("upstream closed the connection before answering")]
+    ClosedEarly,
+    /// The response is not valid HTTP/1.
+    #[error("invalid upstream response: {0}")]
+    Invalid(String),
+    /// The request body failed (client went away, limit, timeout).
+    #[error("request body: {0}")]
+    Body(BoxError),
+}
+
+/// An idle or busy HTTP/1.1 connection to an upstream.
+pub struct Conn {
+    io: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Requests completed on this connection.
+    pub uses: u32,
+}
+
+/// How the request body is sent.
+enum ReqFraming {
+    None,
+    Length,
+    Chunked,
+}
+
+impl Conn {
+    /// Wraps a connected socket.
+    pub fn new(io: TcpStream) -> Conn {
+        Conn {
+            io,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(1024),
+            uses: 0,
+        }
+    }
+
+    /// True when an idle connection looks usable: nothing (no EOF, no stray bytes) arrived
+    /// while it sat in the pool. Costs no system call unless the socket became readable.
+    pub fn is_reusable(&self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        // AsyncRead (unlike try_read) drops the socket's readiness after a short read, which
+        // saves the EAGAIN read that would otherwise follow every response.
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+
+    /// Serializes the request head into the write buffer: the request's own end-to-end
+    /// headers, minus those `extra` replaces, then `extra`. Returns how the body is framed.
+    fn encode_head<B: Body>(&mut self, req: &Request<B>, extra: &Extra) -> ReqFraming {
+        let w = &mut self.wbuf;
+        w.clear();
+        w.put_slice(req.method().as_str().as_bytes());
+        w.put_u8(b' ');
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        w.put_slice(pq.as_bytes());
+        w.put_slice(b" HTTP/1.1\r\n");
+        let named = req
+            .headers()
+            .get(header::CONNECTION)
+            .map(HeaderValue::as_bytes);
+        for (name, value) in req.headers() {
+            if is_hop_by_hop(name)
+                || extra.replaces(name)
+                || named.is_some_and(|list| contains_token(list, name.as_str().as_bytes()))
+            {
+                continue;
+            }
+            w.put_slice(name.as_str().as_bytes());
+            w.put_slice(b": ");
+            w.put_slice(value.as_bytes());
+            w.put_slice(b"\r\n");
+        }
+        for (name, value) in extra.iter() {
+            w.put_slice(name.as_str().as_bytes());
+            w.put_slice(b": ");
+            w.put_slice(value.as_bytes());
+            w.put_slice(b"\r\n");
+        }
+        let framing = if req.headers().contains_key(header::CONTENT_LENGTH) {
+            ReqFraming::Length
+        } else if req.body().is_end_stream() {
+            ReqFraming::None
+        } else {
+            w.put_slice(b"transfer-encoding: chunked\r\n");
+            ReqFraming::Chunked
+        };
+        w.put_slice(b"\r\n");
+        framing
+    }
+
+    /// Writes the request (head and whole body). `Ok(true)` when a body was sent.
+    pub async fn send<B>(&mut self, req: &mut Request<B>, extra: &Extra) -> Result<bool, H1Error>
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        let framing = self.encode_head(req, extra);
+        if matches!(framing, ReqFraming::None) {
+            self.io.write_all(&self.wbuf).await?;
+            return Ok(false);
+        }
+        let body = req.body_mut();
+        let mut sent_body = false;
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(H1Error::Body(e)),
+                Some(Ok(f)) => {
+                    let Ok(data) = f.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    sent_body = true;
+                    match framing {
+                        ReqFraming::Chunked => {
+                            self.wbuf
+                                .put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                            self.wbuf.put_slice(&data);
+                            self.wbuf.put_slice(b"\r\n");
+                        }
+                        _ => self.wbuf.put_slice(&data),
+                    }
+                    self.io.write_all(&self.wbuf).await?;
+                    self.wbuf.clear();
+                }
+            }
+        }
+        if matches!(framing, ReqFraming::Chunked) {
+            self.wbuf.put_slice(b"0\r\n\r\n");
+        }
+        if !self.wbuf.is_empty() {
+            self.io.write_all(&self.wbuf).await?;
+        }
+        Ok(sent_body)
+    }
+
+    /// Reads a response head (skipping 1xx interim answers other than 101).
+    pub async fn read_head(
+        &mut self,
+        method: &Method,
+    ) -> Result<(Response<()>, BodyFraming), H1Error> {
+        let mut got_any = false;
+        loop {
+            if let Some(done) = self.parse_head(method)? {
+                return Ok(done);
+            }
+            if self.rbuf.len() > MAX_HEAD {
+                return Err(H1Error::Invalid("response head too large".into()));
+            }
+            let n = std::future::poll_fn(|cx| self.poll_fill(cx)).await?;
+            if n == 0 {
+                return Err(if got_any {
+                    H1Error::Invalid("connection closed inside the response head".into())
+                } else {
+                    H1Error::ClosedEarly
+                });
+            }
+            got_any = true;
+        }
+    }
+
+    fn parse_head(
+        &mut self,
+        method: &Method,
+    ) -> Result<Option<(Response<()>, BodyFraming)>, H1Error> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut headers);
+            let len = match parsed.parse(&self.rbuf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(H1Error::Invalid(e.to_string())),
+            };
+            let code = parsed.code.unwrap_or(0);
+            let status = StatusCode::from_u16(code)
+                .map_err(|_| H1Error::Invalid(format!("status {code}")))?;
+            if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                self.rbuf.advance(len);
+                continue;
+            }
+            let http10 = parsed.version == Some(0);
+            let count = parsed.headers.len();
+            let mut spans: [(usize, usize, usize, usize); MAX_HEADERS] =
+                [(0, 0, 0, 0); MAX_HEADERS];
+            let base = self.rbuf.as_ptr() as usize;
+            for (i, h) in parsed.headers.iter().enumerate() {
+                // httparse hands out slices of `rbuf`; keep their offsets to slice the frozen head.
+                let n0 = h.name.as_ptr() as usize - base;
+                let v0 = h.value.as_ptr() as usize - base;
+                spans[i] = (n0, h.name.len(), v0, h.value.len());
+            }
+            let head = self.rbuf.split_to(len).freeze();
+            let mut map = HeaderMap::with_capacity(count);
+            let mut close = http10;
+            let mut keep_alive_10 = false;
+            let mut chunked = false;
+            let mut length: Option<u64> = None;
+            for &(n0, nl, v0, vl) in &spans[..count] {
+                let name = HeaderName::from_bytes(&head[n0..n0 + nl])
+                    .map_err(|e| H1Error::Invalid(e.to_string()))?;
+                let value = HeaderValue::from_maybe_shared(head.slice(v0..v0 + vl))
+                    .map_err(|e| H1Error::Invalid(e.to_string()))?;
+                if name == header::CONNECTION {
+                    let v = value.as_bytes();
+                    if contains_token(v, b"close") {
+                        close = true;
+                    }
+                    if contains_token(v, b"keep-alive") {
+                        keep_alive_10 = true;
+                    }
+                } else if name == header::TRANSFER_ENCODING {
+                    chunked = last_token_is(value.as_bytes(), b"chunked");
+                } else if name == header::CONTENT_LENGTH {
+                    let n = std::str::from_utf8(value.as_bytes())
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok());
+                    match (n, length) {
+                        (Some(n), None) => length = Some(n),
+                        (Some(n), Some(m)) if n == m => {}
+                        _ => {
+                            return Err(H1Error::Invalid(
+                                "bad or conflicting Content-Length".into(),
+                            ))
+                        }
+                    }
+                }
+                map.append(name, value);
+            }
+            if http10 && keep_alive_10 {
+                close = false;
+            }
+            let no_body = method == Method::HEAD
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+                || status == StatusCode::SWITCHING_PROTOCOLS;
+            let framing = if no_body {
+                BodyFraming::Length(0)
+            } else if chunked {
+                map.remove(header::CONTENT_LENGTH);
+                BodyFraming::Chunked(ChunkState::Size)
+            } else if let Some(n) = length {
+                BodyFraming::Length(n)
+            } else {
+                close = true;
+                BodyFraming::UntilClose
+            };
+            let mut resp = Response::new(());
+            *resp.status_mut() = status;
+            *resp.version_mut() = Version::HTTP_11;
+            *resp.headers_mut() = map;
+            return Ok(Some((resp, framing.with_close(close))));
+        }
+    }
+
+    /// Gives up the socket and any bytes read past the head (for upgrades).
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.io, self.rbuf)
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Expect` (100-continue is answered to the
+/// client by the server side) — never forwarded as they came.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::EXPECT
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Headers the gateway sets on the way upstream, written after the request's own headers
+/// (replacing any of the same name) without touching the request's `HeaderMap`.
+#[derive(Default)]
+pub struct Extra {
+    items: [(Option<HeaderName>, Option<HeaderValue>); 10],
+    len: usize,
+}
+
+impl Extra {
+    /// Sets `name` to `value` (at most ten entries; the proxy uses eight).
+    pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        if self.len < self.items.len() {
+            self.items[self.len] = (Some(name), Some(value));
+            self.len += 1;
+        }
+    }
+
+    /// How many entries are set.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops the entries after the first `len`.
+    pub fn truncate(&mut self, len: usize) {
+        while self.len > len {
+            self.len -= 1;
+            self.items[self.len] = (None, None);
+        }
+    }
+
+    fn replaces(&self, name: &HeaderName) -> bool {
+        self.items[..self.len]
+            .iter()
+            .any(|(n, _)| n.as_ref() == Some(name))
+    }
+
+    /// The headers set, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.items[..self.len]
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_ref()?, v.as_ref()?)))
+    }
+}
+
+fn contains_token(v: &[u8], token: &[u8]) -> bool {
+    v.split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+fn last_token_is(v: &[u8], token: &[u8]) -> bool {
+    v.split(|b| *b == b',')
+        .next_back()
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Chunked decoding state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk with this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty line.
+    Trailers,
+}
+
+/// How a response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// Exactly this many bytes left.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked(ChunkState),
+    /// Until the upstream closes the connection.
+    UntilClose,
+    /// Like the inner framing, but the connection cannot be reused afterwards.
+    Closing(u64, Option<ChunkState>),
+}
+
+impl BodyFraming {
+    fn with_close(self, close: bool) -> BodyFraming {
+        match (self, close) {
+            (BodyFraming::Length(n), true) => BodyFraming::Closing(n, None),
+            (BodyFraming::Chunked(s), true) => BodyFraming::Closing(0, Some(s)),
+            (f, _) => f,
+        }
+    }
+}
+
+/// A response body read straight from the upstream socket.
+pub struct ResponseBody {
+    conn: Option<Conn>,
+    framing: BodyFraming,
+    reusable: bool,
+    release: Option<Release>,
+    idle: std::time::Duration,
+    timer: IdleTimer,
+}
+
+impl ResponseBody {
+    /// Streams the body described by `framing` from `conn`; `release` gets the connection
+    /// back when the body ended cleanly and the connection can carry another request.
+    pub fn new(
+        conn: Conn,
+        framing: BodyFraming,
+        release: Release,
+        idle: std::time::Duration,
+    ) -> ResponseBody {
+        let (framing, reusable) = match framing {
+            BodyFraming::Closing(n, None) => (BodyFraming::Length(n), false),
+            BodyFraming::Closing(_, Some(s)) => (BodyFraming::Chunked(s), false),
+            BodyFraming::UntilClose => (BodyFraming::UntilClose, false),
+            f => (f, true),
+        };
+        let mut b = ResponseBody {
+            conn: Some(conn),
+            framing,
+            reusable,
+            release: Some(release),
+            idle,
+            timer: IdleTimer::default(),
+        };
+        if b.framing == BodyFraming::Length(0) {
+            b.finish();
+        }
+        b
+    }
+
+    fn finish(&mut self) {
+        self.framing = BodyFraming::Length(0);
+        if let (Some(mut conn), Some(release)) = (self.conn.take(), self.release.take()) {
+            if self.reusable && conn.rbuf.is_empty() {
+                conn.uses += 1;
+                release.release(conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.framing = BodyFraming::Length(0);
+        Poll::Ready(Some(Err(e.into())))
+    }
+}
+
+/// Reads more of the body, failing with [`BodyError::Idle`] when nothing comes within `idle`.
+fn poll_fill_timed(
+    conn: &mut Conn,
+    timer: &mut IdleTimer,
+    idle: std::time::Duration,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    match conn.poll_fill(cx) {
+        Poll::Ready(r) => {
+            timer.progress();
+            Poll::Ready(r)
+        }
+        Poll::Pending if timer.expired(cx, idle) => Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            BodyError::Idle(idle),
+        ))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing {
+                BodyFraming::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                BodyFraming::Length(n) => {
+                    if !conn.rbuf.is_empty() {
+                        let take = (n.min(conn.rbuf.len() as u64)) as usize;
+                        let data = conn.rbuf.split_to(take).freeze();
+                        let left = n - take as u64;
+                        this.framing = BodyFraming::Length(left);
+                        if left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match ready!(poll_fill_timed(conn, &mut this.timer, this.idle, cx)) {
+                        Ok(0) => {
+                            return this.fail(H1Error::Invalid(
+                                "upstream closed the connection inside the body".into(),
+                            ))
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return this.fail(e),
+                    }
+                }
+                BodyFraming::UntilClose => {
+                    if !conn.rbuf.is_empty() {
+                        let data = conn.rbuf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match ready!(poll_fill_timed(conn, &mut this.timer, this.idle, cx)) {
+                        Ok(0) => {
+                            this.conn = None;
+                            this.framing = BodyFraming::Length(0);
+                            return Poll::Ready(None);
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return this.fail(e),
+                    }
+                }
+                BodyFraming::Chunked(state) => {
+                    let buf = &mut conn.rbuf;
+                    let progressed = match state {
+                        ChunkState::Size => match find_crlf(buf) {
+                            Some(i) => {
+                                let line = &buf[..i];
+                                let hex_end = line
+                                    .iter()
+                                    .position(|b| !b.is_ascii_hexdigit())
+                                    .unwrap_or(line.len());
+                                let size = std::str::from_utf8(&line[..hex_end])
+                                    .ok()
+                                    .and_then(|s| u64::from_str_radix(s, 16).ok());
+                                let Some(size) = size else {
+                                    return this.fail(H1Error::Invalid("bad chunk size".into()));
+                                };
+                                buf.advance(i + 2);
+                                this.framing = BodyFraming::Chunked(if size == 0 {
+                                    ChunkState::Trailers
+                                } else {
+                                    ChunkState::Data(size)
+                                });
+                                true
+                            }
+                            None if buf.len() > 4096 => {
+                                return this
+                                    .fail(H1Error::Invalid("chunk size line too long".into()))
+                            }
+                            None => false,
+                        },
+                        ChunkState::Data(n) => {
+                            if !buf.is_empty() {
+                                let take = (n.min(buf.len() as u64)) as usize;
+                                let data = buf.split_to(take).freeze();
+                                let left = n - take as u64;
+                                this.framing = BodyFraming::Chunked(if left == 0 {
+                                    ChunkState::DataEnd
+                                } else {
+                                    ChunkState::Data(left)
+                                });
+                                return Poll::Ready(Some(Ok(Frame::data(data))));
+                            }
+                            false
+                        }
+                        ChunkState::DataEnd => {
+                            if buf.len() >= 2 {
+                                if &buf[..2] != b"\r\n" {
+                                    return this
+                                        .fail(H1Error::Invalid("missing CRLF after chunk".into()));
+                                }
+                                buf.advance(2);
+                                this.framing = BodyFraming::Chunked(ChunkState::Size);
+                                true
+                            } else {
+                                false
+                            }
+                        }
+                        ChunkState::Trailers => match find_crlf(buf) {
+                            Some(0) => {
+                                buf.advance(2);
+                                this.finish();
+                                return Poll::Ready(None);
+                            }
+                            Some(i) => {
+                                buf.advance(i + 2);
+                                true
+                            }
+                            None if buf.len() > MAX_HEAD => {
+                                return this.fail(H1Error::Invalid("trailers too large".into()))
+                            }
+                            None => false,
+                        },
+                    };
+                    if progressed {
+                        continue;
+                    }
+                    match ready!(poll_fill_timed(conn, &mut this.timer, this.idle, cx)) {
+                        Ok(0) => {
+                            return this.fail(H1Error::Invalid(
+                                "upstream closed the connection inside a chunked body".into(),
+                            ))
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return this.fail(e),
+                    }
+                }
+                // Normalized away in `ResponseBody::new`; kept total rather than panicking.
+                BodyFraming::Closing(..) => {
+                    return this.fail(H1Error::Invalid("internal framing state".into()))
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.framing == BodyFraming::Length(0)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.framing {
+            BodyFraming::Length(n) => http_body::SizeHint::with_exact(n),
+            _ => http_body::SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Extra;
+    use super::*;
+    use crate::pool::Pool;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// Runs one exchange against a raw server that answers with `chunks` (written with pauses,
+    /// so the parser sees split reads) and then, if `close`, closes.
+    async fn exchange(
+        method: Method,
+        chunks: Vec<&'static [u8]>,
+        close: bool,
+    ) -> (Response<()>, Result<Bytes, String>, usize) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            for c in chunks {
+                s.write_all(c).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if !close {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri("/x")
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
+            )
+            .unwrap();
+        conn.send(&mut req, &Extra::default()).await.unwrap();
+        let (resp, framing) = conn.read_head(&method).await.unwrap();
+        let pool = Pool::new(4, Duration::from_secs(10));
+        let body = ResponseBody::new(
+            conn,
+            framing,
+            pool.release_to("k".into()),
+            Duration::from_secs(5),
+        );
+        let collected = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| e.to_string());
+        let idle = pool.idle_count("k");
+        (resp, collected, idle)
+    }
+
+    #[tokio::test]
+    async fn content_length_split_across_reads_is_reused() {
+        let (r, b, idle) = exchange(
+            Method::GET,
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Le",
+                b"ngth: 10\r\nX-A: 1\r\n\r\nhello",
+                b" worl",
+                b"d",
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-a"], "1");
+        assert_eq!(b.unwrap(), "hello worl");
+        assert_eq!(
+            idle, 1,
+            "a cleanly finished exchange returns the connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn chunked_with_extensions_and_trailers() {
+        let (r, b, idle) = exchange(
+            Method::GET,
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel",
+                b"lo\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n",
+                b"\r\n",
+            ],
+            false,
+        )
+        .await;
+        assert!(r.headers().get("transfer-encoding").is_some());
+        assert_eq!(b.unwrap(), "hello world");
+        assert_eq!(idle, 1);
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped_and_head_has_no_body() {
+        let (r, b, idle) = exchange(
+            Method::HEAD,
+            vec![b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n"],
+            false,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(b.unwrap(), "");
+        assert_eq!(idle, 1);
+    }
+
+    #[tokio::test]
+    async fn http10_until_close_is_not_reused() {
+        let (r, b, idle) = exchange(
+            Method::GET,
+            vec![b"HTTP/1.0 200 OK\r\n\r\npart1 ", b"part2"],
+            true,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(b.unwrap(), "part1 part2");
+        assert_eq!(idle, 0);
+    }
+
+    #[tokio::test]
+    async fn connection_close_is_honoured() {
+        let (_, b, idle) = exchange(
+            Method::GET,
+            vec![b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"],
+            true,
+        )
+        .await;
+        assert_eq!(b.unwrap(), "ok");
+        assert_eq!(idle, 0);
+    }
+
+    #[tokio::test]
+    async fn truncated_bodies_and_bad_framing_are_errors() {
+        let (_, b, idle) = exchange(
+            Method::GET,
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"],
+            true,
+        )
+        .await;
+        assert!(b.is_err());
+        assert_eq!(idle, 0);
+        let (_, b, _) = exchange(
+            Method::GET,
+            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+            true,
+        )
+        .await;
+        assert!(b.unwrap_err().contains("chunk size"));
+    }
+
+    #[tokio::test]
+    async fn conflicting_content_length_is_refused() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc")
+                .await
+                .unwrap();
+        });
+        let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let mut req = Request::get("/")
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
+            )
+            .unwrap();
+        conn.send(&mut req, &Extra::default()).await.unwrap();
+        assert!(matches!(
+            conn.read_head(&Method::GET).await,
+            Err(H1Error::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn idle_connection_closed_by_peer_is_not_reusable() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let (s, _) = l.accept().await.unwrap();
+        assert!(conn.is_reusable());
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Readiness is only learned when the reactor runs; give it a turn.
+        tokio::task::yield_now().await;
+        assert!(!conn.is_reusable());
+    }
+}
