@@ -12,8 +12,10 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-10}; CONN=${CONN:-64}; ROUNDS=${ROUNDS:-2}
 for b in nginx wrk taskset; do command -v $b >/dev/null || { echo "missing $b: apt-get install -y nginx wrk"; exit 2; }; done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gatehouse-target}"
-cargo build --release -p gatehouse --locked >/dev/null
-BIN="$CARGO_TARGET_DIR/release/gatehouse"
+if [ -z "${BIN:-}" ]; then   # BIN=path/to/gatehouse skips the build
+  cargo build --release -p gatehouse --locked >/dev/null
+  BIN="$CARGO_TARGET_DIR/release/gatehouse"
+fi
 D=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; sleep 0.3; rm -rf "$D"' EXIT
 cat > "$D/up.conf" <<C
 worker_processes 1; daemon off; pid $D/up.pid; error_log $D/up.err;

@@ -15,7 +15,7 @@ async fn sqlite_versions_diffs_conflicts_and_order() {
     let store = SqliteStore::open(&dir.path().join("g.db")).await.unwrap();
     let v0 = store.load().await.unwrap();
     assert_eq!(v0.config, Config::default());
-    let mut rx = store.watch();
+    let rx = store.watch();
 
     let cfg = parse_document(DOC, &NoPlugins).unwrap();
     let v1 = store
