@@ -8,4 +8,4 @@ pub mod upstream;
 
 pub use client::{get, request, Reply};
 pub use gateway::Gateway;
-pub use upstream::{closed_port, Upstream};
+pub use upstream::{blackhole, closed_port, Upstream};

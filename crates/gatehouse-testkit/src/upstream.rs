@@ -33,6 +33,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Requests answered so far.
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted so far.
+    pub conns: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -46,6 +48,24 @@ impl Drop for Upstream {
             let _ = t.join();
         }
     }
+}
+
+/// An address whose connections never complete: a listener with a full accept queue that
+/// never accepts (SYNs are dropped), for connect-timeout tests. Keep the guard alive.
+pub fn blackhole() -> (SocketAddr, Vec<std::net::TcpStream>, socket2::Socket) {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+        .expect("bind");
+    s.listen(0).expect("listen");
+    let addr = s.local_addr().expect("addr").as_socket().expect("inet");
+    let mut fill = Vec::new();
+    for _ in 0..4 {
+        if let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fill.push(c);
+        }
+    }
+    (addr, fill, s)
 }
 
 /// An address where nothing listens (connections are refused).
@@ -208,6 +228,8 @@ impl Upstream {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let c2 = conns.clone();
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let name: Arc<str> = name.into();
         let h = hits.clone();
@@ -224,6 +246,7 @@ impl Upstream {
                         _ = &mut stop_rx => break,
                         acc = listener.accept() => {
                             let Ok((stream, _)) = acc else { continue };
+                            c2.fetch_add(1, Ordering::SeqCst);
                             let (name, hits) = (name.clone(), h.clone());
                             tokio::spawn(async move {
                                 let svc = service_fn(move |req| handle(name.clone(), hits.clone(), req));
@@ -241,6 +264,7 @@ impl Upstream {
         Upstream {
             addr,
             hits,
+            conns,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -249,6 +273,11 @@ impl Upstream {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
     }
 
     /// Requests answered so far.

@@ -556,3 +556,97 @@ async fn keep_alive_connections_are_reused() {
         "client keep-alive works: {err}"
     );
 }
+
+#[tokio::test]
+async fn connect_and_body_timeouts() {
+    let up = Upstream::start("a");
+    let (hole, _fill, _guard) = gatehouse_testkit::blackhole();
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: hole
+    url: http://{hole}
+    connect_timeout: 300
+    retries: 0
+    routes: [{{ paths: ["/hole"] }}]
+  - name: ok
+    url: {up}
+    write_timeout: 300
+    routes: [{{ paths: ["/"] }}]
+"#,
+            up = up.url()
+        ),
+        &[],
+    );
+    assert_error_shape(
+        &get(&gw.proxy, "/hole").await,
+        504,
+        "upstream_connect_timeout",
+    );
+    // A client that stops sending its announced body gets 408 after write_timeout.
+    let mut s = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    s.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_body_timeout"), "{text}");
+}
+
+#[tokio::test]
+async fn upstream_connections_survive_reloads() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let doc = |tag: &str| {
+        format!("_format_version: \"1\"\nservices:\n  - url: {}\n    routes: [{{ paths: [\"/\"], tags: [\"{tag}\"] }}]\n", up.url())
+    };
+    let gw = start_with_config(dir.path(), &doc("one"), &["--workers", "1"]);
+    for _ in 0..5 {
+        assert_eq!(get(&gw.proxy, "/").await.status, 200);
+    }
+    assert_eq!(
+        up.connections(),
+        1,
+        "one pooled upstream connection serves sequential requests"
+    );
+    std::fs::write(dir.path().join("gatehouse.yaml"), doc("two")).unwrap();
+    gw.signal("HUP");
+    let start = Instant::now();
+    loop {
+        let st = gw.admin_ok("GET", "/status", Value::Null).await;
+        if st["config_version"].as_u64().unwrap() >= 2 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(get(&gw.proxy, "/").await.status, 200);
+    }
+    assert_eq!(up.connections(), 1, "the pool survived the reload");
+}
+
+#[tokio::test]
+async fn head_and_no_content_answers_have_no_body() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
+            up.url()
+        ),
+        &["--workers", "1"],
+    );
+    let (ok, out, _) = curl(&["-sI", &format!("http://{}/x", gw.proxy)]);
+    assert!(ok && out.starts_with("HTTP/1.1 200"), "{out}");
+    let r = get(&gw.proxy, "/status/204").await;
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    // The connection is still usable after both.
+    assert_eq!(get(&gw.proxy, "/bytes/70000").await.body.len(), 70000);
+    assert_eq!(up.connections(), 1);
+}
