@@ -110,9 +110,13 @@ impl Conn {
             .headers()
             .get(header::CONNECTION)
             .map(HeaderValue::as_bytes);
+        // A body the client sent chunked is forwarded chunked; a Content-Length that came with
+        // Transfer-Encoding is dropped, never forwarded beside it (request smuggling).
+        let chunked_in = req.headers().contains_key(header::TRANSFER_ENCODING);
         for (name, value) in req.headers() {
             if is_hop_by_hop(name)
                 || extra.replaces(name)
+                || (chunked_in && name == header::CONTENT_LENGTH)
                 || named.is_some_and(|list| contains_token(list, name.as_str().as_bytes()))
             {
                 continue;
@@ -128,9 +132,9 @@ impl Conn {
             w.put_slice(value.as_bytes());
             w.put_slice(b"\r\n");
         }
-        let framing = if req.headers().contains_key(header::CONTENT_LENGTH) {
+        let framing = if req.headers().contains_key(header::CONTENT_LENGTH) && !chunked_in {
             ReqFraming::Length
-        } else if req.body().is_end_stream() {
+        } else if req.body().is_end_stream() && !chunked_in {
             ReqFraming::None
         } else {
             w.put_slice(b"transfer-encoding: chunked\r\n");

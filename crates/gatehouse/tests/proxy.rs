@@ -650,3 +650,47 @@ async fn head_and_no_content_answers_have_no_body() {
     assert_eq!(get(&gw.proxy, "/bytes/70000").await.body.len(), 70000);
     assert_eq!(up.connections(), 1);
 }
+
+/// Raw request bytes in, raw answer out (for framing attacks curl would not send).
+async fn raw(addr: &str, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn request_framing_cannot_be_smuggled() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
+            up.url()
+        ),
+        &[],
+    );
+    // Content-Length and Transfer-Encoding together: refused, or forwarded chunked only.
+    let out = raw(
+        &gw.proxy,
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    if out.starts_with("HTTP/1.1 200") {
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+        assert!(body.contains("\"body\":\"hello\""), "{out}");
+        assert!(
+            !body.contains("content-length"),
+            "Content-Length forwarded beside chunked: {out}"
+        );
+    } else {
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    }
+    // Two different Content-Lengths: refused.
+    let out = raw(&gw.proxy, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(
+        up.hits() <= 1,
+        "the conflicting Content-Length request never reached the upstream"
+    );
+}
