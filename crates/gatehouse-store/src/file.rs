@@ -109,7 +109,11 @@ impl ConfigStore for FileStore {
                 Some(c) => c,
                 None => parse_document(&read(&self.path)?, &*self.catalog)?,
             };
-            Ok(Versioned { config, version })
+            Ok(Versioned {
+                config,
+                version,
+                validated: true,
+            })
         })
     }
 

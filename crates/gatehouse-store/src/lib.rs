@@ -63,6 +63,8 @@ pub struct Versioned {
     pub config: Config,
     /// Monotonic version.
     pub version: u64,
+    /// True when the store already ran full validation on it (no need to run it again).
+    pub validated: bool,
 }
 
 /// One entity of any kind.

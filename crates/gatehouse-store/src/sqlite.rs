@@ -145,9 +145,11 @@ impl ConfigStore for SqliteStore {
                 ));
             }
             crate::diff::apply(&mut cfg, changes);
+            // Re-validated on load: the database may have been written by another version.
             Ok(Versioned {
                 config: cfg,
                 version,
+                validated: false,
             })
         })
     }
