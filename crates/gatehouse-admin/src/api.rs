@@ -567,8 +567,10 @@ pub async fn status(State(s): St) -> Json<Value> {
 
 /// The JSON Schema of the declarative format.
 #[utoipa::path(get, path = "/schemas/config", tag = "config", responses((status = 200, description = "JSON Schema", body = Object)))]
-pub async fn config_schema() -> Json<Value> {
-    Json(gatehouse_model::schema::json_schema())
+pub async fn config_schema(State(s): St) -> Json<Value> {
+    Json(gatehouse_model::schema::json_schema_with(
+        &**s.control.catalog(),
+    ))
 }
 
 /// This document.

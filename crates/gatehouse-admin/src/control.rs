@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use gatehouse_model::{prepare, Config, ConfigError, Origins, PluginCatalog};
+use gatehouse_model::{prepare, Config, ConfigError, Origins};
+use gatehouse_proxy::plugin::Registry;
 use gatehouse_proxy::{Shared, Snapshot};
 use gatehouse_store::{diff, ConfigStore, StoreError, Versioned};
 
@@ -23,7 +24,7 @@ pub enum ControlError {
 pub struct Control {
     store: Arc<dyn ConfigStore>,
     shared: Arc<Shared>,
-    catalog: Arc<dyn PluginCatalog>,
+    catalog: Arc<Registry>,
     current: RwLock<Arc<Versioned>>,
     write: tokio::sync::Mutex<()>,
     ready: AtomicBool,
@@ -35,7 +36,7 @@ impl Control {
     pub fn new(
         store: Arc<dyn ConfigStore>,
         shared: Arc<Shared>,
-        catalog: Arc<dyn PluginCatalog>,
+        catalog: Arc<Registry>,
     ) -> Arc<Control> {
         Arc::new(Control {
             store,
@@ -53,8 +54,8 @@ impl Control {
         &self.store
     }
 
-    /// The plugin catalog used for validation.
-    pub fn catalog(&self) -> &Arc<dyn PluginCatalog> {
+    /// The plugins: validation of their configs and compilation of instances.
+    pub fn catalog(&self) -> &Arc<Registry> {
         &self.catalog
     }
 
@@ -108,7 +109,7 @@ impl Control {
             } else {
                 prepare(v.config, &Origins::new(), &*self.catalog)?
             };
-            let snap = Snapshot::compile(&cfg, v.version)?;
+            let snap = Snapshot::compile(&cfg, v.version, &self.catalog)?;
             let n = cfg.routes.len();
             self.install(cfg, snap, v.version);
             tracing::info!(version = v.version, routes = n, "config loaded");
@@ -139,7 +140,7 @@ impl Control {
         let mut origins = Origins::new();
         let out = edit(&mut cfg, &mut origins)?;
         let cfg = prepare(cfg, &origins, &*self.catalog).map_err(ControlError::from)?;
-        let snap = Snapshot::compile(&cfg, 0).map_err(ControlError::from)?;
+        let snap = Snapshot::compile(&cfg, 0, &self.catalog).map_err(ControlError::from)?;
         let changes = diff::diff(&cur.config, &cfg);
         let version = if changes.is_empty() {
             cur.version
@@ -156,7 +157,7 @@ impl Control {
     /// Replaces the whole config (already flat and validated) — `POST /config`.
     pub async fn replace(&self, cfg: Config) -> Result<u64, ControlError> {
         let _g = self.write.lock().await;
-        let snap = Snapshot::compile(&cfg, 0)?;
+        let snap = Snapshot::compile(&cfg, 0, &self.catalog)?;
         let version = self.store.replace(cfg.clone()).await?;
         self.install(cfg, snap, version);
         Ok(version)

@@ -189,9 +189,32 @@ pub struct Consumer {
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// API keys for the `key-auth` plugin (stored hashed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyauth_credentials: Vec<KeyAuthCredential>,
     /// Declarative files only: plugins scoped to this consumer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<Plugin>,
+}
+
+/// An API key of a consumer. The key is given once (`key`) and kept only as its SHA-256
+/// (`key_hash`), so a database or config dump never holds usable keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAuthCredential {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// The key, on input only; replaced by `key_hash` when stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Hex SHA-256 of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A plugin instance and its scope (global when no scope field is set).

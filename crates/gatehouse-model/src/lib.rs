@@ -7,6 +7,7 @@ pub mod normalize;
 pub mod pathspec;
 pub mod plugin;
 pub mod schema;
+pub mod secret;
 pub mod validate;
 pub mod yaml;
 
@@ -16,7 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use entities::{
-    Algorithm, Certificate, Config, Consumer, Kind, Plugin, Route, Service, Target, Upstream,
+    Algorithm, Certificate, Config, Consumer, KeyAuthCredential, Kind, Plugin, Route, Service,
+    Target, Upstream,
 };
 pub use error::{ConfigError, FieldError};
 pub use normalize::Origins;

@@ -143,6 +143,15 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
             .unwrap_or_else(|| cpath.clone());
         fill(&mut c.id, Kind::Consumer, &key);
         origins.insert(c.id, cpath.clone());
+        let cid = c.id;
+        for (j, cred) in c.keyauth_credentials.iter_mut().enumerate() {
+            if let Some(k) = cred.key.take() {
+                cred.key_hash = Some(crate::secret::sha256_hex(&k));
+            }
+            let hash = cred.key_hash.clone().unwrap_or_default();
+            fill(&mut cred.id, Kind::Consumer, &format!("{cid}:key:{hash}"));
+            origins.insert(cred.id, format!("{cpath}.keyauth_credentials[{j}]"));
+        }
         for (k, mut p) in std::mem::take(&mut c.plugins).into_iter().enumerate() {
             let ppath = format!("{cpath}.plugins[{k}]");
             scope_nested(&mut p.consumer, c.id, &ppath, "consumer", errors);

@@ -9,6 +9,10 @@ pub trait PluginCatalog: Send + Sync {
     fn names(&self) -> Vec<&'static str>;
     /// `None` if the plugin is unknown; otherwise the list of `(path in config, message)` problems.
     fn check(&self, name: &str, config: &Value) -> Option<Vec<(String, String)>>;
+    /// JSON Schema of each plugin's config, for `gatehouse schema` and the OpenAPI document.
+    fn schemas(&self) -> Vec<(&'static str, Value)> {
+        Vec::new()
+    }
 }
 
 /// A catalog with no plugins: every plugin name is rejected as unknown.

@@ -13,6 +13,7 @@ use crate::entities::*;
     Upstream,
     Target,
     Consumer,
+    KeyAuthCredential,
     Plugin,
     Certificate,
     Algorithm
@@ -38,4 +39,17 @@ pub fn json_schema() -> Value {
         "$ref": "#/$defs/Config",
         "$defs": defs,
     })
+}
+
+/// Like [`json_schema`], with each plugin's config schema under `$defs` as
+/// `plugin-config:<name>` (and listed in `x-plugins`).
+pub fn json_schema_with(catalog: &dyn crate::PluginCatalog) -> Value {
+    let mut s = json_schema();
+    let mut names = Vec::new();
+    for (name, schema) in catalog.schemas() {
+        s["$defs"][format!("plugin-config:{name}")] = schema;
+        names.push(name);
+    }
+    s["x-plugins"] = json!(names);
+    s
 }

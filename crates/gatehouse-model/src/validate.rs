@@ -433,6 +433,7 @@ pub fn validate(
     let mut consumer_ids = HashMap::new();
     let mut names = HashMap::new();
     let mut custom = HashMap::new();
+    let mut key_hashes: HashMap<String, String> = HashMap::new();
     for (i, c) in cfg.consumers.iter().enumerate() {
         let base = ctx.path(c.id, format!("consumers[{i}]"));
         let ent = label(Kind::Consumer, c.username.as_deref(), &base);
@@ -470,6 +471,30 @@ pub fn validate(
                 format!("{base}.custom_id"),
                 "custom_id",
             );
+        }
+        for (j, cred) in c.keyauth_credentials.iter().enumerate() {
+            let cp = format!("keyauth_credentials[{j}]");
+            match cred.key_hash.as_deref() {
+                None => ctx.err(&ent, &base, &cp, "a key credential needs `key`"),
+                Some(h) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.key_hash"),
+                    "must be a hex SHA-256",
+                ),
+                Some(h) => {
+                    if let Some(first) = key_hashes.get(h) {
+                        ctx.err(
+                            &ent,
+                            &base,
+                            &cp,
+                            format!("this key is already used by {first}"),
+                        );
+                    } else {
+                        key_hashes.insert(h.to_string(), ent.clone());
+                    }
+                }
+            }
         }
         consumer_ids.insert(c.id.to_string(), c.id);
     }

@@ -109,13 +109,14 @@ fn bench(c: &mut Criterion) {
     });
 
     let cfg = config();
+    let registry = gatehouse_proxy::plugin::Registry::default();
     let live = ArcSwap::from_pointee(Snapshot::empty());
     let mut group = c.benchmark_group("reload");
     group.sample_size(10);
     group.bench_function("validate + compile + swap, 10k routes", |b| {
         b.iter(|| {
             let flat = prepare(cfg.clone(), &Origins::new(), &NoPlugins).unwrap();
-            let snap = Snapshot::compile(&flat, 2).unwrap();
+            let snap = Snapshot::compile(&flat, 2, &registry).unwrap();
             live.store(Arc::new(snap));
         })
     });

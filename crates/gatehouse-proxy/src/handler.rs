@@ -22,6 +22,7 @@ use crate::body::{BodyError, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::h1::{Extra, H1Error, ResponseBody};
 use crate::pathnorm;
+use crate::plugin::{Chains, Flow, Instance, RequestCtx, AUTH_PRIORITY_FLOOR};
 use crate::pool::{ConnectError, Pool};
 use crate::settings::ProxySettings;
 use crate::snapshot::{Backend, RouteRt, Snapshot, TargetRt};
@@ -78,6 +79,93 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(
+    conn: &ConnInfo,
+    headers: &HeaderMap,
+    settings: &ProxySettings,
+) -> std::net::IpAddr {
+    if !conn.trusted {
+        return conn.peer.ip();
+    }
+    let mut found = conn.peer.ip();
+    let hops = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<std::net::IpAddr>() else {
+            break;
+        };
+        let ip = ip.to_canonical();
+        found = ip;
+        if !settings.trusted_proxies.iter().any(|n| n.contains(&ip)) {
+            break;
+        }
+    }
+    found
+}
+
+/// The plugins running for one request: its context and the chain in effect.
+pub struct PluginRun {
+    ctx: RequestCtx,
+    chain: Arc<[Instance]>,
+}
+
+impl PluginRun {
+    /// Runs the access phase; switches to the consumer's chain once authentication is done.
+    fn access(&mut self, chains: &Chains, req: &mut http::request::Parts) -> Flow {
+        let mut i = 0;
+        let mut switched = false;
+        loop {
+            let past_auth = i >= self.chain.len() || self.chain[i].priority < AUTH_PRIORITY_FLOOR;
+            if !switched && past_auth {
+                switched = true;
+                if let Some(c) = self
+                    .ctx
+                    .consumer
+                    .as_ref()
+                    .and_then(|c| chains.by_consumer.get(&c.id))
+                {
+                    self.chain = c.clone();
+                    i = self
+                        .chain
+                        .iter()
+                        .position(|x| x.priority < AUTH_PRIORITY_FLOOR)
+                        .unwrap_or(self.chain.len());
+                    continue;
+                }
+            }
+            let Some(inst) = self.chain.get(i) else {
+                return Flow::Continue;
+            };
+            if let Flow::Respond(r) = inst.plugin.access(&mut self.ctx, req) {
+                return Flow::Respond(r);
+            }
+            i += 1;
+        }
+    }
+
+    /// Response and log phases, on whatever answer the request got.
+    fn finish(mut self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        for inst in self.chain.iter() {
+            inst.plugin.response(&mut self.ctx, &mut parts);
+        }
+        for (n, v) in self.ctx.response_headers.drain(..) {
+            parts.headers.append(n, v);
+        }
+        for inst in self.chain.iter() {
+            inst.plugin.log(&self.ctx, parts.status);
+        }
+        Response::from_parts(parts, body)
+    }
+}
 
 /// One worker thread's handler state (owned by that thread only).
 pub struct Worker {
@@ -239,7 +327,8 @@ impl Worker {
         };
         let snap = self.snapshot();
         let method = req.method().clone();
-        let mut resp = match self.proxy(&snap, &conn, &rid, req).await {
+        let mut run: Option<PluginRun> = None;
+        let mut resp = match self.proxy(&snap, &conn, &rid, req, &mut run).await {
             Ok(r) => r,
             Err(e) => {
                 let (status, _) = e.status_code();
@@ -249,6 +338,9 @@ impl Worker {
                 e.to_response(&rid)
             }
         };
+        if let Some(run) = run {
+            resp = run.finish(resp);
+        }
         resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
         Ok(resp)
     }
@@ -259,6 +351,7 @@ impl Worker {
         conn: &ConnInfo,
         rid: &HeaderValue,
         req: Request<Incoming>,
+        run: &mut Option<PluginRun>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let orig_host: Option<HeaderValue> =
@@ -272,22 +365,50 @@ impl Worker {
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        let path = pathnorm::normalize(parts.uri.path())?;
+        let norm = pathnorm::normalize(parts.uri.path())?;
+        let path_changed = matches!(norm, std::borrow::Cow::Owned(_));
         let m = snap
             .router
-            .find(host, &parts.method, &path, &parts.headers)
+            .find(host, &parts.method, &norm, &parts.headers)
             .ok_or(ProxyError::NoRoute)?;
         let route = &snap.routes[m.route];
         let svc = &*route.service;
+        // Plugins may change the request, so they get it once the path no longer borrows it.
+        let path_buf: String;
+        let path: &str = if route.chains.is_empty() {
+            &norm
+        } else {
+            path_buf = norm.into_owned();
+            let ctx = RequestCtx {
+                request_id: rid.clone(),
+                client_ip: client_ip(conn, &parts.headers, &self.shared.settings),
+                route_id: route.id,
+                service_id: svc.id,
+                consumer: None,
+                credential: None,
+                response_headers: Vec::new(),
+                body_limit: None,
+            };
+            let r = run.insert(PluginRun {
+                ctx,
+                chain: route.chains.base.clone(),
+            });
+            if let Flow::Respond(early) = r.access(&route.chains, &mut parts) {
+                return Ok(*early);
+            }
+            &path_buf
+        };
 
-        let limit = route
+        let mut limit = route
             .body_limit
             .unwrap_or(self.shared.settings.max_body_bytes);
+        if let Some(l) = run.as_ref().and_then(|r| r.ctx.body_limit) {
+            limit = limit.min(l);
+        }
         if content_length(&parts.headers).is_some_and(|n| n > limit) {
             return Err(ProxyError::TooLarge(limit));
         }
-        let path_changed = matches!(path, std::borrow::Cow::Owned(_));
-        parts.uri = upstream_uri(route, &path, path_changed, m.matched_len, &parts.uri)?;
+        parts.uri = upstream_uri(route, path, path_changed, m.matched_len, &parts.uri)?;
 
         // Forwarding headers are written next to the request's own when the head is
         // serialized (h1::Extra); the client's header map itself is left as it came.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod h1;
 pub mod handler;
 pub mod pathnorm;
+pub mod plugin;
 pub mod pool;
 pub mod router;
 pub mod server;

@@ -9,6 +9,7 @@ use gatehouse_model::{Config, ConfigError, FieldError};
 use http::HeaderValue;
 use uuid::Uuid;
 
+use crate::plugin::{build_instances, chains_for, Chains, Registry};
 use crate::router::{RouteSpec, Router};
 
 /// One place requests can be sent to.
@@ -78,6 +79,8 @@ pub struct RouteRt {
     pub preserve_host: bool,
     /// Route-specific body limit.
     pub body_limit: Option<u64>,
+    /// Plugins that apply to this route.
+    pub chains: Chains,
 }
 
 /// Everything the data plane needs from one config version.
@@ -118,9 +121,26 @@ impl Snapshot {
         }
     }
 
-    /// Compiles a validated, flat config.
-    pub fn compile(cfg: &Config, version: u64) -> Result<Snapshot, ConfigError> {
+    /// Compiles a validated, flat config (plugins with `registry`).
+    pub fn compile(
+        cfg: &Config,
+        version: u64,
+        registry: &Registry,
+    ) -> Result<Snapshot, ConfigError> {
         let mut errors = Vec::new();
+        let generation = registry.state.begin();
+        let built = match build_instances(cfg, registry) {
+            Ok(b) => b,
+            Err((i, e)) => {
+                let p = &cfg.plugins[i];
+                return Err(vec![FieldError::new(
+                    format!("plugin '{}'", p.name),
+                    format!("plugins[{i}].config"),
+                    e,
+                )]
+                .into());
+            }
+        };
         let mut services = std::collections::HashMap::new();
         for (i, s) in cfg.services.iter().enumerate() {
             let ent = format!(
@@ -219,6 +239,7 @@ impl Snapshot {
                 strip_path: r.strip_path,
                 preserve_host: r.preserve_host,
                 body_limit: r.request_body_limit,
+                chains: chains_for(cfg, &built, r.id, service.id),
             });
         }
         let router = match Router::new(&specs) {
@@ -233,11 +254,14 @@ impl Snapshot {
             }
         };
         match router {
-            Some(router) if errors.is_empty() => Ok(Snapshot {
-                version,
-                router,
-                routes,
-            }),
+            Some(router) if errors.is_empty() => {
+                registry.state.sweep(generation);
+                Ok(Snapshot {
+                    version,
+                    router,
+                    routes,
+                })
+            }
             _ => Err(errors.into()),
         }
     }

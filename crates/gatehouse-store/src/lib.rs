@@ -165,7 +165,4 @@ pub trait ConfigStore: Send + Sync {
 }
 
 /// Hex SHA-256 of a secret, the form in which admin tokens are stored.
-pub fn sha256_hex(secret: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
+pub use gatehouse_model::secret::sha256_hex;

@@ -12,7 +12,6 @@ use clap::Parser;
 /// short-lived allocations (see bench/README.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use gatehouse_model::NoPlugins;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -32,7 +31,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match gatehouse_model::parse_document(&text, &NoPlugins) {
+            match gatehouse_model::parse_document(&text, &gatehouse_plugins::registry()) {
                 Ok(cfg) => {
                     println!(
                         "{}: ok ({} services, {} routes, {} upstreams, {} consumers, {} plugins, {} certificates)",
@@ -70,7 +69,10 @@ fn main() -> ExitCode {
             }
         }
         cli::Command::Schema => {
-            println!("{:#}", gatehouse_model::schema::json_schema());
+            println!(
+                "{:#}",
+                gatehouse_model::schema::json_schema_with(&gatehouse_plugins::registry())
+            );
             ExitCode::SUCCESS
         }
     }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use axum::routing::get;
 use axum::Json;
 use gatehouse_admin::{AdminState, Control};
-use gatehouse_model::{NoPlugins, PluginCatalog};
+use gatehouse_model::PluginCatalog;
 use gatehouse_proxy::{ProxySettings, Shared, Snapshot};
 use gatehouse_store::file::FileStore;
 use gatehouse_store::sqlite::SqliteStore;
@@ -89,7 +89,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
 async fn serve(args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let catalog: Arc<dyn PluginCatalog> = Arc::new(NoPlugins);
+    let registry = Arc::new(gatehouse_plugins::registry());
+    let catalog: Arc<dyn PluginCatalog> = registry.clone();
     let store: Arc<dyn ConfigStore> = match &args.config {
         Some(path) => {
             let s = Arc::new(
@@ -113,7 +114,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let token_hash = admin_token(&*store, args.admin_token.as_deref()).await?;
 
     let shared = Shared::new(Snapshot::empty(), settings(&args));
-    let control = Control::new(store.clone(), shared.clone(), catalog);
+    let control = Control::new(store.clone(), shared.clone(), registry);
     control.reload().await.context("loading the config")?;
     control.spawn_reloader();
 

@@ -1,0 +1,205 @@
+//! `key-auth`: API keys in a header or the query string. Keys are stored as SHA-256 and
+//! looked up by hash, so neither the store nor a timing side channel reveals them.
+
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
+use gatehouse_model::secret::sha256_hex;
+use gatehouse_proxy::plugin::{BuildCtx, ConsumerRt, Factory, Flow, Plugin, RequestCtx};
+use http::{HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{find_consumer, set_consumer};
+use crate::config;
+
+fn default_key_names() -> Vec<String> {
+    vec!["apikey".into()]
+}
+fn yes() -> bool {
+    true
+}
+
+/// Settings of `key-auth`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAuthConfig {
+    /// Header or query parameter names that may carry the key.
+    #[serde(default = "default_key_names")]
+    pub key_names: Vec<String>,
+    /// Look for the key in request headers.
+    #[serde(default = "yes")]
+    pub key_in_header: bool,
+    /// Look for the key in the query string.
+    #[serde(default = "yes")]
+    pub key_in_query: bool,
+    /// Remove the key before the request goes upstream.
+    #[serde(default)]
+    pub hide_credentials: bool,
+    /// Consumer (id or username) to use when no valid key is given, instead of answering 401
+    /// (lets a route accept any of several authentication plugins).
+    #[serde(default)]
+    pub anonymous: Option<String>,
+    /// Authenticate CORS preflight (`OPTIONS`) requests too.
+    #[serde(default = "yes")]
+    pub run_on_preflight: bool,
+}
+
+/// The `key-auth` factory.
+pub struct KeyAuth;
+
+struct Compiled {
+    cfg: KeyAuthConfig,
+    header_names: Vec<http::HeaderName>,
+    keys: HashMap<String, (Arc<ConsumerRt>, String)>,
+    anonymous: Option<Arc<ConsumerRt>>,
+}
+
+impl Factory for KeyAuth {
+    fn name(&self) -> &'static str {
+        "key-auth"
+    }
+    fn priority(&self) -> i32 {
+        1250
+    }
+    fn check(&self, v: &Value) -> Vec<(String, String)> {
+        config::check::<KeyAuthConfig>(v, |c| {
+            let mut e = Vec::new();
+            if c.key_names.is_empty() {
+                e.push(("key_names".into(), "list at least one name".into()));
+            }
+            for (i, n) in c.key_names.iter().enumerate() {
+                if let Err(m) = config::header_name(n) {
+                    e.push((format!("key_names[{i}]"), m));
+                }
+            }
+            if !c.key_in_header && !c.key_in_query {
+                e.push((
+                    "key_in_header".into(),
+                    "the key must be allowed in the header or the query".into(),
+                ));
+            }
+            e
+        })
+    }
+    fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
+        let cfg: KeyAuthConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
+        let header_names = cfg
+            .key_names
+            .iter()
+            .map(|n| config::header_name(n))
+            .collect::<Result<_, _>>()?;
+        let mut keys = HashMap::new();
+        for c in &ctx.config.consumers {
+            let rt = super::consumer_rt(c);
+            for cred in &c.keyauth_credentials {
+                if let Some(h) = &cred.key_hash {
+                    keys.insert(h.clone(), (rt.clone(), cred.id.to_string()));
+                }
+            }
+        }
+        let anonymous = match &cfg.anonymous {
+            None => None,
+            Some(a) => Some(
+                find_consumer(ctx.config, a)
+                    .ok_or_else(|| format!("anonymous: no consumer `{a}`"))?,
+            ),
+        };
+        Ok(Arc::new(Compiled {
+            cfg,
+            header_names,
+            keys,
+            anonymous,
+        }))
+    }
+    fn schema(&self) -> Value {
+        config::schema::<KeyAuthConfig>()
+    }
+}
+
+fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+impl Plugin for Compiled {
+    fn access(&self, ctx: &mut RequestCtx, req: &mut http::request::Parts) -> Flow {
+        if !self.cfg.run_on_preflight && req.method == http::Method::OPTIONS {
+            return Flow::Continue;
+        }
+        // Find the key: headers first, then the query string.
+        let mut found: Option<(String, Option<usize>)> = None; // (key, index of query name)
+        if self.cfg.key_in_header {
+            for n in &self.header_names {
+                if let Some(v) = req.headers.get(n).and_then(|v| v.to_str().ok()) {
+                    found = Some((v.to_string(), None));
+                    if self.cfg.hide_credentials {
+                        req.headers.remove(n);
+                    }
+                    break;
+                }
+            }
+        }
+        if found.is_none() && self.cfg.key_in_query {
+            if let Some(q) = req.uri.query() {
+                for (i, n) in self.cfg.key_names.iter().enumerate() {
+                    if let Some(v) = query_value(q, n) {
+                        found = Some((v.to_string(), Some(i)));
+                        break;
+                    }
+                }
+            }
+        }
+        if let (Some((_, Some(i))), true) = (&found, self.cfg.hide_credentials) {
+            strip_query_param(req, &self.cfg.key_names[*i]);
+        }
+        let matched = found
+            .as_ref()
+            .and_then(|(k, _)| self.keys.get(&sha256_hex(k)));
+        match (matched, &self.anonymous) {
+            (Some((consumer, cred)), _) => {
+                set_consumer(ctx, &mut req.headers, consumer, Some(cred), false);
+                Flow::Continue
+            }
+            (None, Some(anon)) => {
+                set_consumer(ctx, &mut req.headers, anon, None, true);
+                Flow::Continue
+            }
+            (None, None) => {
+                // Same answer whether the key is unknown or belongs to nobody: no oracle.
+                let msg = if found.is_none() {
+                    "no API key found in request"
+                } else {
+                    "invalid authentication credentials"
+                };
+                let mut flow = ctx.reject(StatusCode::UNAUTHORIZED, "unauthorized", msg);
+                if let Flow::Respond(r) = &mut flow {
+                    r.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Key realm=\"gatehouse\""),
+                    );
+                }
+                flow
+            }
+        }
+    }
+}
+
+fn strip_query_param(req: &mut http::request::Parts, name: &str) {
+    let Some(q) = req.uri.query() else { return };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|p| p.split_once('=').map_or(*p, |(k, _)| k) != name)
+        .collect();
+    let pq = if kept.is_empty() {
+        req.uri.path().to_string()
+    } else {
+        format!("{}?{}", req.uri.path(), kept.join("&"))
+    };
+    if let Ok(uri) = http::Uri::try_from(pq) {
+        req.uri = uri;
+    }
+}

@@ -1,0 +1,25 @@
+//! Gatehouse's built-in plugins. Each plugin is one module with its config type (serde, with
+//! defaults and field-path validation, and a JSON Schema from the same type), a priority, and
+//! only the phases it needs. `registry()` lists them all.
+
+pub mod auth;
+pub mod config;
+pub mod security;
+pub mod traffic;
+pub mod transform;
+
+use std::sync::Arc;
+
+use gatehouse_proxy::plugin::{Factory, Registry};
+
+/// Every built-in plugin, ready to hand to the proxy and the validators.
+pub fn registry() -> Registry {
+    let factories: Vec<Arc<dyn Factory>> = vec![
+        Arc::new(auth::key_auth::KeyAuth),
+        Arc::new(security::ip_restriction::IpRestriction),
+        Arc::new(security::request_termination::RequestTermination),
+        Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
+        Arc::new(transform::correlation_id::CorrelationId),
+    ];
+    Registry::new(factories)
+}

@@ -1,0 +1,4 @@
+//! Security plugins: who may pass, and answers the gateway gives on its own.
+
+pub mod ip_restriction;
+pub mod request_termination;

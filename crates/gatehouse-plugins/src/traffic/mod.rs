@@ -1,0 +1,3 @@
+//! Traffic-control plugins.
+
+pub mod request_size_limiting;

@@ -1,0 +1,3 @@
+//! Transformation plugins.
+
+pub mod correlation_id;

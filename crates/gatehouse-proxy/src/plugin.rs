@@ -1,0 +1,340 @@
+//! The plugin pipeline: what a plugin is, the context it sees, and how the chain for a
+//! request is put together from scoped instances.
+//!
+//! A plugin is compiled from its config once per snapshot ([`Factory::build`]) and exposes
+//! only the phases it needs. Phases, in request order: `access` (may answer early, e.g.
+//! 401/403/429), `response` (response head from the upstream or from an early answer) and
+//! `log` (always runs, also after an early answer). Within a phase plugins run by priority,
+//! highest first.
+//!
+//! Scopes: an instance applies globally or to a service, a route, a consumer, or a
+//! combination. For each plugin name the most specific matching instance wins, in Kong's
+//! order: consumer+route+service > consumer+route > consumer+service > route+service >
+//! consumer > route > service > global. Consumer-scoped instances take effect once an
+//! authentication plugin has identified the consumer: the rest of the chain (plugins with a
+//! priority below [`AUTH_PRIORITY_FLOOR`]) is taken from that consumer's chain.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use gatehouse_model::{Config, PluginCatalog};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::body::ProxyBody;
+use crate::error::error_response;
+
+/// Plugins at or above this priority run before the consumer is known (authentication).
+pub const AUTH_PRIORITY_FLOOR: i32 = 950;
+
+/// The consumer a request was authenticated as.
+#[derive(Debug)]
+pub struct ConsumerRt {
+    /// Consumer id.
+    pub id: Uuid,
+    /// Username, if any.
+    pub username: Option<Arc<str>>,
+    /// Custom id, if any.
+    pub custom_id: Option<Arc<str>>,
+}
+
+/// Per-request state shared by the plugins of one request.
+pub struct RequestCtx {
+    /// The request id (also sent upstream and to the client).
+    pub request_id: HeaderValue,
+    /// The client address after the trusted-proxy rules.
+    pub client_ip: IpAddr,
+    /// Matched route.
+    pub route_id: Uuid,
+    /// Matched service.
+    pub service_id: Uuid,
+    /// Set by an authentication plugin.
+    pub consumer: Option<Arc<ConsumerRt>>,
+    /// Identifier of the credential used (e.g. the key-auth credential id).
+    pub credential: Option<String>,
+    /// Headers to add to the answer sent to the client.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// A body limit set by a plugin (the smallest limit in force wins).
+    pub body_limit: Option<u64>,
+}
+
+impl RequestCtx {
+    /// An early answer in the common JSON error shape.
+    pub fn reject(&self, status: StatusCode, code: &str, message: &str) -> Flow {
+        Flow::Respond(Box::new(error_response(status, code, message, &self.request_id)))
+    }
+}
+
+/// What the access phase decided.
+pub enum Flow {
+    /// Go on with the next plugin, then the upstream.
+    Continue,
+    /// Answer now; the upstream is not called. The log phase still runs.
+    Respond(Box<Response<ProxyBody>>),
+}
+
+/// A compiled plugin instance. Implement only the phases the plugin needs.
+pub trait Plugin: Send + Sync + 'static {
+    /// Before the upstream is called: authenticate, authorize, limit, rewrite the request.
+    fn access(&self, _ctx: &mut RequestCtx, _req: &mut http::request::Parts) -> Flow {
+        Flow::Continue
+    }
+    /// On the response head (from the upstream, or an early answer).
+    fn response(&self, _ctx: &mut RequestCtx, _resp: &mut http::response::Parts) {}
+    /// After the answer is decided; must not block.
+    fn log(&self, _ctx: &RequestCtx, _status: StatusCode) {}
+}
+
+/// One plugin instance in a chain.
+#[derive(Clone)]
+pub struct Instance {
+    /// Plugin entity id.
+    pub id: Uuid,
+    /// Plugin name.
+    pub name: &'static str,
+    /// Run order (higher first).
+    pub priority: i32,
+    /// The compiled plugin.
+    pub plugin: Arc<dyn Plugin>,
+}
+
+/// What a factory may use while compiling an instance.
+pub struct BuildCtx<'a> {
+    /// The plugin entity id (key for kept state).
+    pub id: Uuid,
+    /// The whole flat config (consumers, credentials…).
+    pub config: &'a Config,
+    /// State that outlives snapshots.
+    pub state: &'a StateRegistry,
+}
+
+/// Knows one plugin: validates its config and compiles instances.
+pub trait Factory: Send + Sync {
+    /// The plugin name (Kong's where Kong has the plugin).
+    fn name(&self) -> &'static str;
+    /// Run order (higher first); see docs/plugins/README.md.
+    fn priority(&self) -> i32;
+    /// Problems with a config, as `(field path inside config, message)`.
+    fn check(&self, config: &Value) -> Vec<(String, String)>;
+    /// Compiles a checked config.
+    fn build(&self, config: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String>;
+    /// JSON Schema of the config.
+    fn schema(&self) -> Value;
+}
+
+/// The plugins this build has.
+#[derive(Default)]
+pub struct Registry {
+    factories: Vec<Arc<dyn Factory>>,
+    /// State kept across snapshots, keyed by plugin id and config.
+    pub state: StateRegistry,
+}
+
+impl Registry {
+    /// A registry of these factories.
+    pub fn new(factories: Vec<Arc<dyn Factory>>) -> Registry {
+        Registry {
+            factories,
+            state: StateRegistry::default(),
+        }
+    }
+
+    /// The factory for a name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Factory>> {
+        self.factories.iter().find(|f| f.name() == name)
+    }
+}
+
+impl PluginCatalog for Registry {
+    fn names(&self) -> Vec<&'static str> {
+        self.factories.iter().map(|f| f.name()).collect()
+    }
+    fn check(&self, name: &str, config: &Value) -> Option<Vec<(String, String)>> {
+        self.get(name).map(|f| f.check(config))
+    }
+    fn schemas(&self) -> Vec<(&'static str, Value)> {
+        self.factories
+            .iter()
+            .map(|f| (f.name(), f.schema()))
+            .collect()
+    }
+}
+
+/// A kept state value and the compile generation that last used it.
+type StateEntry = (u64, Arc<dyn Any + Send + Sync>);
+
+/// Plugin state (counters, caches) that must survive reloads which leave the plugin's config
+/// unchanged. Keyed by plugin id and config; entries no snapshot uses any more are dropped
+/// at the next compile.
+#[derive(Default)]
+pub struct StateRegistry {
+    entries: Mutex<HashMap<(Uuid, String), StateEntry>>,
+    generation: Mutex<u64>,
+}
+
+impl StateRegistry {
+    /// Starts a compile; returns its generation.
+    pub fn begin(&self) -> u64 {
+        let mut g = self
+            .generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *g += 1;
+        *g
+    }
+
+    /// Drops entries not touched since generation `g` began.
+    pub fn sweep(&self, g: u64) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (seen, _)| *seen >= g);
+    }
+
+    /// The state of `id` for this `config`, made by `make` when new.
+    pub fn get_or_insert<T: Any + Send + Sync>(
+        &self,
+        id: Uuid,
+        config: &Value,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let g = *self
+            .generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (id, config.to_string());
+        if let Some((seen, v)) = entries.get_mut(&key) {
+            if let Ok(t) = v.clone().downcast::<T>() {
+                *seen = g;
+                return t;
+            }
+        }
+        let t = Arc::new(make());
+        entries.insert(key, (g, t.clone()));
+        t
+    }
+}
+
+/// The plugins of one route: the chain before a consumer is known, and the chains of the
+/// consumers that have scoped instances.
+#[derive(Default, Clone)]
+pub struct Chains {
+    /// Instances for an anonymous request, by priority.
+    pub base: Arc<[Instance]>,
+    /// Instances once a consumer with scoped instances is identified.
+    pub by_consumer: Arc<HashMap<Uuid, Arc<[Instance]>>>,
+}
+
+impl std::fmt::Debug for Chains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.base.iter().map(|i| i.name).collect();
+        f.debug_struct("Chains")
+            .field("base", &names)
+            .field("consumers", &self.by_consumer.len())
+            .finish()
+    }
+}
+
+impl Chains {
+    /// True when no plugin applies.
+    pub fn is_empty(&self) -> bool {
+        self.base.is_empty() && self.by_consumer.is_empty()
+    }
+}
+
+fn rank(service: bool, route: bool, consumer: bool) -> u8 {
+    match (consumer, route, service) {
+        (true, true, true) => 8,
+        (true, true, false) => 7,
+        (true, false, true) => 6,
+        (false, true, true) => 5,
+        (true, false, false) => 4,
+        (false, true, false) => 3,
+        (false, false, true) => 2,
+        (false, false, false) => 1,
+    }
+}
+
+/// Builds every enabled instance once; `Err` names the plugin that failed to compile.
+pub fn build_instances(
+    cfg: &Config,
+    registry: &Registry,
+) -> Result<Vec<(usize, Instance)>, (usize, String)> {
+    let mut out = Vec::new();
+    for (i, p) in cfg.plugins.iter().enumerate() {
+        if !p.enabled {
+            continue;
+        }
+        let f = registry
+            .get(&p.name)
+            .ok_or((i, format!("unknown plugin `{}`", p.name)))?;
+        let ctx = BuildCtx {
+            id: p.id,
+            config: cfg,
+            state: &registry.state,
+        };
+        let plugin = f.build(&p.config, &ctx).map_err(|e| (i, e))?;
+        out.push((
+            i,
+            Instance {
+                id: p.id,
+                name: f.name(),
+                priority: f.priority(),
+                plugin,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The chains of a route of `service_id`, from all built instances.
+pub fn chains_for(
+    cfg: &Config,
+    built: &[(usize, Instance)],
+    route_id: Uuid,
+    service_id: Uuid,
+) -> Chains {
+    let (rid, sid) = (route_id.to_string(), service_id.to_string());
+    let pick = |consumer: Option<&str>| -> Vec<Instance> {
+        let mut best: HashMap<&'static str, (u8, Instance)> = HashMap::new();
+        for (i, inst) in built {
+            let p = &cfg.plugins[*i];
+            let s_ok = p.service.as_deref().is_none_or(|s| s == sid);
+            let r_ok = p.route.as_deref().is_none_or(|r| r == rid);
+            let c_ok = match (&p.consumer, consumer) {
+                (None, _) => true,
+                (Some(c), Some(want)) => c == want,
+                (Some(_), None) => false,
+            };
+            if !(s_ok && r_ok && c_ok) {
+                continue;
+            }
+            let r = rank(p.service.is_some(), p.route.is_some(), p.consumer.is_some());
+            if best.get(inst.name).is_none_or(|(have, _)| r > *have) {
+                best.insert(inst.name, (r, inst.clone()));
+            }
+        }
+        let mut v: Vec<Instance> = best.into_values().map(|(_, i)| i).collect();
+        v.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
+        v
+    };
+    let base: Arc<[Instance]> = pick(None).into();
+    let mut by_consumer = HashMap::new();
+    let consumers: std::collections::BTreeSet<&str> = built
+        .iter()
+        .filter_map(|(i, _)| cfg.plugins[*i].consumer.as_deref())
+        .collect();
+    for c in consumers {
+        if let Ok(id) = c.parse::<Uuid>() {
+            by_consumer.insert(id, pick(Some(c)).into());
+        }
+    }
+    Chains {
+        base,
+        by_consumer: Arc::new(by_consumer),
+    }
+}

@@ -1,0 +1,432 @@
+//! The plugin pipeline and the first plugins, through the real binary.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn setup(yaml_body: &str, extra: &[&str]) -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("_format_version: \"1\"\n{yaml_body}");
+    let gw = start_with_config(dir.path(), &yaml, extra);
+    (dir, gw)
+}
+
+fn err_code(r: &gatehouse_testkit::Reply) -> String {
+    let j = r.json();
+    assert_eq!(
+        j["error"]["request_id"].as_str(),
+        r.header("x-request-id").as_deref(),
+        "common error shape"
+    );
+    j["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn key_auth_identifies_consumers_and_consumer_scoped_plugins_apply() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: s
+    url: {}
+    routes:
+      - name: private
+        paths: ["/private"]
+        plugins:
+          - name: key-auth
+      - name: hidden
+        paths: ["/hidden"]
+        plugins:
+          - name: key-auth
+            config: {{ hide_credentials: true, key_names: [apikey, x-api-key] }}
+      - name: open
+        paths: ["/open"]
+        plugins:
+          - name: key-auth
+            config: {{ anonymous: guest }}
+consumers:
+  - username: alice
+    custom_id: crm-1
+    keyauth_credentials: [{{ key: alice-secret-key }}]
+  - username: bob
+    keyauth_credentials: [{{ key: bob-secret-key }}]
+    plugins:
+      - name: request-termination
+        config: {{ status_code: 403, message: "bob is suspended" }}
+  - username: guest
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    // No key, wrong key: the same 401, no hint whether a consumer exists.
+    let r = get(&gw.proxy, "/private").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(err_code(&r), "unauthorized");
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some("Key realm=\"gatehouse\"")
+    );
+    let r = request(&gw.proxy, "GET", "/private", &[("apikey", "nope")], "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(up.hits(), 0);
+
+    // A valid key: the upstream learns who it is; forged identity headers are replaced.
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/private",
+        &[
+            ("apikey", "alice-secret-key"),
+            ("x-consumer-username", "admin"),
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-consumer-username"], json!(["alice"]));
+    assert_eq!(h["x-consumer-custom-id"], json!(["crm-1"]));
+    assert!(h["x-consumer-id"][0].as_str().unwrap().len() == 36);
+    assert!(h["x-credential-identifier"][0].as_str().unwrap().len() == 36);
+    assert_eq!(
+        h["apikey"],
+        json!(["alice-secret-key"]),
+        "not hidden unless asked"
+    );
+
+    // Query string, and hide_credentials.
+    let r = get(&gw.proxy, "/private?apikey=alice-secret-key&x=1").await;
+    assert_eq!(r.status, 200);
+    let r = get(&gw.proxy, "/hidden?x=1&apikey=alice-secret-key").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["query"], "x=1", "key removed from the query");
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/hidden",
+        &[("x-api-key", "alice-secret-key")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.json()["headers"].get("x-api-key").is_none(),
+        "key header removed"
+    );
+
+    // Consumer-scoped plugin: bob authenticates, then his own chain answers.
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/private",
+        &[("apikey", "bob-secret-key")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(err_code(&r), "terminated");
+    assert!(r.text().contains("bob is suspended"));
+
+    // Anonymous fallback.
+    let r = get(&gw.proxy, "/open").await;
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-consumer-username"], json!(["guest"]));
+    assert_eq!(h["x-anonymous-consumer"], json!(["true"]));
+}
+
+#[tokio::test]
+async fn keys_are_never_stored_in_clear() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&bin(), dir.path(), &[]);
+    gw.admin_ok(
+        "POST",
+        "/services",
+        json!({"name": "s", "url": up.url(), "routes": [{"paths": ["/"]}]}),
+    )
+    .await;
+    gw.admin_ok("POST", "/plugins", json!({"name": "key-auth"}))
+        .await;
+    let c = gw
+        .admin_ok(
+            "POST",
+            "/consumers",
+            json!({"username": "carol", "keyauth_credentials": [{"key": "carol-very-secret"}]}),
+        )
+        .await;
+    assert!(c["keyauth_credentials"][0].get("key").is_none());
+    assert_eq!(
+        c["keyauth_credentials"][0]["key_hash"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/",
+        &[("apikey", "carol-very-secret")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!gw
+        .admin("GET", "/config", "")
+        .await
+        .text()
+        .contains("carol-very-secret"));
+    let mut stored = Vec::new();
+    for f in ["gatehouse.db", "gatehouse.db-wal"] {
+        stored.extend(std::fs::read(dir.path().join(f)).unwrap_or_default());
+    }
+    assert!(!stored.windows(17).any(|w| w == b"carol-very-secret"));
+    // A duplicate key is refused, naming the field.
+    let r = gw
+        .admin(
+            "POST",
+            "/consumers",
+            &json!({"username": "dave", "keyauth_credentials": [{"key": "carol-very-secret"}]})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("keyauth_credentials[0]"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn ip_restriction_uses_the_real_client_address() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - url: {}
+    routes:
+      - paths: ["/deny-local"]
+        plugins: [{{ name: ip-restriction, config: {{ deny: ["127.0.0.0/8"] }} }}]
+      - paths: ["/only-ten"]
+        plugins: [{{ name: ip-restriction, config: {{ allow: ["10.0.0.0/8", "::1"], status: 401, message: "not from here" }} }}]
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let r = get(&gw.proxy, "/deny-local").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(err_code(&r), "ip_forbidden");
+    // A forged X-Forwarded-For from an untrusted peer does not help.
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/only-ten",
+        &[("x-forwarded-for", "10.1.2.3")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("not from here"));
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn ip_restriction_behind_a_trusted_proxy() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!("services:\n  - url: {}\n    routes:\n      - paths: [\"/\"]\n        plugins: [{{ name: ip-restriction, config: {{ allow: [\"10.0.0.0/8\"] }} }}]\n", up.url()),
+        &["--trusted-proxies", "127.0.0.1,192.168.0.0/16"],
+    );
+    let ok = request(
+        &gw.proxy,
+        "GET",
+        "/",
+        &[("x-forwarded-for", "10.9.9.9, 192.168.1.1")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 200, "right-most untrusted hop is the client");
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/",
+        &[("x-forwarded-for", "10.9.9.9, 8.8.8.8")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status, 403,
+        "8.8.8.8 is the client: an untrusted hop cannot be skipped"
+    );
+}
+
+#[tokio::test]
+async fn termination_size_limit_correlation_and_scope_precedence() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: s
+    url: {}
+    plugins:
+      - name: correlation-id
+        config: {{ header_name: X-Service-Corr }}
+    routes:
+      - name: maint
+        paths: ["/maint"]
+        plugins:
+          - name: request-termination
+            config: {{ status_code: 503, body: "<h1>maintenance</h1>", content_type: text/html }}
+      - name: small
+        paths: ["/small"]
+        plugins:
+          - name: request-size-limiting
+            config: {{ allowed_payload_size: 8, size_unit: bytes }}
+      - name: corr
+        paths: ["/corr"]
+        plugins:
+          - name: correlation-id
+            config: {{ header_name: X-Route-Corr, generator: "uuid#counter", echo_downstream: true }}
+      - name: plain
+        paths: ["/plain"]
+plugins:
+  - name: correlation-id
+    config: {{ header_name: X-Global-Corr }}
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let r = get(&gw.proxy, "/maint").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("content-type").as_deref(), Some("text/html"));
+    assert_eq!(r.text(), "<h1>maintenance</h1>");
+    assert!(r.header("x-request-id").is_some());
+
+    let r = request(&gw.proxy, "POST", "/small", &[], "12345678")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let r = request(&gw.proxy, "POST", "/small", &[], "123456789")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(err_code(&r), "request_too_large");
+    let (_, out, _) = curl(&[
+        "-i",
+        "-X",
+        "POST",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        "123456789abc",
+        &format!("http://{}/small", gw.proxy),
+    ]);
+    assert!(
+        out.starts_with("HTTP/1.1 413"),
+        "streamed bodies are counted too: {out}"
+    );
+
+    // Most specific instance wins: route over service over global.
+    let r = get(&gw.proxy, "/corr").await;
+    let h = &r.json()["headers"];
+    assert!(
+        h.get("x-route-corr").is_some()
+            && h.get("x-service-corr").is_none()
+            && h.get("x-global-corr").is_none(),
+        "{h}"
+    );
+    assert!(
+        r.header("x-route-corr").unwrap().contains('#'),
+        "echoed downstream"
+    );
+    let h = get(&gw.proxy, "/plain").await.json()["headers"].clone();
+    assert!(
+        h.get("x-service-corr").is_some() && h.get("x-global-corr").is_none(),
+        "{h}"
+    );
+    // A client-supplied id is kept.
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/plain",
+        &[("x-service-corr", "given-1")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.json()["headers"]["x-service-corr"], json!(["given-1"]));
+}
+
+#[tokio::test]
+async fn plugin_config_errors_name_the_field() {
+    let gw = Gateway::start(&bin(), &[]);
+    let cases = [
+        (
+            json!({"name": "ip-restriction", "config": {"allow": ["not-an-ip"]}}),
+            "config.allow[0]",
+        ),
+        (
+            json!({"name": "ip-restriction", "config": {"alow": []}}),
+            "config.alow",
+        ),
+        (
+            json!({"name": "key-auth", "config": {"key_names": []}}),
+            "config.key_names",
+        ),
+        (
+            json!({"name": "request-termination", "config": {"status_code": 99}}),
+            "config.status_code",
+        ),
+        (
+            json!({"name": "correlation-id", "config": {"header_name": "bad header"}}),
+            "config.header_name",
+        ),
+        (
+            json!({"name": "key-auth", "config": {"anonymous": "nobody"}}),
+            "config",
+        ),
+    ];
+    for (body, field) in cases {
+        let r = gw.admin("POST", "/plugins", &body.to_string()).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let details = r.json()["error"]["details"].clone();
+        assert!(
+            details
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["path"].as_str().unwrap().ends_with(field)),
+            "{field} not in {details}"
+        );
+    }
+    let schema: Value = serde_json::from_slice(
+        &std::process::Command::new(bin())
+            .arg("schema")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for p in [
+        "key-auth",
+        "ip-restriction",
+        "request-termination",
+        "request-size-limiting",
+        "correlation-id",
+    ] {
+        assert!(
+            schema["$defs"][format!("plugin-config:{p}")].is_object(),
+            "{p} schema missing"
+        );
+    }
+}
