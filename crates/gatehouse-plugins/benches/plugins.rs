@@ -1,0 +1,68 @@
+//! Per-request cost of each plugin's access phase (criterion).
+//! Run: `cargo bench -p gatehouse-plugins --bench plugins`.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use gatehouse_model::{parse_document, PluginCatalog};
+use gatehouse_proxy::plugin::{BuildCtx, RequestCtx};
+use http::HeaderValue;
+use serde_json::json;
+
+fn ctx() -> RequestCtx {
+    RequestCtx {
+        request_id: HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
+        client_ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+        route_id: uuid::Uuid::nil(),
+        service_id: uuid::Uuid::nil(),
+        consumer: None,
+        credential: None,
+        response_headers: Vec::new(),
+        body_limit: None,
+    }
+}
+
+fn bench(c: &mut criterion::Criterion) {
+    let registry = gatehouse_plugins::registry();
+    let cfg = parse_document(
+        "_format_version: \"1\"\nconsumers:\n  - username: alice\n    keyauth_credentials: [{ key: alice-secret-key }]\n",
+        &registry,
+    )
+    .expect("config");
+    let cases = [
+        ("key-auth", json!({})),
+        ("ip-restriction", json!({"allow": ["10.0.0.0/8", "192.168.0.0/16"], "deny": ["10.6.6.6"]})),
+        ("request-size-limiting", json!({"allowed_payload_size": 1})),
+        ("correlation-id", json!({"generator": "uuid#counter"})),
+        ("request-termination", json!({"status_code": 503})),
+    ];
+    assert_eq!(registry.names().len(), cases.len(), "every plugin has a benchmark case");
+    let (parts, ()) = http::Request::get("/orders/1?x=1")
+        .header("host", "api.example.com")
+        .header("apikey", "alice-secret-key")
+        .header("content-length", "0")
+        .body(())
+        .expect("request")
+        .into_parts();
+    for (name, conf) in cases {
+        let f = registry.get(name).expect("plugin");
+        let ctx_b = BuildCtx { id: uuid::Uuid::nil(), config: &cfg, state: &registry.state };
+        let plugin = f.build(&conf, &ctx_b).expect("build");
+        c.bench_function(&format!("{name} access"), |b| {
+            b.iter(|| {
+                let mut p = parts.clone();
+                let mut x = ctx();
+                black_box(matches!(plugin.access(&mut x, &mut p), gatehouse_proxy::plugin::Flow::Continue))
+            })
+        });
+    }
+    c.bench_function("baseline: clone request parts + context", |b| {
+        b.iter(|| {
+            let p = parts.clone();
+            black_box((p, ctx()))
+        })
+    });
+}
+
+criterion::criterion_group!(benches, bench);
+criterion::criterion_main!(benches);
