@@ -78,46 +78,40 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
             r.service = Some(s.id.to_string());
             fill(&mut r.id, Kind::Route, r.name.as_deref().unwrap_or(&rpath));
             origins.insert(r.id, rpath.clone());
-            for (k, mut p) in std::mem::take(&mut r.plugins).into_iter().enumerate() {
-                let ppath = format!("{rpath}.plugins[{k}]");
-                scope_nested(&mut p.route, r.id, &ppath, "route", errors);
-                fill(
-                    &mut p.id,
-                    Kind::Plugin,
-                    &format!("{}:route:{}", p.name, r.id),
-                );
-                origins.insert(p.id, ppath);
-                plugins.push(p);
-            }
+            lift_plugins(
+                std::mem::take(&mut r.plugins),
+                r.id,
+                &rpath,
+                Scope::Route,
+                &mut plugins,
+                &mut origins,
+                errors,
+            );
             routes.push(r);
         }
-        for (k, mut p) in std::mem::take(&mut s.plugins).into_iter().enumerate() {
-            let ppath = format!("{spath}.plugins[{k}]");
-            scope_nested(&mut p.service, s.id, &ppath, "service", errors);
-            fill(
-                &mut p.id,
-                Kind::Plugin,
-                &format!("{}:service:{}", p.name, s.id),
-            );
-            origins.insert(p.id, ppath);
-            plugins.push(p);
-        }
+        lift_plugins(
+            std::mem::take(&mut s.plugins),
+            s.id,
+            &spath,
+            Scope::Service,
+            &mut plugins,
+            &mut origins,
+            errors,
+        );
     }
     for (i, mut r) in std::mem::take(&mut cfg.routes).into_iter().enumerate() {
         let rpath = format!("routes[{i}]");
         fill(&mut r.id, Kind::Route, r.name.as_deref().unwrap_or(&rpath));
         origins.insert(r.id, rpath.clone());
-        for (k, mut p) in std::mem::take(&mut r.plugins).into_iter().enumerate() {
-            let ppath = format!("{rpath}.plugins[{k}]");
-            scope_nested(&mut p.route, r.id, &ppath, "route", errors);
-            fill(
-                &mut p.id,
-                Kind::Plugin,
-                &format!("{}:route:{}", p.name, r.id),
-            );
-            origins.insert(p.id, ppath);
-            plugins.push(p);
-        }
+        lift_plugins(
+            std::mem::take(&mut r.plugins),
+            r.id,
+            &rpath,
+            Scope::Route,
+            &mut plugins,
+            &mut origins,
+            errors,
+        );
         routes.push(r);
     }
     for (i, u) in cfg.upstreams.iter_mut().enumerate() {
@@ -152,17 +146,15 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
             fill(&mut cred.id, Kind::Consumer, &format!("{cid}:key:{hash}"));
             origins.insert(cred.id, format!("{cpath}.keyauth_credentials[{j}]"));
         }
-        for (k, mut p) in std::mem::take(&mut c.plugins).into_iter().enumerate() {
-            let ppath = format!("{cpath}.plugins[{k}]");
-            scope_nested(&mut p.consumer, c.id, &ppath, "consumer", errors);
-            fill(
-                &mut p.id,
-                Kind::Plugin,
-                &format!("{}:consumer:{}", p.name, c.id),
-            );
-            origins.insert(p.id, ppath);
-            plugins.push(p);
-        }
+        lift_plugins(
+            std::mem::take(&mut c.plugins),
+            c.id,
+            &cpath,
+            Scope::Consumer,
+            &mut plugins,
+            &mut origins,
+            errors,
+        );
     }
     for (i, mut p) in std::mem::take(&mut cfg.plugins).into_iter().enumerate() {
         let ppath = format!("plugins[{i}]");
@@ -188,21 +180,47 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
     origins
 }
 
-fn scope_nested(
-    field: &mut Option<String>,
+/// What a nested plugin is scoped to.
+#[derive(Clone, Copy)]
+enum Scope {
+    Service,
+    Route,
+    Consumer,
+}
+
+/// Moves plugins nested under an entity to the top level, scoped to that entity.
+fn lift_plugins(
+    nested: Vec<crate::entities::Plugin>,
     parent: Uuid,
-    path: &str,
-    what: &str,
+    parent_path: &str,
+    scope: Scope,
+    out: &mut Vec<crate::entities::Plugin>,
+    origins: &mut Origins,
     errors: &mut Vec<FieldError>,
 ) {
-    if field.is_some() {
-        errors.push(FieldError::new(
-            format!("plugin at {path}"),
-            format!("{path}.{what}"),
-            format!("a plugin nested under a {what} must not name a {what}"),
-        ));
+    for (k, mut p) in nested.into_iter().enumerate() {
+        let ppath = format!("{parent_path}.plugins[{k}]");
+        let (field, what) = match scope {
+            Scope::Service => (&mut p.service, "service"),
+            Scope::Route => (&mut p.route, "route"),
+            Scope::Consumer => (&mut p.consumer, "consumer"),
+        };
+        if field.is_some() {
+            errors.push(FieldError::new(
+                format!("plugin at {ppath}"),
+                format!("{ppath}.{what}"),
+                format!("a plugin nested under a {what} must not name a {what}"),
+            ));
+        }
+        *field = Some(parent.to_string());
+        fill(
+            &mut p.id,
+            Kind::Plugin,
+            &format!("{}:{what}:{parent}", p.name),
+        );
+        origins.insert(p.id, ppath);
+        out.push(p);
     }
-    *field = Some(parent.to_string());
 }
 
 /// Like [`label`] for a kind known only by name.

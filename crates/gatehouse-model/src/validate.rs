@@ -172,6 +172,32 @@ fn check_unique<'a>(
     }
 }
 
+/// Id unique across the config, name valid and unique within its kind; records both for
+/// reference resolution.
+#[allow(clippy::too_many_arguments)]
+fn check_identity<'a>(
+    ctx: &mut Ctx,
+    ids: &mut HashSet<Uuid>,
+    names: &mut HashMap<&'a str, String>,
+    refs: &mut HashMap<String, Uuid>,
+    id: Uuid,
+    name: Option<&'a str>,
+    ent: &str,
+    base: &str,
+) {
+    if !ids.insert(id) {
+        ctx.err(ent, base, "id", format!("id {id} is used twice"));
+    }
+    if let Some(n) = name {
+        if !valid_name(n) {
+            ctx.err(ent, base, "name", "must be 1-128 letters, digits or `._~-`");
+        }
+        check_unique(ctx, names, n, ent, format!("{base}.name"), "name");
+        refs.insert(n.to_string(), id);
+    }
+    refs.insert(id.to_string(), id);
+}
+
 fn resolve(map: &HashMap<String, Uuid>, r: &str) -> Option<Uuid> {
     map.get(r).copied().or_else(|| {
         r.parse::<Uuid>()
@@ -253,29 +279,16 @@ pub fn validate(
     for (i, s) in cfg.services.iter_mut().enumerate() {
         let base = ctx.path(s.id, format!("services[{i}]"));
         let ent = label(Kind::Service, s.name.as_deref(), &base);
-        if !ids.insert(s.id) {
-            ctx.err(&ent, &base, "id", format!("id {} is used twice", s.id));
-        }
-        if let Some(n) = &s.name {
-            if !valid_name(n) {
-                ctx.err(
-                    &ent,
-                    &base,
-                    "name",
-                    "must be 1-128 letters, digits or `._~-`",
-                );
-            }
-            check_unique(
-                &mut ctx,
-                &mut names,
-                n,
-                &ent,
-                format!("{base}.name"),
-                "name",
-            );
-            service_ids.insert(n.clone(), s.id);
-        }
-        service_ids.insert(s.id.to_string(), s.id);
+        check_identity(
+            &mut ctx,
+            &mut ids,
+            &mut names,
+            &mut service_ids,
+            s.id,
+            s.name.as_deref(),
+            &ent,
+            &base,
+        );
         match (&s.url, &s.upstream) {
             (Some(_), Some(_)) => ctx.err(
                 &ent,
@@ -337,29 +350,16 @@ pub fn validate(
     for (i, r) in cfg.routes.iter_mut().enumerate() {
         let base = ctx.path(r.id, format!("routes[{i}]"));
         let ent = label(Kind::Route, r.name.as_deref(), &base);
-        if !ids.insert(r.id) {
-            ctx.err(&ent, &base, "id", format!("id {} is used twice", r.id));
-        }
-        if let Some(n) = &r.name {
-            if !valid_name(n) {
-                ctx.err(
-                    &ent,
-                    &base,
-                    "name",
-                    "must be 1-128 letters, digits or `._~-`",
-                );
-            }
-            check_unique(
-                &mut ctx,
-                &mut names,
-                n,
-                &ent,
-                format!("{base}.name"),
-                "name",
-            );
-            route_ids.insert(n.clone(), r.id);
-        }
-        route_ids.insert(r.id.to_string(), r.id);
+        check_identity(
+            &mut ctx,
+            &mut ids,
+            &mut names,
+            &mut route_ids,
+            r.id,
+            r.name.as_deref(),
+            &ent,
+            &base,
+        );
         match &r.service {
             None => ctx.err(&ent, &base, "service", "a route needs a `service`"),
             Some(s) => match resolve(&service_ids, s) {

@@ -31,12 +31,19 @@ fn bench(c: &mut criterion::Criterion) {
     .expect("config");
     let cases = [
         ("key-auth", json!({})),
-        ("ip-restriction", json!({"allow": ["10.0.0.0/8", "192.168.0.0/16"], "deny": ["10.6.6.6"]})),
+        (
+            "ip-restriction",
+            json!({"allow": ["10.0.0.0/8", "192.168.0.0/16"], "deny": ["10.6.6.6"]}),
+        ),
         ("request-size-limiting", json!({"allowed_payload_size": 1})),
         ("correlation-id", json!({"generator": "uuid#counter"})),
         ("request-termination", json!({"status_code": 503})),
     ];
-    assert_eq!(registry.names().len(), cases.len(), "every plugin has a benchmark case");
+    assert_eq!(
+        registry.names().len(),
+        cases.len(),
+        "every plugin has a benchmark case"
+    );
     let (parts, ()) = http::Request::get("/orders/1?x=1")
         .header("host", "api.example.com")
         .header("apikey", "alice-secret-key")
@@ -46,13 +53,20 @@ fn bench(c: &mut criterion::Criterion) {
         .into_parts();
     for (name, conf) in cases {
         let f = registry.get(name).expect("plugin");
-        let ctx_b = BuildCtx { id: uuid::Uuid::nil(), config: &cfg, state: &registry.state };
+        let ctx_b = BuildCtx {
+            id: uuid::Uuid::nil(),
+            config: &cfg,
+            state: &registry.state,
+        };
         let plugin = f.build(&conf, &ctx_b).expect("build");
         c.bench_function(&format!("{name} access"), |b| {
             b.iter(|| {
                 let mut p = parts.clone();
                 let mut x = ctx();
-                black_box(matches!(plugin.access(&mut x, &mut p), gatehouse_proxy::plugin::Flow::Continue))
+                black_box(matches!(
+                    plugin.access(&mut x, &mut p),
+                    gatehouse_proxy::plugin::Flow::Continue
+                ))
             })
         });
     }

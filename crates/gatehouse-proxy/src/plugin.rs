@@ -64,7 +64,12 @@ pub struct RequestCtx {
 impl RequestCtx {
     /// An early answer in the common JSON error shape.
     pub fn reject(&self, status: StatusCode, code: &str, message: &str) -> Flow {
-        Flow::Respond(Box::new(error_response(status, code, message, &self.request_id)))
+        Flow::Respond(Box::new(error_response(
+            status,
+            code,
+            message,
+            &self.request_id,
+        )))
     }
 }
 
