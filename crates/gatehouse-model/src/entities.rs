@@ -192,6 +192,9 @@ pub struct Consumer {
     /// API keys for the `key-auth` plugin (stored hashed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keyauth_credentials: Vec<KeyAuthCredential>,
+    /// Groups for the `acl` plugin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<AclGroup>,
     /// Declarative files only: plugins scoped to this consumer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<Plugin>,
@@ -212,6 +215,17 @@ pub struct KeyAuthCredential {
     /// Hex SHA-256 of the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_hash: Option<String>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// A group a consumer belongs to, for the `acl` plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AclGroup {
+    /// Group name.
+    pub group: String,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,

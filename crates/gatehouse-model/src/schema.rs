@@ -14,6 +14,7 @@ use crate::entities::*;
     Target,
     Consumer,
     KeyAuthCredential,
+    AclGroup,
     Plugin,
     Certificate,
     Algorithm

@@ -472,6 +472,16 @@ pub fn validate(
                 "custom_id",
             );
         }
+        for (j, g) in c.acls.iter().enumerate() {
+            if g.group.trim().is_empty() || g.group.contains(',') {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("acls[{j}].group"),
+                    "must be a non-empty name without commas",
+                );
+            }
+        }
         for (j, cred) in c.keyauth_credentials.iter().enumerate() {
             let cp = format!("keyauth_credentials[{j}]");
             match cred.key_hash.as_deref() {

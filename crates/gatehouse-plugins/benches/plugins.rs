@@ -9,13 +9,13 @@ use gatehouse_proxy::plugin::{BuildCtx, RequestCtx};
 use http::HeaderValue;
 use serde_json::json;
 
-fn ctx() -> RequestCtx {
+fn ctx(consumer: Option<std::sync::Arc<gatehouse_proxy::plugin::ConsumerRt>>) -> RequestCtx {
     RequestCtx {
         request_id: HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
         client_ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
         route_id: uuid::Uuid::nil(),
         service_id: uuid::Uuid::nil(),
-        consumer: None,
+        consumer,
         credential: None,
         response_headers: Vec::new(),
         body_limit: None,
@@ -25,7 +25,7 @@ fn ctx() -> RequestCtx {
 fn bench(c: &mut criterion::Criterion) {
     let registry = gatehouse_plugins::registry();
     let cfg = parse_document(
-        "_format_version: \"1\"\nconsumers:\n  - username: alice\n    keyauth_credentials: [{ key: alice-secret-key }]\n",
+        "_format_version: \"1\"\nconsumers:\n  - username: alice\n    keyauth_credentials: [{ key: alice-secret-key }]\n    acls: [{ group: gold }]\n",
         &registry,
     )
     .expect("config");
@@ -38,6 +38,11 @@ fn bench(c: &mut criterion::Criterion) {
         ("request-size-limiting", json!({"allowed_payload_size": 1})),
         ("correlation-id", json!({"generator": "uuid#counter"})),
         ("request-termination", json!({"status_code": 503})),
+        ("acl", json!({"allow": ["gold"]})),
+        (
+            "rate-limiting",
+            json!({"second": 1000000000u64, "hour": 1000000000u64, "limit_by": "consumer"}),
+        ),
     ];
     assert_eq!(
         registry.names().len(),
@@ -51,6 +56,11 @@ fn bench(c: &mut criterion::Criterion) {
         .body(())
         .expect("request")
         .into_parts();
+    let alice = std::sync::Arc::new(gatehouse_proxy::plugin::ConsumerRt {
+        id: cfg.consumers[0].id,
+        username: Some("alice".into()),
+        custom_id: None,
+    });
     for (name, conf) in cases {
         let f = registry.get(name).expect("plugin");
         let ctx_b = BuildCtx {
@@ -62,7 +72,7 @@ fn bench(c: &mut criterion::Criterion) {
         c.bench_function(&format!("{name} access"), |b| {
             b.iter(|| {
                 let mut p = parts.clone();
-                let mut x = ctx();
+                let mut x = ctx(Some(alice.clone()));
                 black_box(matches!(
                     plugin.access(&mut x, &mut p),
                     gatehouse_proxy::plugin::Flow::Continue
@@ -73,7 +83,7 @@ fn bench(c: &mut criterion::Criterion) {
     c.bench_function("baseline: clone request parts + context", |b| {
         b.iter(|| {
             let p = parts.clone();
-            black_box((p, ctx()))
+            black_box((p, ctx(Some(alice.clone()))))
         })
     });
 }

@@ -16,8 +16,10 @@ use gatehouse_proxy::plugin::{Factory, Registry};
 pub fn registry() -> Registry {
     let factories: Vec<Arc<dyn Factory>> = vec![
         Arc::new(auth::key_auth::KeyAuth),
+        Arc::new(security::acl::Acl),
         Arc::new(security::ip_restriction::IpRestriction),
         Arc::new(security::request_termination::RequestTermination),
+        Arc::new(traffic::rate_limiting::RateLimiting),
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),
     ];

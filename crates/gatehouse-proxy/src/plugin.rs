@@ -28,7 +28,7 @@ use crate::body::ProxyBody;
 use crate::error::error_response;
 
 /// Plugins at or above this priority run before the consumer is known (authentication).
-pub const AUTH_PRIORITY_FLOOR: i32 = 950;
+pub const AUTH_PRIORITY_FLOOR: i32 = 1000;
 
 /// The consumer a request was authenticated as.
 #[derive(Debug)]

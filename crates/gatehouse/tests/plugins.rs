@@ -430,3 +430,174 @@ async fn plugin_config_errors_name_the_field() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limiting_is_exact_under_concurrency_and_keeps_counters_across_reloads() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let doc = |limit: u32, tag: &str| {
+        format!(
+            "_format_version: \"1\"\nservices:\n  - url: {}\n    tags: [\"{tag}\"]\n    routes:\n      - paths: [\"/\"]\n        plugins:\n          - name: rate-limiting\n            config: {{ day: {limit}, limit_by: ip }}\n",
+            up.url()
+        )
+    };
+    let gw = start_with_config(dir.path(), &doc(20, "a"), &["--workers", "2"]);
+    let burst = |n: usize| {
+        let proxy = gw.proxy.clone();
+        async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|i| {
+                    let proxy = proxy.clone();
+                    // Forged X-Forwarded-For from an untrusted peer must not split the counter.
+                    tokio::spawn(async move {
+                        request(
+                            &proxy,
+                            "GET",
+                            "/",
+                            &[("x-forwarded-for", &format!("10.0.0.{i}"))],
+                            "",
+                        )
+                        .await
+                        .unwrap()
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    let replies = burst(50).await;
+    let ok: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
+    let limited: Vec<_> = replies.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(
+        (ok.len(), limited.len()),
+        (20, 30),
+        "exactly the limit passes"
+    );
+    let r = limited[0];
+    assert_eq!(err_code(r), "rate_limited");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(r.header("ratelimit-limit").as_deref(), Some("20"));
+    assert_eq!(r.header("ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(r.header("x-ratelimit-limit-day").as_deref(), Some("20"));
+    let mut remaining: Vec<u64> = ok
+        .iter()
+        .map(|r| r.header("ratelimit-remaining").unwrap().parse().unwrap())
+        .collect();
+    remaining.sort();
+    assert_eq!(remaining, (0..20).collect::<Vec<u64>>());
+
+    // A reload that leaves the plugin alone keeps the counters…
+    let wait_version = |v: u64| {
+        let gw = &gw;
+        async move {
+            for _ in 0..500 {
+                if gw.admin_ok("GET", "/status", Value::Null).await["config_version"]
+                    .as_u64()
+                    .unwrap()
+                    >= v
+                {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("reload to version {v} not seen");
+        }
+    };
+    std::fs::write(dir.path().join("gatehouse.yaml"), doc(20, "b")).unwrap();
+    gw.signal("HUP");
+    wait_version(2).await;
+    assert_eq!(
+        get(&gw.proxy, "/").await.status,
+        429,
+        "counters survived the reload"
+    );
+    // …a changed limit starts fresh counters.
+    std::fs::write(dir.path().join("gatehouse.yaml"), doc(5, "b")).unwrap();
+    gw.signal("HUP");
+    wait_version(3).await;
+    let statuses: Vec<u16> = burst(8).await.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn acl_and_per_consumer_limits() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - url: {}
+    routes:
+      - name: gold
+        paths: ["/gold"]
+        plugins:
+          - name: key-auth
+          - name: acl
+            config: {{ allow: [gold] }}
+      - name: limited
+        paths: ["/limited"]
+        plugins:
+          - name: key-auth
+          - name: rate-limiting
+            config: {{ hour: 2 }}
+      - name: no-auth
+        paths: ["/no-auth"]
+        plugins:
+          - name: acl
+            config: {{ deny: [banned] }}
+consumers:
+  - username: alice
+    keyauth_credentials: [{{ key: alice-key-0001 }}]
+    acls: [{{ group: gold }}, {{ group: staff }}]
+  - username: bob
+    keyauth_credentials: [{{ key: bob-key-00001 }}]
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/gold",
+        &[("apikey", "alice-key-0001"), ("x-consumer-groups", "admin")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["headers"]["x-consumer-groups"],
+        json!(["gold, staff"])
+    );
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/gold",
+        &[("apikey", "bob-key-00001")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(err_code(&r), "forbidden");
+    let r = get(&gw.proxy, "/no-auth").await;
+    assert_eq!(r.status, 401, "acl without an authenticated consumer");
+
+    // limit_by consumer: each consumer has its own counter.
+    for key in ["alice-key-0001", "bob-key-00001"] {
+        for i in 0..3 {
+            let r = request(&gw.proxy, "GET", "/limited", &[("apikey", key)], "")
+                .await
+                .unwrap();
+            assert_eq!(r.status, if i < 2 { 200 } else { 429 }, "{key} request {i}");
+        }
+    }
+}

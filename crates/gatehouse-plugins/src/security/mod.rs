@@ -1,4 +1,5 @@
 //! Security plugins: who may pass, and answers the gateway gives on its own.
 
+pub mod acl;
 pub mod ip_restriction;
 pub mod request_termination;

@@ -1,3 +1,5 @@
 //! Traffic-control plugins.
 
+pub mod counters;
+pub mod rate_limiting;
 pub mod request_size_limiting;

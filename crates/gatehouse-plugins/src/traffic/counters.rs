@@ -1,0 +1,263 @@
+//! Rate-limit counters behind a trait, so a cluster-wide store (Redis) can replace the local
+//! one without touching the plugin. The local store keeps, per key, the current and previous
+//! fixed window of each period and decides with a sliding-window estimate. A decision and
+//! its increments happen under one lock per key shard: with a limit of N, N requests pass,
+//! however many arrive at once on however many workers.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+/// A rate-limit period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// 1 s.
+    Second,
+    /// 60 s.
+    Minute,
+    /// 3,600 s.
+    Hour,
+    /// 86,400 s.
+    Day,
+    /// 30 days.
+    Month,
+}
+
+impl Period {
+    /// All periods, shortest first.
+    pub const ALL: [Period; 5] = [
+        Period::Second,
+        Period::Minute,
+        Period::Hour,
+        Period::Day,
+        Period::Month,
+    ];
+
+    /// Length in milliseconds.
+    pub fn millis(self) -> u64 {
+        match self {
+            Period::Second => 1_000,
+            Period::Minute => 60_000,
+            Period::Hour => 3_600_000,
+            Period::Day => 86_400_000,
+            Period::Month => 30 * 86_400_000,
+        }
+    }
+
+    /// Name used in headers (`X-RateLimit-Limit-Minute`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Second => "Second",
+            Period::Minute => "Minute",
+            Period::Hour => "Hour",
+            Period::Day => "Day",
+            Period::Month => "Month",
+        }
+    }
+}
+
+/// The outcome for one period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// The period.
+    pub period: Period,
+    /// Its limit.
+    pub limit: u64,
+    /// Requests left after this one (0 when refused).
+    pub remaining: u64,
+    /// Milliseconds until the current window ends.
+    pub reset_ms: u64,
+}
+
+/// A decision over all configured periods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// True when the request may pass (and was counted).
+    pub allowed: bool,
+    /// Per period, in the order given.
+    pub usage: Vec<Usage>,
+}
+
+/// Where counters live.
+pub trait CounterStore: Send + Sync {
+    /// Counts a request for `key` if every limit allows it.
+    fn hit(&self, key: &str, limits: &[(Period, u64)], now_ms: u64) -> Decision;
+}
+
+#[derive(Default, Clone, Copy)]
+struct Window {
+    index: u64,
+    current: u64,
+    previous: u64,
+}
+
+impl Window {
+    fn roll(&mut self, index: u64) {
+        if index != self.index {
+            self.previous = if index == self.index + 1 {
+                self.current
+            } else {
+                0
+            };
+            self.current = 0;
+            self.index = index;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Entry {
+    windows: [Window; 5],
+    last_ms: u64,
+}
+
+const SHARDS: usize = 32;
+
+/// Counters in this process, shared by all workers.
+pub struct LocalCounters {
+    shards: Vec<Mutex<HashMap<String, Entry>>>,
+}
+
+impl Default for LocalCounters {
+    fn default() -> Self {
+        LocalCounters {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+fn shard_of(key: &str) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = foldhash::fast::FixedState::with_seed(7).build_hasher();
+    h.write(key.as_bytes());
+    (h.finish() as usize) % SHARDS
+}
+
+impl LocalCounters {
+    /// Number of keys tracked (for tests).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    /// True when no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl CounterStore for LocalCounters {
+    fn hit(&self, key: &str, limits: &[(Period, u64)], now_ms: u64) -> Decision {
+        let mut shard = self.shards[shard_of(key)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Forget keys idle for longer than the longest period (bounded memory).
+        if shard.len() > 4096 && now_ms.is_multiple_of(64) {
+            let horizon = limits.iter().map(|(p, _)| p.millis()).max().unwrap_or(0) * 2;
+            shard.retain(|_, e| now_ms.saturating_sub(e.last_ms) < horizon);
+        }
+        let entry = shard.entry(key.to_string()).or_default();
+        entry.last_ms = now_ms;
+        let mut seen = Vec::with_capacity(limits.len());
+        let mut allowed = true;
+        for &(period, limit) in limits {
+            let len = period.millis();
+            let w = &mut entry.windows[period as usize];
+            w.roll(now_ms / len);
+            let into = now_ms % len;
+            // Sliding estimate: the previous window's count weighted by how much of it still
+            // overlaps the last `len` milliseconds, plus this window's count.
+            let carried =
+                (u128::from(w.previous) * u128::from(len - into) / u128::from(len)) as u64;
+            let used = carried + w.current;
+            if used >= limit {
+                allowed = false;
+            }
+            seen.push((period, limit, used, len - into));
+        }
+        if allowed {
+            for &(period, _) in limits {
+                entry.windows[period as usize].current += 1;
+            }
+        }
+        let counted = u64::from(allowed);
+        let usage = seen
+            .into_iter()
+            .map(|(period, limit, used, reset_ms)| Usage {
+                period,
+                limit,
+                remaining: limit.saturating_sub(used + counted),
+                reset_ms,
+            })
+            .collect();
+        Decision { allowed, usage }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn exactly_n_pass_under_concurrency() {
+        for (threads, per_thread, limit) in [(8, 50, 100), (4, 10, 7), (16, 40, 333)] {
+            let c = Arc::new(LocalCounters::default());
+            let passed = Arc::new(AtomicU64::new(0));
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (c, passed) = (c.clone(), passed.clone());
+                    std::thread::spawn(move || {
+                        for _ in 0..per_thread {
+                            if c.hit("k", &[(Period::Minute, limit)], 1_000).allowed {
+                                passed.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            assert_eq!(
+                passed.load(Ordering::SeqCst),
+                limit.min((threads * per_thread) as u64)
+            );
+        }
+    }
+
+    #[test]
+    fn sliding_window_carries_the_previous_window() {
+        let c = LocalCounters::default();
+        let lim = [(Period::Second, 10)];
+        for _ in 0..10 {
+            assert!(c.hit("k", &lim, 500).allowed);
+        }
+        assert!(!c.hit("k", &lim, 900).allowed);
+        // 1.25 s: 75% of the previous window still counts (7.5 → 7), so 3 more pass.
+        let passed = (0..10).filter(|_| c.hit("k", &lim, 1_250).allowed).count();
+        assert_eq!(passed, 3);
+        // Two windows later everything is forgotten.
+        assert!(c.hit("k", &lim, 3_100).allowed);
+    }
+
+    #[test]
+    fn every_limit_must_allow_and_keys_are_separate() {
+        let c = LocalCounters::default();
+        let lim = [(Period::Second, 5), (Period::Minute, 6)];
+        for _ in 0..5 {
+            assert!(c.hit("a", &lim, 100).allowed);
+        }
+        let d = c.hit("a", &lim, 200);
+        assert!(!d.allowed);
+        assert_eq!(d.usage[0].remaining, 0);
+        assert!(
+            c.hit("a", &lim, 1_100).allowed,
+            "new second, minute still has room"
+        );
+        assert!(!c.hit("a", &lim, 2_100).allowed, "minute limit reached");
+        assert!(c.hit("b", &lim, 2_100).allowed);
+    }
+}

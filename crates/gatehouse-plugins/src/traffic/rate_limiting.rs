@@ -1,0 +1,286 @@
+//! `rate-limiting`: requests per second/minute/hour/day/month, by consumer, credential, IP,
+//! header, path, service or route. Sliding windows, exact under concurrency (see
+//! `counters`); counters survive reloads that keep the plugin's config.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, Plugin, RequestCtx};
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::counters::{CounterStore, LocalCounters, Period};
+use crate::config;
+
+/// What requests are counted together.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitBy {
+    /// The authenticated consumer (the client IP when there is none).
+    #[default]
+    Consumer,
+    /// The credential used (the client IP when there is none).
+    Credential,
+    /// The client IP (after the trusted-proxy rules).
+    Ip,
+    /// The value of `header_name` (the client IP when absent).
+    Header,
+    /// The request path.
+    Path,
+    /// The service.
+    Service,
+    /// The route.
+    Route,
+}
+
+/// Where counters are kept.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// In this node's memory.
+    #[default]
+    Local,
+}
+
+fn too_many() -> u16 {
+    429
+}
+fn default_message() -> String {
+    "API rate limit exceeded".into()
+}
+
+/// Settings of `rate-limiting`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitingConfig {
+    /// Requests per second.
+    #[serde(default)]
+    pub second: Option<u64>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub minute: Option<u64>,
+    /// Requests per hour.
+    #[serde(default)]
+    pub hour: Option<u64>,
+    /// Requests per day.
+    #[serde(default)]
+    pub day: Option<u64>,
+    /// Requests per 30 days.
+    #[serde(default)]
+    pub month: Option<u64>,
+    /// What is counted together.
+    #[serde(default)]
+    pub limit_by: LimitBy,
+    /// Header for `limit_by: header`.
+    #[serde(default)]
+    pub header_name: Option<String>,
+    /// Where counters live (`local`; `redis` comes with the cluster).
+    #[serde(default)]
+    pub policy: Policy,
+    /// Do not send RateLimit-* / X-RateLimit-* headers.
+    #[serde(default)]
+    pub hide_client_headers: bool,
+    /// Status when the limit is hit.
+    #[serde(default = "too_many")]
+    pub error_code: u16,
+    /// Message when the limit is hit.
+    #[serde(default = "default_message")]
+    pub error_message: String,
+}
+
+impl RateLimitingConfig {
+    fn limits(&self) -> Vec<(Period, u64)> {
+        let all = [self.second, self.minute, self.hour, self.day, self.month];
+        Period::ALL
+            .into_iter()
+            .zip(all)
+            .filter_map(|(p, l)| l.map(|l| (p, l)))
+            .collect()
+    }
+}
+
+/// The `rate-limiting` factory.
+pub struct RateLimiting;
+
+struct Compiled {
+    limits: Vec<(Period, u64)>,
+    by: LimitBy,
+    header: Option<HeaderName>,
+    hide: bool,
+    status: StatusCode,
+    message: String,
+    counters: Arc<LocalCounters>,
+    names: Vec<(HeaderName, HeaderName)>,
+}
+
+static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+impl Factory for RateLimiting {
+    fn name(&self) -> &'static str {
+        "rate-limiting"
+    }
+    fn priority(&self) -> i32 {
+        910
+    }
+    fn check(&self, v: &Value) -> Vec<(String, String)> {
+        config::check::<RateLimitingConfig>(v, |c| {
+            let mut e = Vec::new();
+            if c.limits().is_empty() {
+                e.push((
+                    "minute".into(),
+                    "set at least one of second, minute, hour, day, month".into(),
+                ));
+            }
+            for (p, l) in c.limits() {
+                if l == 0 {
+                    e.push((p.name().to_lowercase(), "must be at least 1".into()));
+                }
+            }
+            let mut last = 0;
+            for (p, l) in c.limits() {
+                if l < last {
+                    e.push((
+                        p.name().to_lowercase(),
+                        "a longer period cannot have a smaller limit than a shorter one".into(),
+                    ));
+                }
+                last = l;
+            }
+            match (c.limit_by, &c.header_name) {
+                (LimitBy::Header, None) => e.push((
+                    "header_name".into(),
+                    "required with limit_by: header".into(),
+                )),
+                (_, Some(h)) => {
+                    if let Err(m) = config::header_name(h) {
+                        e.push(("header_name".into(), m));
+                    }
+                }
+                _ => {}
+            }
+            if !(400..600).contains(&c.error_code) {
+                e.push(("error_code".into(), "must be 400-599".into()));
+            }
+            e
+        })
+    }
+    fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
+        let c: RateLimitingConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
+        let limits = c.limits();
+        let names = limits
+            .iter()
+            .map(|(p, _)| {
+                let n = p.name().to_lowercase();
+                (
+                    HeaderName::from_bytes(format!("x-ratelimit-limit-{n}").as_bytes())
+                        .map_err(|e| e.to_string()),
+                    HeaderName::from_bytes(format!("x-ratelimit-remaining-{n}").as_bytes())
+                        .map_err(|e| e.to_string()),
+                )
+            })
+            .map(|(a, b)| Ok((a?, b?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Arc::new(Compiled {
+            limits,
+            by: c.limit_by,
+            header: c
+                .header_name
+                .as_deref()
+                .map(config::header_name)
+                .transpose()?,
+            hide: c.hide_client_headers,
+            status: StatusCode::from_u16(c.error_code).map_err(|e| e.to_string())?,
+            message: c.error_message,
+            // Same plugin id and config as before a reload: the same counters.
+            counters: ctx.state.get_or_insert(ctx.id, v, LocalCounters::default),
+            names,
+        }))
+    }
+    fn schema(&self) -> Value {
+        config::schema::<RateLimitingConfig>()
+    }
+}
+
+impl Compiled {
+    fn key(&self, ctx: &RequestCtx, req: &http::request::Parts) -> String {
+        let ip = || format!("ip:{}", ctx.client_ip);
+        match self.by {
+            LimitBy::Consumer => ctx
+                .consumer
+                .as_ref()
+                .map_or_else(ip, |c| format!("consumer:{}", c.id)),
+            LimitBy::Credential => ctx
+                .credential
+                .as_ref()
+                .map_or_else(ip, |c| format!("credential:{c}")),
+            LimitBy::Ip => ip(),
+            LimitBy::Header => self
+                .header
+                .as_ref()
+                .and_then(|h| req.headers.get(h))
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(ip, |v| format!("header:{v}")),
+            LimitBy::Path => format!("path:{}", req.uri.path()),
+            LimitBy::Service => format!("service:{}", ctx.service_id),
+            LimitBy::Route => format!("route:{}", ctx.route_id),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Plugin for Compiled {
+    fn access(&self, ctx: &mut RequestCtx, req: &mut http::request::Parts) -> Flow {
+        let key = format!("{}|{}", ctx.route_id, self.key(ctx, req));
+        let d = self.counters.hit(&key, &self.limits, now_ms());
+        // The most constraining window decides the standard headers.
+        let tight = d
+            .usage
+            .iter()
+            .min_by_key(|u| (u.remaining, std::cmp::Reverse(u.reset_ms)));
+        let mut headers = Vec::new();
+        if !self.hide {
+            if let Some(u) = tight {
+                headers.push((LIMIT.clone(), HeaderValue::from(u.limit)));
+                headers.push((REMAINING.clone(), HeaderValue::from(u.remaining)));
+                headers.push((RESET.clone(), HeaderValue::from(u.reset_ms.div_ceil(1000))));
+            }
+            for (u, (l, r)) in d.usage.iter().zip(&self.names) {
+                headers.push((l.clone(), HeaderValue::from(u.limit)));
+                headers.push((r.clone(), HeaderValue::from(u.remaining)));
+            }
+        }
+        if d.allowed {
+            ctx.response_headers.extend(headers);
+            return Flow::Continue;
+        }
+        // Retry when the first exhausted window frees a slot.
+        let retry = d
+            .usage
+            .iter()
+            .filter(|u| u.remaining == 0)
+            .map(|u| u.reset_ms)
+            .min()
+            .unwrap_or(1000);
+        let mut flow = ctx.reject(self.status, "rate_limited", &self.message);
+        if let Flow::Respond(r) = &mut flow {
+            let h = r.headers_mut();
+            for (n, v) in headers {
+                h.append(n, v);
+            }
+            h.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(retry.div_ceil(1000).max(1)),
+            );
+        }
+        flow
+    }
+}
