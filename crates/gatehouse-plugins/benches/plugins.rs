@@ -19,6 +19,7 @@ fn ctx(consumer: Option<std::sync::Arc<gatehouse_proxy::plugin::ConsumerRt>>) ->
         credential: None,
         response_headers: Vec::new(),
         body_limit: None,
+        extensions: http::Extensions::new(),
     }
 }
 
@@ -39,6 +40,10 @@ fn bench(c: &mut criterion::Criterion) {
         ("correlation-id", json!({"generator": "uuid#counter"})),
         ("request-termination", json!({"status_code": 503})),
         ("acl", json!({"allow": ["gold"]})),
+        (
+            "cors",
+            json!({"origins": ["https://app.example.com"], "credentials": true}),
+        ),
         (
             "rate-limiting",
             json!({"second": 1000000000u64, "hour": 1000000000u64, "limit_by": "consumer"}),

@@ -17,6 +17,7 @@ pub fn registry() -> Registry {
     let factories: Vec<Arc<dyn Factory>> = vec![
         Arc::new(auth::key_auth::KeyAuth),
         Arc::new(security::acl::Acl),
+        Arc::new(security::cors::Cors),
         Arc::new(security::ip_restriction::IpRestriction),
         Arc::new(security::request_termination::RequestTermination),
         Arc::new(traffic::rate_limiting::RateLimiting),

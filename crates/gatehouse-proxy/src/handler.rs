@@ -388,6 +388,7 @@ impl Worker {
                 credential: None,
                 response_headers: Vec::new(),
                 body_limit: None,
+                extensions: http::Extensions::new(),
             };
             let r = run.insert(PluginRun {
                 ctx,

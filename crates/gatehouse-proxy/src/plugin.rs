@@ -59,6 +59,9 @@ pub struct RequestCtx {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// A body limit set by a plugin (the smallest limit in force wins).
     pub body_limit: Option<u64>,
+    /// Per-request values plugins pass from one phase to the next (typed; allocates only
+    /// when used).
+    pub extensions: http::Extensions,
 }
 
 impl RequestCtx {

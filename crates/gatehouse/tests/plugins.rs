@@ -601,3 +601,117 @@ consumers:
         }
     }
 }
+
+#[tokio::test]
+async fn cors_preflight_at_the_gateway_and_headers_on_answers() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - url: {}
+    routes:
+      - paths: ["/api"]
+        plugins:
+          - name: cors
+            config: {{ origins: ["https://app.example.com", "~https://.*\\.example\\.org"], credentials: true, max_age: 600, exposed_headers: [X-Total] }}
+          - name: key-auth
+consumers:
+  - username: alice
+    keyauth_credentials: [{{ key: alice-key-0001 }}]
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let url = format!("http://{}/api/items", gw.proxy);
+    let (ok, out, _) = curl(&[
+        "-si",
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: https://app.example.com",
+        "-H",
+        "Access-Control-Request-Method: POST",
+        "-H",
+        "Access-Control-Request-Headers: apikey, content-type",
+        &url,
+    ]);
+    assert!(ok);
+    let lower = out.to_lowercase();
+    assert!(
+        lower.starts_with("http/1.1 204"),
+        "preflight answered at the gateway without a key: {out}"
+    );
+    assert!(
+        lower.contains("access-control-allow-origin: https://app.example.com"),
+        "{out}"
+    );
+    assert!(
+        lower.contains("access-control-allow-credentials: true"),
+        "{out}"
+    );
+    assert!(
+        lower.contains("access-control-allow-headers: apikey, content-type"),
+        "{out}"
+    );
+    assert!(lower.contains("access-control-max-age: 600"), "{out}");
+    assert_eq!(up.hits(), 0, "preflight never reaches the upstream");
+
+    let (_, out, _) = curl(&[
+        "-si",
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: https://evil.example.net",
+        "-H",
+        "Access-Control-Request-Method: POST",
+        &url,
+    ]);
+    assert!(
+        !out.to_lowercase().contains("access-control-allow-origin"),
+        "unknown origin gets no grant: {out}"
+    );
+
+    // Actual requests: regex origin, exposed headers; early answers (401) carry CORS too.
+    let (_, out, _) = curl(&[
+        "-si",
+        "-H",
+        "Origin: https://shop.example.org",
+        "-H",
+        "apikey: alice-key-0001",
+        &url,
+    ]);
+    let lower = out.to_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{out}");
+    assert!(
+        lower.contains("access-control-allow-origin: https://shop.example.org"),
+        "{out}"
+    );
+    assert!(
+        lower.contains("access-control-expose-headers: x-total"),
+        "{out}"
+    );
+    assert!(lower.contains("vary: origin"), "{out}");
+    let (_, out, _) = curl(&["-si", "-H", "Origin: https://app.example.com", &url]);
+    let lower = out.to_lowercase();
+    assert!(
+        lower.starts_with("http/1.1 401")
+            && lower.contains("access-control-allow-origin: https://app.example.com"),
+        "{out}"
+    );
+
+    // Credentials with `*` is refused (browsers would refuse it anyway).
+    let bad = _d.path().join("bad.yaml");
+    std::fs::write(&bad, "_format_version: \"1\"\nplugins:\n  - name: cors\n    config: { origins: [\"*\"], credentials: true }\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("plugins[0].config.credentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
