@@ -20,6 +20,17 @@ fn ctx(consumer: Option<std::sync::Arc<gatehouse_proxy::plugin::ConsumerRt>>) ->
         response_headers: Vec::new(),
         body_limit: None,
         extensions: http::Extensions::new(),
+        request: gatehouse_proxy::plugin::RequestInfo {
+            method: http::Method::GET,
+            path: "/orders/1".into(),
+            host: None,
+            route_name: None,
+            service_name: None,
+            body_bytes: None,
+            started: std::time::Instant::now(),
+            started_unix_ms: 0,
+        },
+        upstream_latency: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod observe;
 pub mod security;
 pub mod traffic;
 pub mod transform;
@@ -23,6 +24,7 @@ pub fn registry() -> Registry {
         Arc::new(traffic::rate_limiting::RateLimiting),
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),
+        Arc::new(observe::file_log::FileLog),
     ];
     Registry::new(factories)
 }

@@ -116,12 +116,45 @@ impl Body for RequestBody {
     }
 }
 
+/// A response body whose end (or abandonment) runs the plugins' log phase.
+pub struct LoggedBody {
+    inner: ProxyBody,
+    bytes: u64,
+    on_end: Option<Box<dyn FnOnce(u64, bool)>>,
+}
+
+impl LoggedBody {
+    /// Wraps `inner`; `on_end(bytes_sent, completed)` runs exactly once.
+    pub fn new(inner: ProxyBody, on_end: Box<dyn FnOnce(u64, bool)>) -> Self {
+        LoggedBody {
+            inner,
+            bytes: 0,
+            on_end: Some(on_end),
+        }
+    }
+
+    fn end(&mut self, complete: bool) {
+        if let Some(f) = self.on_end.take() {
+            f(self.bytes, complete);
+        }
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.end(complete);
+    }
+}
+
 /// Every body the proxy answers with.
 pub enum ProxyBody {
     /// A complete body made by the gateway (errors, small answers).
     Full(Option<Bytes>),
     /// Streamed from an upstream.
     Upstream(crate::h1::ResponseBody),
+    /// Followed to its end for the log phase.
+    Logged(Box<LoggedBody>),
 }
 
 impl ProxyBody {
@@ -149,6 +182,22 @@ impl Body for ProxyBody {
                 let r = ready!(Pin::new(u).poll_frame(cx));
                 Poll::Ready(r)
             }
+            ProxyBody::Logged(l) => {
+                let r = ready!(Pin::new(&mut l.inner).poll_frame(cx));
+                match &r {
+                    Some(Ok(f)) => {
+                        if let Some(d) = f.data_ref() {
+                            l.bytes += d.len() as u64;
+                        }
+                        if l.inner.is_end_stream() {
+                            l.end(true);
+                        }
+                    }
+                    Some(Err(_)) => l.end(false),
+                    None => l.end(true),
+                }
+                Poll::Ready(r)
+            }
         }
     }
 
@@ -156,6 +205,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream(u) => u.is_end_stream(),
+            ProxyBody::Logged(l) => l.inner.is_end_stream(),
         }
     }
 
@@ -164,6 +214,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Upstream(u) => u.size_hint(),
+            ProxyBody::Logged(l) => l.inner.size_hint(),
         }
     }
 }

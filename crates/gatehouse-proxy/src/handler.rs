@@ -18,11 +18,13 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use crate::balancer::Balancer;
-use crate::body::{BodyError, ProxyBody, RequestBody};
+use crate::body::{BodyError, LoggedBody, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::h1::{Extra, H1Error, ResponseBody};
 use crate::pathnorm;
-use crate::plugin::{Chains, Flow, Instance, RequestCtx, AUTH_PRIORITY_FLOOR};
+use crate::plugin::{
+    CallRecord, Chains, Flow, Instance, RequestCtx, RequestInfo, AUTH_PRIORITY_FLOOR,
+};
 use crate::pool::{ConnectError, Pool};
 use crate::settings::ProxySettings;
 use crate::snapshot::{Backend, RouteRt, Snapshot, TargetRt};
@@ -160,10 +162,27 @@ impl PluginRun {
         for (n, v) in self.ctx.response_headers.drain(..) {
             parts.headers.append(n, v);
         }
-        for inst in self.chain.iter() {
-            inst.plugin.log(&self.ctx, parts.status);
+        if !self.chain.iter().any(|i| i.plugin.wants_log()) {
+            return Response::from_parts(parts, body);
         }
-        Response::from_parts(parts, body)
+        let status = parts.status;
+        let (ctx, chain) = (self.ctx, self.chain);
+        let on_end = Box::new(move |bytes: u64, complete: bool| {
+            let rec = CallRecord {
+                ctx: &ctx,
+                status,
+                response_bytes: bytes,
+                total: ctx.request.started.elapsed(),
+                complete,
+            };
+            for inst in chain.iter() {
+                inst.plugin.log(&rec);
+            }
+        });
+        Response::from_parts(
+            parts,
+            ProxyBody::Logged(Box::new(LoggedBody::new(body, on_end))),
+        )
     }
 }
 
@@ -379,6 +398,7 @@ impl Worker {
             &norm
         } else {
             path_buf = norm.into_owned();
+            let started = std::time::Instant::now();
             let ctx = RequestCtx {
                 request_id: rid.clone(),
                 client_ip: client_ip(conn, &parts.headers, &self.shared.settings),
@@ -389,6 +409,19 @@ impl Worker {
                 response_headers: Vec::new(),
                 body_limit: None,
                 extensions: http::Extensions::new(),
+                request: RequestInfo {
+                    method: parts.method.clone(),
+                    path: path_buf.clone(),
+                    host: orig_host.clone(),
+                    route_name: route.name.clone(),
+                    service_name: svc.name.clone(),
+                    body_bytes: content_length(&parts.headers),
+                    started,
+                    started_unix_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                },
+                upstream_latency: None,
             };
             let r = run.insert(PluginRun {
                 ctx,
@@ -517,6 +550,7 @@ impl Worker {
                 }
             };
             let mut conn = lease.conn;
+            let t0 = run.is_some().then(std::time::Instant::now);
             let sent = if has_body {
                 match tokio::time::timeout(svc.write_timeout, conn.send(&mut req, &extra)).await {
                     Ok(r) => r,
@@ -535,7 +569,12 @@ impl Worker {
                 Err(e) => Err(e),
             };
             let (resp, framing) = match head {
-                Ok(h) => h,
+                Ok(h) => {
+                    if let (Some(r), Some(t0)) = (run.as_mut(), t0) {
+                        r.ctx.upstream_latency = Some(t0.elapsed());
+                    }
+                    h
+                }
                 Err(H1Error::Body(e)) => {
                     return Err(match e.downcast_ref::<BodyError>() {
                         Some(BodyError::TooLarge(n)) => ProxyError::TooLarge(*n),

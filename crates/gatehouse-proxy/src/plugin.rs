@@ -62,6 +62,45 @@ pub struct RequestCtx {
     /// Per-request values plugins pass from one phase to the next (typed; allocates only
     /// when used).
     pub extensions: http::Extensions,
+    /// What the request was, for the log phase.
+    pub request: RequestInfo,
+    /// Time from sending the request upstream to its response head, when it got there.
+    pub upstream_latency: Option<std::time::Duration>,
+}
+
+/// The request as the log phase reports it (never headers or query: no credentials).
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Method.
+    pub method: http::Method,
+    /// Normalized path, without the query string.
+    pub path: String,
+    /// Host the client asked for.
+    pub host: Option<HeaderValue>,
+    /// Route name, if any.
+    pub route_name: Option<Arc<str>>,
+    /// Service name, if any.
+    pub service_name: Option<Arc<str>>,
+    /// Request body size announced by Content-Length.
+    pub body_bytes: Option<u64>,
+    /// When the gateway started on it.
+    pub started: std::time::Instant,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+}
+
+/// A finished request, as the log phase sees it.
+pub struct CallRecord<'a> {
+    /// Everything the plugins knew about the request.
+    pub ctx: &'a RequestCtx,
+    /// Status sent to the client.
+    pub status: StatusCode,
+    /// Response body bytes sent to the client.
+    pub response_bytes: u64,
+    /// From the start of handling to the end of the response body.
+    pub total: std::time::Duration,
+    /// False when the body did not complete (client went away, upstream broke).
+    pub complete: bool,
 }
 
 impl RequestCtx {
@@ -92,8 +131,12 @@ pub trait Plugin: Send + Sync + 'static {
     }
     /// On the response head (from the upstream, or an early answer).
     fn response(&self, _ctx: &mut RequestCtx, _resp: &mut http::response::Parts) {}
-    /// After the answer is decided; must not block.
-    fn log(&self, _ctx: &RequestCtx, _status: StatusCode) {}
+    /// Once the response body has been sent (or abandoned); must not block.
+    fn log(&self, _rec: &CallRecord) {}
+    /// True when [`Plugin::log`] does something (the proxy then follows the response body).
+    fn wants_log(&self) -> bool {
+        false
+    }
 }
 
 /// One plugin instance in a chain.

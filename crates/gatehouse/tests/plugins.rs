@@ -715,3 +715,106 @@ consumers:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn file_log_writes_one_record_per_request_without_credentials() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        r#"_format_version: "1"
+services:
+  - name: svc
+    url: {}
+    routes:
+      - name: private
+        paths: ["/private"]
+        plugins: [{{ name: key-auth }}]
+      - name: stream
+        paths: ["/stream"]
+        strip_path: false
+plugins:
+  - name: file-log
+    config: {{ path: "{}" }}
+consumers:
+  - username: alice
+    keyauth_credentials: [{{ key: alice-super-secret }}]
+"#,
+        up.url(),
+        log.display()
+    );
+    let gw = start_with_config(dir.path(), &yaml, &[]);
+    let ok = request(
+        &gw.proxy,
+        "GET",
+        "/private/x?apikey=alice-super-secret",
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 200);
+    let denied = request(
+        &gw.proxy,
+        "GET",
+        "/private/y",
+        &[("apikey", "wrong-secret-value")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(denied.status, 401);
+    let streamed = get(&gw.proxy, "/stream/3/50").await;
+    assert_eq!(streamed.status, 200);
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let text = lines.join("\n");
+    assert!(
+        !text.contains("alice-super-secret") && !text.contains("wrong-secret-value"),
+        "credentials in the log: {text}"
+    );
+    let recs: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_id = |r: &gatehouse_testkit::Reply| {
+        recs.iter()
+            .find(|x| x["request_id"] == r.header("x-request-id").unwrap())
+            .cloned()
+            .unwrap()
+    };
+    let a = by_id(&ok);
+    assert_eq!(a["response"]["status"], 200);
+    assert_eq!(a["route"]["name"], "private");
+    assert_eq!(a["service"]["name"], "svc");
+    assert_eq!(a["consumer"]["username"], "alice");
+    assert_eq!(a["request"]["path"], "/private/x");
+    assert_eq!(a["client_ip"], "127.0.0.1");
+    assert!(a["latencies"]["upstream_ms"].as_f64().is_some());
+    let b = by_id(&denied);
+    assert_eq!(b["response"]["status"], 401, "early answers are logged too");
+    assert!(b["consumer"].is_null());
+    assert!(b["latencies"]["upstream_ms"].is_null());
+    let c = by_id(&streamed);
+    assert_eq!(
+        c["response"]["size"],
+        streamed.body.len(),
+        "logged after the whole streamed body"
+    );
+    assert_eq!(c["response"]["complete"], true);
+    assert!(
+        c["latencies"]["total_ms"].as_f64().unwrap() >= 100.0,
+        "total covers the streamed body: {c}"
+    );
+}

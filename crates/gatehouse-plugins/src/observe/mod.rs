@@ -1,0 +1,4 @@
+//! Observability plugins: request logs and metrics.
+
+pub mod file_log;
+pub mod record;
