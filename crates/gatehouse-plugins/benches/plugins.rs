@@ -59,6 +59,8 @@ fn bench(c: &mut criterion::Criterion) {
             "rate-limiting",
             json!({"second": 1000000000u64, "hour": 1000000000u64, "limit_by": "consumer"}),
         ),
+        ("file-log", json!({"path": "/dev/null"})),
+        ("prometheus", json!({})),
     ];
     assert_eq!(
         registry.names().len(),
@@ -85,6 +87,21 @@ fn bench(c: &mut criterion::Criterion) {
             state: &registry.state,
         };
         let plugin = f.build(&conf, &ctx_b).expect("build");
+        if plugin.wants_log() {
+            let x = ctx(Some(alice.clone()));
+            c.bench_function(&format!("{name} log"), |b| {
+                b.iter(|| {
+                    let rec = gatehouse_proxy::plugin::CallRecord {
+                        ctx: &x,
+                        status: http::StatusCode::OK,
+                        response_bytes: 1234,
+                        total: std::time::Duration::from_micros(900),
+                        complete: true,
+                    };
+                    plugin.log(black_box(&rec))
+                })
+            });
+        }
         c.bench_function(&format!("{name} access"), |b| {
             b.iter(|| {
                 let mut p = parts.clone();

@@ -25,6 +25,7 @@ pub fn registry() -> Registry {
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),
         Arc::new(observe::file_log::FileLog),
+        Arc::new(observe::prometheus::Prometheus),
     ];
     Registry::new(factories)
 }

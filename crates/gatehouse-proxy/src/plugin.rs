@@ -89,6 +89,13 @@ pub struct RequestInfo {
     pub started_unix_ms: u64,
 }
 
+/// A limiter's decision, left in [`RequestCtx::extensions`] for metrics and logs.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitDecision {
+    /// False when the request was refused.
+    pub allowed: bool,
+}
+
 /// A finished request, as the log phase sees it.
 pub struct CallRecord<'a> {
     /// Everything the plugins knew about the request.

@@ -157,6 +157,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let status_router = axum::Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    gatehouse_plugins::observe::prometheus::render(),
+                )
+            }),
+        )
+        .route(
             "/ready",
             get(move || {
                 let c = ready_control.clone();

@@ -818,3 +818,65 @@ consumers:
         "total covers the streamed body: {c}"
     );
 }
+
+#[tokio::test]
+async fn prometheus_metrics_on_the_status_listener() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: shop
+    url: {}
+    routes:
+      - name: items
+        paths: ["/items"]
+        plugins:
+          - name: rate-limiting
+            config: {{ day: 3, limit_by: route }}
+plugins:
+  - name: prometheus
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    for _ in 0..5 {
+        get(&gw.proxy, "/items").await;
+    }
+    let m = get(&gw.status, "/metrics").await;
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle) && !l.starts_with('#'))
+            .unwrap_or_else(|| panic!("{needle} not in:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line(
+            r#"gatehouse_http_requests_total{service="shop",route="items",code="200",consumer=""}"#
+        )
+        .ends_with(" 3"),
+        "{text}"
+    );
+    assert!(line(
+        r#"gatehouse_http_requests_total{service="shop",route="items",code="429",consumer=""}"#
+    )
+    .ends_with(" 2"));
+    assert!(
+        line(r#"gatehouse_rate_limit_decisions_total{route="items",decision="limited"}"#)
+            .ends_with(" 2")
+    );
+    assert!(
+        line(r#"gatehouse_latency_ms_count{service="shop",route="items",kind="upstream"}"#)
+            .ends_with(" 3")
+    );
+    assert!(
+        line(r#"gatehouse_latency_ms_count{service="shop",route="items",kind="total"}"#)
+            .ends_with(" 5")
+    );
+    assert!(text.contains(
+        r#"gatehouse_bandwidth_bytes_total{service="shop",route="items",direction="egress"}"#
+    ));
+    assert!(text.trim_end().ends_with("# EOF"));
+}

@@ -1,4 +1,5 @@
 //! Observability plugins: request logs and metrics.
 
 pub mod file_log;
+pub mod prometheus;
 pub mod record;

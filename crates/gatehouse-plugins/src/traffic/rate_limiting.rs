@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, Plugin, RequestCtx};
+use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, LimitDecision, Plugin, RequestCtx};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
@@ -241,6 +241,7 @@ impl Plugin for Compiled {
     fn access(&self, ctx: &mut RequestCtx, req: &mut http::request::Parts) -> Flow {
         let key = format!("{}|{}", ctx.route_id, self.key(ctx, req));
         let d = self.counters.hit(&key, &self.limits, now_ms());
+        ctx.extensions.insert(LimitDecision { allowed: d.allowed });
         // The most constraining window decides the standard headers.
         let tight = d
             .usage
