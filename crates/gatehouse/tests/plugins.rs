@@ -880,3 +880,76 @@ plugins:
     ));
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+#[tokio::test]
+async fn auth_cannot_be_bypassed_with_path_or_framing_tricks() {
+    let public = Upstream::start("public");
+    let admin = Upstream::start("admin");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: public
+    url: {}
+    routes: [{{ paths: ["/"] }}]
+  - name: admin
+    url: {}
+    routes:
+      - paths: ["/admin"]
+        strip_path: false
+        plugins: [{{ name: key-auth }}]
+consumers:
+  - username: ops
+    keyauth_credentials: [{{ key: ops-key-123456 }}]
+"#,
+            public.url(),
+            admin.url()
+        ),
+        &[],
+    );
+    for p in [
+        "/admin/x",
+        "/public/../admin/x",
+        "/%61dmin/x",
+        "/%2e%2e/admin/x",
+        "//admin//x",
+        "/./admin/x",
+        "/admin/./x",
+        "/x/%2E%2E/admin/x",
+    ] {
+        let r = get(&gw.proxy, p).await;
+        assert_eq!(r.status, 401, "{p} must need the key: {}", r.text());
+    }
+    // Not the protected route: these reach the public service, never the admin one.
+    for p in ["/ADMIN/x", "/admin%2Fx", "/adminx"] {
+        let r = get(&gw.proxy, p).await;
+        assert_eq!(r.header("x-upstream").as_deref(), Some("public"), "{p}");
+    }
+    assert_eq!(
+        admin.hits(),
+        0,
+        "the protected upstream was never reached without a key"
+    );
+    // Framing tricks: a second request smuggled in a body never reaches the admin upstream.
+    let mut s = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut buf)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        admin.hits(),
+        0,
+        "no smuggled request reached the protected upstream"
+    );
+    let ok = request(
+        &gw.proxy,
+        "GET",
+        "/admin/x",
+        &[("apikey", "ops-key-123456")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 200);
+    assert_eq!(admin.hits(), 1);
+}
