@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
-use gatehouse_model::secret::sha256_hex;
 use gatehouse_proxy::plugin::{BuildCtx, ConsumerRt, Factory, Flow, Plugin, RequestCtx};
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::{find_consumer, set_consumer};
@@ -52,7 +52,7 @@ pub struct KeyAuth;
 struct Compiled {
     cfg: KeyAuthConfig,
     header_names: Vec<http::HeaderName>,
-    keys: HashMap<String, (Arc<ConsumerRt>, String)>,
+    keys: HashMap<[u8; 32], (Arc<ConsumerRt>, String)>,
     anonymous: Option<Arc<ConsumerRt>>,
 }
 
@@ -94,8 +94,8 @@ impl Factory for KeyAuth {
         for c in &ctx.config.consumers {
             let rt = super::consumer_rt(c);
             for cred in &c.keyauth_credentials {
-                if let Some(h) = &cred.key_hash {
-                    keys.insert(h.clone(), (rt.clone(), cred.id.to_string()));
+                if let Some(d) = cred.key_hash.as_deref().and_then(digest_from_hex) {
+                    keys.insert(d, (rt.clone(), cred.id.to_string()));
                 }
             }
         }
@@ -116,6 +116,20 @@ impl Factory for KeyAuth {
     fn schema(&self) -> Value {
         config::schema::<KeyAuthConfig>()
     }
+}
+
+/// The 32 bytes of a hex SHA-256 (as stored in `key_hash`).
+fn digest_from_hex(h: &str) -> Option<[u8; 32]> {
+    let b = h.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -156,9 +170,10 @@ impl Plugin for Compiled {
         if let (Some((_, Some(i))), true) = (&found, self.cfg.hide_credentials) {
             strip_query_param(req, &self.cfg.key_names[*i]);
         }
-        let matched = found
-            .as_ref()
-            .and_then(|(k, _)| self.keys.get(&sha256_hex(k)));
+        let matched = found.as_ref().and_then(|(k, _)| {
+            self.keys
+                .get(&<[u8; 32]>::from(Sha256::digest(k.as_bytes())))
+        });
         match (matched, &self.anonymous) {
             (Some((consumer, cred)), _) => {
                 set_consumer(ctx, &mut req.headers, consumer, Some(cred), false);

@@ -4,7 +4,8 @@
 //! per-consumer labels only when `per_consumer` is set, because consumer counts are
 //! unbounded (a known memory trap).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use gatehouse_proxy::plugin::{BuildCtx, CallRecord, Factory, LimitDecision, Plugin};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,6 +16,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::config;
 
@@ -135,8 +137,22 @@ pub fn render() -> String {
 /// The `prometheus` factory.
 pub struct Prometheus;
 
+/// Metric handles of one route (handles share their value with the family's entry).
+struct RouteHandles {
+    total: Histogram,
+    upstream: Histogram,
+    gateway: Histogram,
+    egress: Counter,
+    ingress: Counter,
+}
+
 struct Compiled {
     cfg: PrometheusConfig,
+    // Handles resolved once per route (and status/consumer), so a request costs a small
+    // hash lookup instead of building label strings.
+    routes: RwLock<HashMap<Uuid, Arc<RouteHandles>>>,
+    requests: RwLock<HashMap<(Uuid, u16, Option<Uuid>), Counter>>,
+    limits: RwLock<HashMap<(Uuid, bool), Counter>>,
 }
 
 impl Factory for Prometheus {
@@ -152,11 +168,43 @@ impl Factory for Prometheus {
     fn build(&self, v: &Value, _ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let cfg: PrometheusConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
         metrics();
-        Ok(Arc::new(Compiled { cfg }))
+        Ok(Arc::new(Compiled {
+            cfg,
+            routes: RwLock::default(),
+            requests: RwLock::default(),
+            limits: RwLock::default(),
+        }))
     }
     fn schema(&self) -> Value {
         config::schema::<PrometheusConfig>()
     }
+}
+
+fn cached<K: std::hash::Hash + Eq + Clone, V: Clone>(
+    map: &RwLock<HashMap<K, V>>,
+    key: &K,
+    make: impl FnOnce() -> V,
+) -> V {
+    if let Some(v) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+        return v.clone();
+    }
+    let v = make();
+    map.write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key.clone(), v.clone());
+    v
+}
+
+fn names(rec: &CallRecord) -> (String, String) {
+    let r = &rec.ctx.request;
+    (
+        r.service_name
+            .as_deref()
+            .map_or_else(|| rec.ctx.service_id.to_string(), str::to_string),
+        r.route_name
+            .as_deref()
+            .map_or_else(|| rec.ctx.route_id.to_string(), str::to_string),
+    )
 }
 
 impl Plugin for Compiled {
@@ -165,68 +213,85 @@ impl Plugin for Compiled {
     }
     fn log(&self, rec: &CallRecord) {
         let m = metrics();
-        let r = &rec.ctx.request;
-        let service = r
-            .service_name
-            .as_deref()
-            .map_or_else(|| rec.ctx.service_id.to_string(), str::to_string);
-        let route = r
-            .route_name
-            .as_deref()
-            .map_or_else(|| rec.ctx.route_id.to_string(), str::to_string);
-        let consumer = match (&rec.ctx.consumer, self.cfg.per_consumer) {
-            (Some(c), true) => c
-                .username
-                .as_deref()
-                .map_or_else(|| c.id.to_string(), str::to_string),
-            _ => String::new(),
+        let ctx = rec.ctx;
+        let consumer = if self.cfg.per_consumer {
+            ctx.consumer.as_ref().map(|c| c.id)
+        } else {
+            None
         };
-        m.requests
-            .get_or_create(&RequestLabels {
-                service: service.clone(),
-                route: route.clone(),
-                code: rec.status.as_u16(),
-                consumer,
-            })
-            .inc();
-        if self.cfg.latency_metrics {
-            let total = rec.total.as_secs_f64() * 1000.0;
-            let lat = |kind, v| {
+        let key = (ctx.route_id, rec.status.as_u16(), consumer);
+        cached(&self.requests, &key, || {
+            let (service, route) = names(rec);
+            let consumer = ctx.consumer.as_ref().filter(|_| self.cfg.per_consumer);
+            let consumer = consumer.map_or_else(String::new, |c| {
+                c.username
+                    .as_deref()
+                    .map_or_else(|| c.id.to_string(), str::to_string)
+            });
+            m.requests
+                .get_or_create(&RequestLabels {
+                    service,
+                    route,
+                    code: rec.status.as_u16(),
+                    consumer,
+                })
+                .clone()
+        })
+        .inc();
+        let h = cached(&self.routes, &ctx.route_id, || {
+            let (service, route) = names(rec);
+            let lat = |kind| {
                 m.latency
                     .get_or_create(&LatencyLabels {
                         service: service.clone(),
                         route: route.clone(),
                         kind,
                     })
-                    .observe(v)
+                    .clone()
             };
-            lat("total", total);
-            if let Some(u) = rec.ctx.upstream_latency {
-                let u = u.as_secs_f64() * 1000.0;
-                lat("upstream", u);
-                lat("gateway", (total - u).max(0.0));
-            }
-        }
-        if self.cfg.bandwidth_metrics {
-            let by = |direction, n| {
+            let by = |direction| {
                 m.bytes
                     .get_or_create(&BytesLabels {
                         service: service.clone(),
                         route: route.clone(),
                         direction,
                     })
-                    .inc_by(n);
+                    .clone()
             };
-            by("egress", rec.response_bytes);
-            if let Some(n) = r.body_bytes {
-                by("ingress", n);
+            Arc::new(RouteHandles {
+                total: lat("total"),
+                upstream: lat("upstream"),
+                gateway: lat("gateway"),
+                egress: by("egress"),
+                ingress: by("ingress"),
+            })
+        });
+        if self.cfg.latency_metrics {
+            let total = rec.total.as_secs_f64() * 1000.0;
+            h.total.observe(total);
+            if let Some(u) = ctx.upstream_latency {
+                let u = u.as_secs_f64() * 1000.0;
+                h.upstream.observe(u);
+                h.gateway.observe((total - u).max(0.0));
             }
         }
-        if let Some(d) = rec.ctx.extensions.get::<LimitDecision>() {
-            let decision = if d.allowed { "allowed" } else { "limited" };
-            m.limits
-                .get_or_create(&LimitLabels { route, decision })
-                .inc();
+        if self.cfg.bandwidth_metrics {
+            h.egress.inc_by(rec.response_bytes);
+            if let Some(n) = ctx.request.body_bytes {
+                h.ingress.inc_by(n);
+            }
+        }
+        if let Some(d) = ctx.extensions.get::<LimitDecision>() {
+            cached(&self.limits, &(ctx.route_id, d.allowed), || {
+                let (_, route) = names(rec);
+                m.limits
+                    .get_or_create(&LimitLabels {
+                        route,
+                        decision: if d.allowed { "allowed" } else { "limited" },
+                    })
+                    .clone()
+            })
+            .inc();
         }
     }
 }

@@ -1,37 +1,99 @@
 //! The JSON record logging plugins write: one object per request.
 
 use gatehouse_proxy::plugin::CallRecord;
-use serde_json::{json, Value};
+use serde::Serialize;
+use uuid::Uuid;
 
 fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1_000.0
 }
 
-/// The JSON record of one request. Holds no header or query string, so credentials never
-/// reach a log.
-pub fn to_json(rec: &CallRecord) -> Value {
+#[derive(Serialize)]
+struct Line<'a> {
+    request_id: &'a str,
+    started_at: u64,
+    client_ip: std::net::IpAddr,
+    request: Req<'a>,
+    response: Resp,
+    route: Named<'a>,
+    service: Named<'a>,
+    consumer: Option<Who<'a>>,
+    latencies: Latencies,
+}
+
+#[derive(Serialize)]
+struct Req<'a> {
+    method: &'a str,
+    host: Option<&'a str>,
+    path: &'a str,
+    size: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Resp {
+    status: u16,
+    size: u64,
+    complete: bool,
+}
+
+#[derive(Serialize)]
+struct Named<'a> {
+    id: Uuid,
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Who<'a> {
+    id: Uuid,
+    username: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Latencies {
+    total_ms: f64,
+    upstream_ms: Option<f64>,
+    gateway_ms: Option<f64>,
+}
+
+/// The JSON record of one request, as one line (no newline). Holds no header or query
+/// string, so credentials never reach a log. Serialized straight from borrowed fields.
+pub fn to_line(rec: &CallRecord) -> String {
     let ctx = rec.ctx;
     let r = &ctx.request;
     let upstream = ctx.upstream_latency.map(ms);
     let total = ms(rec.total);
-    json!({
-        "request_id": ctx.request_id.to_str().unwrap_or(""),
-        "started_at": r.started_unix_ms,
-        "client_ip": ctx.client_ip.to_string(),
-        "request": {
-            "method": r.method.as_str(),
-            "host": r.host.as_ref().and_then(|h| h.to_str().ok()),
-            "path": r.path,
-            "size": r.body_bytes,
+    let line = Line {
+        request_id: ctx.request_id.to_str().unwrap_or(""),
+        started_at: r.started_unix_ms,
+        client_ip: ctx.client_ip,
+        request: Req {
+            method: r.method.as_str(),
+            host: r.host.as_ref().and_then(|h| h.to_str().ok()),
+            path: &r.path,
+            size: r.body_bytes,
         },
-        "response": { "status": rec.status.as_u16(), "size": rec.response_bytes, "complete": rec.complete },
-        "route": { "id": ctx.route_id, "name": r.route_name.as_deref() },
-        "service": { "id": ctx.service_id, "name": r.service_name.as_deref() },
-        "consumer": ctx.consumer.as_ref().map(|c| json!({"id": c.id, "username": c.username.as_deref()})),
-        "latencies": {
-            "total_ms": total,
-            "upstream_ms": upstream,
-            "gateway_ms": upstream.map(|u| ((total - u) * 1000.0).round() / 1000.0),
+        response: Resp {
+            status: rec.status.as_u16(),
+            size: rec.response_bytes,
+            complete: rec.complete,
         },
-    })
+        route: Named {
+            id: ctx.route_id,
+            name: r.route_name.as_deref(),
+        },
+        service: Named {
+            id: ctx.service_id,
+            name: r.service_name.as_deref(),
+        },
+        consumer: ctx.consumer.as_ref().map(|c| Who {
+            id: c.id,
+            username: c.username.as_deref(),
+        }),
+        latencies: Latencies {
+            total_ms: total,
+            upstream_ms: upstream,
+            gateway_ms: upstream.map(|u| ((total - u) * 1000.0).round() / 1000.0),
+        },
+    };
+    serde_json::to_string(&line).unwrap_or_default()
 }

@@ -77,10 +77,53 @@ pub struct Decision {
     pub usage: Vec<Usage>,
 }
 
+/// What one counter counts: a route and the identity requests are grouped by. Built without
+/// allocating for the common cases; a shared store (Redis) uses its `Display` form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CounterKey {
+    /// The route the limit applies on.
+    pub route: uuid::Uuid,
+    /// Who or what is counted.
+    pub by: KeyPart,
+}
+
+/// The identity part of a [`CounterKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyPart {
+    /// A consumer id.
+    Consumer(uuid::Uuid),
+    /// A credential identifier.
+    Credential(String),
+    /// A client address.
+    Ip(std::net::IpAddr),
+    /// A header value.
+    Header(String),
+    /// A request path.
+    Path(String),
+    /// A service id.
+    Service(uuid::Uuid),
+    /// A route id.
+    Route(uuid::Uuid),
+}
+
+impl std::fmt::Display for CounterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.by {
+            KeyPart::Consumer(c) => write!(f, "{}|consumer:{c}", self.route),
+            KeyPart::Credential(c) => write!(f, "{}|credential:{c}", self.route),
+            KeyPart::Ip(ip) => write!(f, "{}|ip:{ip}", self.route),
+            KeyPart::Header(h) => write!(f, "{}|header:{h}", self.route),
+            KeyPart::Path(p) => write!(f, "{}|path:{p}", self.route),
+            KeyPart::Service(s) => write!(f, "{}|service:{s}", self.route),
+            KeyPart::Route(r) => write!(f, "{}|route:{r}", self.route),
+        }
+    }
+}
+
 /// Where counters live.
 pub trait CounterStore: Send + Sync {
     /// Counts a request for `key` if every limit allows it.
-    fn hit(&self, key: &str, limits: &[(Period, u64)], now_ms: u64) -> Decision;
+    fn hit(&self, key: &CounterKey, limits: &[(Period, u64)], now_ms: u64) -> Decision;
 }
 
 #[derive(Default, Clone, Copy)]
@@ -114,7 +157,7 @@ const SHARDS: usize = 32;
 
 /// Counters in this process, shared by all workers.
 pub struct LocalCounters {
-    shards: Vec<Mutex<HashMap<String, Entry>>>,
+    shards: Vec<Mutex<HashMap<CounterKey, Entry>>>,
 }
 
 impl Default for LocalCounters {
@@ -125,11 +168,9 @@ impl Default for LocalCounters {
     }
 }
 
-fn shard_of(key: &str) -> usize {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = foldhash::fast::FixedState::with_seed(7).build_hasher();
-    h.write(key.as_bytes());
-    (h.finish() as usize) % SHARDS
+fn shard_of(key: &CounterKey) -> usize {
+    use std::hash::BuildHasher;
+    (foldhash::fast::FixedState::with_seed(7).hash_one(key) as usize) % SHARDS
 }
 
 impl LocalCounters {
@@ -148,7 +189,7 @@ impl LocalCounters {
 }
 
 impl CounterStore for LocalCounters {
-    fn hit(&self, key: &str, limits: &[(Period, u64)], now_ms: u64) -> Decision {
+    fn hit(&self, key: &CounterKey, limits: &[(Period, u64)], now_ms: u64) -> Decision {
         let mut shard = self.shards[shard_of(key)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -157,7 +198,16 @@ impl CounterStore for LocalCounters {
             let horizon = limits.iter().map(|(p, _)| p.millis()).max().unwrap_or(0) * 2;
             shard.retain(|_, e| now_ms.saturating_sub(e.last_ms) < horizon);
         }
-        let entry = shard.entry(key.to_string()).or_default();
+        if !shard.contains_key(key) {
+            shard.insert(key.clone(), Entry::default());
+        }
+        // Present: inserted just above (looked up first so a hit allocates no key).
+        let Some(entry) = shard.get_mut(key) else {
+            return Decision {
+                allowed: false,
+                usage: Vec::new(),
+            };
+        };
         entry.last_ms = now_ms;
         let mut seen = Vec::with_capacity(limits.len());
         let mut allowed = true;
@@ -201,6 +251,13 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
+    fn k(s: &str) -> CounterKey {
+        CounterKey {
+            route: uuid::Uuid::nil(),
+            by: KeyPart::Header(s.to_string()),
+        }
+    }
+
     #[test]
     fn exactly_n_pass_under_concurrency() {
         for (threads, per_thread, limit) in [(8, 50, 100), (4, 10, 7), (16, 40, 333)] {
@@ -211,7 +268,7 @@ mod tests {
                     let (c, passed) = (c.clone(), passed.clone());
                     std::thread::spawn(move || {
                         for _ in 0..per_thread {
-                            if c.hit("k", &[(Period::Minute, limit)], 1_000).allowed {
+                            if c.hit(&k("k"), &[(Period::Minute, limit)], 1_000).allowed {
                                 passed.fetch_add(1, Ordering::SeqCst);
                             }
                         }
@@ -233,14 +290,16 @@ mod tests {
         let c = LocalCounters::default();
         let lim = [(Period::Second, 10)];
         for _ in 0..10 {
-            assert!(c.hit("k", &lim, 500).allowed);
+            assert!(c.hit(&k("k"), &lim, 500).allowed);
         }
-        assert!(!c.hit("k", &lim, 900).allowed);
+        assert!(!c.hit(&k("k"), &lim, 900).allowed);
         // 1.25 s: 75% of the previous window still counts (7.5 → 7), so 3 more pass.
-        let passed = (0..10).filter(|_| c.hit("k", &lim, 1_250).allowed).count();
+        let passed = (0..10)
+            .filter(|_| c.hit(&k("k"), &lim, 1_250).allowed)
+            .count();
         assert_eq!(passed, 3);
         // Two windows later everything is forgotten.
-        assert!(c.hit("k", &lim, 3_100).allowed);
+        assert!(c.hit(&k("k"), &lim, 3_100).allowed);
     }
 
     #[test]
@@ -248,16 +307,16 @@ mod tests {
         let c = LocalCounters::default();
         let lim = [(Period::Second, 5), (Period::Minute, 6)];
         for _ in 0..5 {
-            assert!(c.hit("a", &lim, 100).allowed);
+            assert!(c.hit(&k("a"), &lim, 100).allowed);
         }
-        let d = c.hit("a", &lim, 200);
+        let d = c.hit(&k("a"), &lim, 200);
         assert!(!d.allowed);
         assert_eq!(d.usage[0].remaining, 0);
         assert!(
-            c.hit("a", &lim, 1_100).allowed,
+            c.hit(&k("a"), &lim, 1_100).allowed,
             "new second, minute still has room"
         );
-        assert!(!c.hit("a", &lim, 2_100).allowed, "minute limit reached");
-        assert!(c.hit("b", &lim, 2_100).allowed);
+        assert!(!c.hit(&k("a"), &lim, 2_100).allowed, "minute limit reached");
+        assert!(c.hit(&k("b"), &lim, 2_100).allowed);
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::counters::{CounterStore, LocalCounters, Period};
+use super::counters::{CounterKey, CounterStore, KeyPart, LocalCounters, Period};
 use crate::config;
 
 /// What requests are counted together.
@@ -206,27 +206,28 @@ impl Factory for RateLimiting {
 }
 
 impl Compiled {
-    fn key(&self, ctx: &RequestCtx, req: &http::request::Parts) -> String {
-        let ip = || format!("ip:{}", ctx.client_ip);
-        match self.by {
+    fn key(&self, ctx: &RequestCtx, req: &http::request::Parts) -> CounterKey {
+        let ip = KeyPart::Ip(ctx.client_ip);
+        let by = match self.by {
             LimitBy::Consumer => ctx
                 .consumer
                 .as_ref()
-                .map_or_else(ip, |c| format!("consumer:{}", c.id)),
-            LimitBy::Credential => ctx
-                .credential
-                .as_ref()
-                .map_or_else(ip, |c| format!("credential:{c}")),
-            LimitBy::Ip => ip(),
+                .map_or(ip, |c| KeyPart::Consumer(c.id)),
+            LimitBy::Credential => ctx.credential.clone().map_or(ip, KeyPart::Credential),
+            LimitBy::Ip => ip,
             LimitBy::Header => self
                 .header
                 .as_ref()
                 .and_then(|h| req.headers.get(h))
                 .and_then(|v| v.to_str().ok())
-                .map_or_else(ip, |v| format!("header:{v}")),
-            LimitBy::Path => format!("path:{}", req.uri.path()),
-            LimitBy::Service => format!("service:{}", ctx.service_id),
-            LimitBy::Route => format!("route:{}", ctx.route_id),
+                .map_or(ip, |v| KeyPart::Header(v.to_string())),
+            LimitBy::Path => KeyPart::Path(req.uri.path().to_string()),
+            LimitBy::Service => KeyPart::Service(ctx.service_id),
+            LimitBy::Route => KeyPart::Route(ctx.route_id),
+        };
+        CounterKey {
+            route: ctx.route_id,
+            by,
         }
     }
 }
@@ -239,7 +240,7 @@ fn now_ms() -> u64 {
 
 impl Plugin for Compiled {
     fn access(&self, ctx: &mut RequestCtx, req: &mut http::request::Parts) -> Flow {
-        let key = format!("{}|{}", ctx.route_id, self.key(ctx, req));
+        let key = self.key(ctx, req);
         let d = self.counters.hit(&key, &self.limits, now_ms());
         ctx.extensions.insert(LimitDecision { allowed: d.allowed });
         // The most constraining window decides the standard headers.
