@@ -146,12 +146,15 @@ struct RouteHandles {
     ingress: Counter,
 }
 
+/// Route, status and (with `per_consumer`) consumer of a request count.
+type RequestKey = (Uuid, u16, Option<Uuid>);
+
 struct Compiled {
     cfg: PrometheusConfig,
     // Handles resolved once per route (and status/consumer), so a request costs a small
     // hash lookup instead of building label strings.
     routes: RwLock<HashMap<Uuid, Arc<RouteHandles>>>,
-    requests: RwLock<HashMap<(Uuid, u16, Option<Uuid>), Counter>>,
+    requests: RwLock<HashMap<RequestKey, Counter>>,
     limits: RwLock<HashMap<(Uuid, bool), Counter>>,
 }
 
