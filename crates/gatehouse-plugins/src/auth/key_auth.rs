@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
-use gatehouse_proxy::plugin::{BuildCtx, ConsumerRt, Factory, Flow, Plugin, RequestCtx};
+use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, Plugin, RequestCtx};
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::{find_consumer, set_consumer};
+use super::{find_consumer, Identity};
 use crate::config;
 
 fn default_key_names() -> Vec<String> {
@@ -52,8 +52,8 @@ pub struct KeyAuth;
 struct Compiled {
     cfg: KeyAuthConfig,
     header_names: Vec<http::HeaderName>,
-    keys: HashMap<[u8; 32], (Arc<ConsumerRt>, String)>,
-    anonymous: Option<Arc<ConsumerRt>>,
+    keys: HashMap<[u8; 32], Identity>,
+    anonymous: Option<Identity>,
 }
 
 impl Factory for KeyAuth {
@@ -95,16 +95,21 @@ impl Factory for KeyAuth {
             let rt = super::consumer_rt(c);
             for cred in &c.keyauth_credentials {
                 if let Some(d) = cred.key_hash.as_deref().and_then(digest_from_hex) {
-                    keys.insert(d, (rt.clone(), cred.id.to_string()));
+                    keys.insert(
+                        d,
+                        Identity::new(rt.clone(), Some(cred.id.to_string()), false),
+                    );
                 }
             }
         }
         let anonymous = match &cfg.anonymous {
             None => None,
-            Some(a) => Some(
+            Some(a) => Some(Identity::new(
                 find_consumer(ctx.config, a)
                     .ok_or_else(|| format!("anonymous: no consumer `{a}`"))?,
-            ),
+                None,
+                true,
+            )),
         };
         Ok(Arc::new(Compiled {
             cfg,
@@ -175,12 +180,8 @@ impl Plugin for Compiled {
                 .get(&<[u8; 32]>::from(Sha256::digest(k.as_bytes())))
         });
         match (matched, &self.anonymous) {
-            (Some((consumer, cred)), _) => {
-                set_consumer(ctx, &mut req.headers, consumer, Some(cred), false);
-                Flow::Continue
-            }
-            (None, Some(anon)) => {
-                set_consumer(ctx, &mut req.headers, anon, None, true);
+            (Some(id), _) | (None, Some(id)) => {
+                id.apply(ctx, &mut req.headers);
                 Flow::Continue
             }
             (None, None) => {

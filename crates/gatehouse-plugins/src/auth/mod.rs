@@ -31,40 +31,49 @@ pub fn strip_identity(h: &mut http::HeaderMap) {
     }
 }
 
-/// Records the consumer on the request and tells the upstream who it is.
-pub fn set_consumer(
-    ctx: &mut RequestCtx,
-    h: &mut http::HeaderMap,
-    c: &Arc<ConsumerRt>,
-    credential: Option<&str>,
-    anonymous: bool,
-) {
-    strip_identity(h);
-    if let Ok(v) = HeaderValue::from_str(&c.id.to_string()) {
-        h.insert(CONSUMER_ID.clone(), v);
+/// A consumer (and credential) as authentication plugins forward it: the header values are
+/// built once per config, not per request.
+pub struct Identity {
+    /// The consumer.
+    pub consumer: Arc<ConsumerRt>,
+    /// The credential identifier, if any.
+    pub credential: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Identity {
+    /// Prepares the upstream headers for `consumer` authenticated with `credential`.
+    pub fn new(consumer: Arc<ConsumerRt>, credential: Option<String>, anonymous: bool) -> Identity {
+        let mut headers = Vec::new();
+        let mut add = |n: &HeaderName, v: Option<&str>| {
+            if let Some(v) = v.and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.push((n.clone(), v));
+            }
+        };
+        add(&CONSUMER_ID, Some(&consumer.id.to_string()));
+        add(&CONSUMER_USERNAME, consumer.username.as_deref());
+        add(&CONSUMER_CUSTOM_ID, consumer.custom_id.as_deref());
+        add(&CREDENTIAL_IDENTIFIER, credential.as_deref());
+        if anonymous {
+            add(&ANONYMOUS, Some("true"));
+        }
+        Identity {
+            consumer,
+            credential,
+            headers,
+        }
     }
-    if let Some(v) = c
-        .username
-        .as_deref()
-        .and_then(|u| HeaderValue::from_str(u).ok())
-    {
-        h.insert(CONSUMER_USERNAME.clone(), v);
+
+    /// Records the consumer on the request and tells the upstream who it is (replacing any
+    /// identity headers the client sent).
+    pub fn apply(&self, ctx: &mut RequestCtx, h: &mut http::HeaderMap) {
+        strip_identity(h);
+        for (n, v) in &self.headers {
+            h.insert(n.clone(), v.clone());
+        }
+        ctx.consumer = Some(self.consumer.clone());
+        ctx.credential = self.credential.clone();
     }
-    if let Some(v) = c
-        .custom_id
-        .as_deref()
-        .and_then(|u| HeaderValue::from_str(u).ok())
-    {
-        h.insert(CONSUMER_CUSTOM_ID.clone(), v);
-    }
-    if let Some(v) = credential.and_then(|c| HeaderValue::from_str(c).ok()) {
-        h.insert(CREDENTIAL_IDENTIFIER.clone(), v);
-    }
-    if anonymous {
-        h.insert(ANONYMOUS.clone(), HeaderValue::from_static("true"));
-    }
-    ctx.consumer = Some(c.clone());
-    ctx.credential = credential.map(str::to_string);
 }
 
 /// The consumer named by id or username in `cfg`.

@@ -95,5 +95,10 @@ pub fn to_line(rec: &CallRecord) -> String {
             gateway_ms: upstream.map(|u| ((total - u) * 1000.0).round() / 1000.0),
         },
     };
-    serde_json::to_string(&line).unwrap_or_default()
+    let mut out = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut out, &line).is_err() {
+        return String::new();
+    }
+    // serde_json writes valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
