@@ -61,6 +61,7 @@ fn bench(c: &mut criterion::Criterion) {
         ),
         ("file-log", json!({"path": "/dev/null"})),
         ("prometheus", json!({})),
+        ("limit-conn", json!({"conn": 1000000000u32})),
     ];
     assert_eq!(
         registry.names().len(),

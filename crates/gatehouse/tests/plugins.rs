@@ -953,3 +953,47 @@ consumers:
     assert_eq!(ok.status, 200);
     assert_eq!(admin.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limit_conn_counts_requests_until_their_body_ends() {
+    let up = Upstream::start("slow");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - url: {}
+    routes:
+      - paths: ["/"]
+        strip_path: false
+        plugins:
+          - name: limit-conn
+            config: {{ conn: 2, limit_by: route }}
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    // Two slow requests hold both slots; a third is refused while they run.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let p = gw.proxy.clone();
+            tokio::spawn(async move { request(&p, "GET", "/stream/3/300", &[], "").await.unwrap() })
+        })
+        .collect();
+    for _ in 0..500 {
+        if up.hits() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(up.hits(), 2, "both slow requests reached the upstream");
+    let r = get(&gw.proxy, "/x").await;
+    assert_eq!(r.status, 429, "third request while two are in flight");
+    assert_eq!(err_code(&r), "too_many_in_flight");
+    for t in slow {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    // Slots are released when the streamed bodies end (and refused requests hold none).
+    for _ in 0..5 {
+        assert_eq!(get(&gw.proxy, "/x").await.status, 200);
+    }
+}

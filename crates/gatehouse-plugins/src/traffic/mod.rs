@@ -1,5 +1,6 @@
 //! Traffic-control plugins.
 
 pub mod counters;
+pub mod limit_conn;
 pub mod rate_limiting;
 pub mod request_size_limiting;

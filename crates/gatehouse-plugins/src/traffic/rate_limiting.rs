@@ -207,28 +207,36 @@ impl Factory for RateLimiting {
 
 impl Compiled {
     fn key(&self, ctx: &RequestCtx, req: &http::request::Parts) -> CounterKey {
-        let ip = KeyPart::Ip(ctx.client_ip);
-        let by = match self.by {
-            LimitBy::Consumer => ctx
-                .consumer
-                .as_ref()
-                .map_or(ip, |c| KeyPart::Consumer(c.id)),
-            LimitBy::Credential => ctx.credential.clone().map_or(ip, KeyPart::Credential),
-            LimitBy::Ip => ip,
-            LimitBy::Header => self
-                .header
-                .as_ref()
-                .and_then(|h| req.headers.get(h))
-                .and_then(|v| v.to_str().ok())
-                .map_or(ip, |v| KeyPart::Header(v.to_string())),
-            LimitBy::Path => KeyPart::Path(req.uri.path().to_string()),
-            LimitBy::Service => KeyPart::Service(ctx.service_id),
-            LimitBy::Route => KeyPart::Route(ctx.route_id),
-        };
-        CounterKey {
-            route: ctx.route_id,
-            by,
-        }
+        counter_key(self.by, self.header.as_ref(), ctx, req)
+    }
+}
+
+/// The counter a request falls in, for `limit_by` (shared with `limit-conn`).
+pub fn counter_key(
+    by: LimitBy,
+    header: Option<&HeaderName>,
+    ctx: &RequestCtx,
+    req: &http::request::Parts,
+) -> CounterKey {
+    let ip = KeyPart::Ip(ctx.client_ip);
+    let by = match by {
+        LimitBy::Consumer => ctx
+            .consumer
+            .as_ref()
+            .map_or(ip, |c| KeyPart::Consumer(c.id)),
+        LimitBy::Credential => ctx.credential.clone().map_or(ip, KeyPart::Credential),
+        LimitBy::Ip => ip,
+        LimitBy::Header => header
+            .and_then(|h| req.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .map_or(ip, |v| KeyPart::Header(v.to_string())),
+        LimitBy::Path => KeyPart::Path(req.uri.path().to_string()),
+        LimitBy::Service => KeyPart::Service(ctx.service_id),
+        LimitBy::Route => KeyPart::Route(ctx.route_id),
+    };
+    CounterKey {
+        route: ctx.route_id,
+        by,
     }
 }
 
