@@ -31,6 +31,8 @@ fn ctx(consumer: Option<std::sync::Arc<gatehouse_proxy::plugin::ConsumerRt>>) ->
             started_unix_ms: 0,
         },
         upstream_latency: None,
+        params: Vec::new(),
+        upstream_path: None,
     }
 }
 
@@ -61,6 +63,10 @@ fn bench(c: &mut criterion::Criterion) {
         ),
         ("file-log", json!({"path": "/dev/null"})),
         ("prometheus", json!({})),
+        (
+            "request-transformer",
+            json!({"add": {"headers": ["x-added:1"], "querystring": ["q:v"]}, "remove": {"headers": ["apikey"]}}),
+        ),
         ("limit-conn", json!({"conn": 1000000000u32})),
     ];
     assert_eq!(

@@ -25,6 +25,7 @@ pub fn registry() -> Registry {
         Arc::new(traffic::rate_limiting::RateLimiting),
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),
+        Arc::new(transform::request_transformer::RequestTransformer),
         Arc::new(observe::file_log::FileLog),
         Arc::new(observe::prometheus::Prometheus),
     ];

@@ -56,7 +56,7 @@ use std::future::Future;
 
 /// The client's request body forwarded upstream.
 pub struct RequestBody {
-    inner: Incoming,
+    inner: ReqInner,
     limit: u64,
     seen: u64,
     idle: Duration,
@@ -67,13 +67,32 @@ impl RequestBody {
     /// Wraps a body that may carry at most `limit` bytes with at most `idle` between chunks.
     pub fn new(inner: Incoming, limit: u64, idle: Duration) -> Self {
         RequestBody {
-            inner,
+            inner: ReqInner::Stream(inner),
             limit,
             seen: 0,
             idle,
             timer: IdleTimer::default(),
         }
     }
+
+    /// A body already read whole (and possibly rewritten by a plugin).
+    pub fn buffered(bytes: Bytes) -> Self {
+        RequestBody {
+            inner: ReqInner::Full(Some(bytes)),
+            limit: u64::MAX,
+            seen: 0,
+            idle: Duration::MAX,
+            timer: IdleTimer::default(),
+        }
+    }
+}
+
+/// Where a request body comes from.
+enum ReqInner {
+    /// Streamed from the client.
+    Stream(Incoming),
+    /// Read whole already.
+    Full(Option<Bytes>),
 }
 
 impl Body for RequestBody {
@@ -85,7 +104,17 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            ReqInner::Stream(i) => i,
+            ReqInner::Full(b) => {
+                return Poll::Ready(
+                    b.take()
+                        .filter(|b| !b.is_empty())
+                        .map(|b| Ok(Frame::data(b))),
+                )
+            }
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer.progress();
                 if let Some(d) = frame.data_ref() {
@@ -108,11 +137,17 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            ReqInner::Stream(i) => i.is_end_stream(),
+            ReqInner::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            ReqInner::Stream(i) => i.size_hint(),
+            ReqInner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 

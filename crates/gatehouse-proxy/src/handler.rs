@@ -386,7 +386,7 @@ impl Worker {
             .unwrap_or("");
         let norm = pathnorm::normalize(parts.uri.path())?;
         let path_changed = matches!(norm, std::borrow::Cow::Owned(_));
-        let m = snap
+        let mut m = snap
             .router
             .find(host, &parts.method, &norm, &parts.headers)
             .ok_or(ProxyError::NoRoute)?;
@@ -422,6 +422,8 @@ impl Worker {
                         .map_or(0, |d| d.as_millis() as u64),
                 },
                 upstream_latency: None,
+                params: std::mem::take(&mut m.params),
+                upstream_path: None,
             };
             let r = run.insert(PluginRun {
                 ctx,
@@ -442,7 +444,13 @@ impl Worker {
         if content_length(&parts.headers).is_some_and(|n| n > limit) {
             return Err(ProxyError::TooLarge(limit));
         }
-        parts.uri = upstream_uri(route, path, path_changed, m.matched_len, &parts.uri)?;
+        match run.as_mut().and_then(|r| r.ctx.upstream_path.take()) {
+            Some(p) => {
+                parts.uri = Uri::try_from(p)
+                    .map_err(|_| ProxyError::BadPath(pathnorm::PathError::BadEscape))?
+            }
+            None => parts.uri = upstream_uri(route, path, path_changed, m.matched_len, &parts.uri)?,
+        }
 
         // Forwarding headers are written next to the request's own when the head is
         // serialized (h1::Extra); the client's header map itself is left as it came.
@@ -504,7 +512,36 @@ impl Worker {
                 | Method::PUT
                 | Method::DELETE
         );
-        let body = RequestBody::new(body, limit, svc.write_timeout);
+        let mut body = RequestBody::new(body, limit, svc.write_timeout);
+        if let Some(r) = run
+            .as_mut()
+            .filter(|r| r.chain.iter().any(|i| i.plugin.wants_request_body()))
+        {
+            // A plugin rewrites the body: read it whole (within the limit), hand it over.
+            let mut bytes = match http_body_util::BodyExt::collect(body).await {
+                Ok(c) => c.to_bytes(),
+                Err(e) => {
+                    return Err(match e.downcast_ref::<BodyError>() {
+                        Some(BodyError::TooLarge(n)) => ProxyError::TooLarge(*n),
+                        Some(BodyError::Idle(_)) => ProxyError::ClientTimeout,
+                        None => ProxyError::ClientAborted,
+                    })
+                }
+            };
+            let chain = r.chain.clone();
+            for inst in chain.iter().filter(|i| i.plugin.wants_request_body()) {
+                match inst.plugin.request_body(&mut r.ctx, &mut parts, bytes) {
+                    Ok(b) => bytes = b,
+                    Err(Flow::Respond(early)) => return Ok(*early),
+                    Err(Flow::Continue) => return Err(ProxyError::ClientAborted),
+                }
+            }
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            body = RequestBody::buffered(bytes);
+        }
         let mut req = Request::from_parts(parts, body);
         let has_body = !req.body().is_end_stream();
 

@@ -66,6 +66,11 @@ pub struct RequestCtx {
     pub request: RequestInfo,
     /// Time from sending the request upstream to its response head, when it got there.
     pub upstream_latency: Option<std::time::Duration>,
+    /// `{param}` segments and named regex groups of the matched route path.
+    pub params: Vec<(String, String)>,
+    /// Set by a plugin: the exact path (and query) to send upstream, replacing the route's
+    /// strip_path and the service's base path.
+    pub upstream_path: Option<String>,
 }
 
 /// The request as the log phase reports it (never headers or query: no credentials).
@@ -135,6 +140,20 @@ pub trait Plugin: Send + Sync + 'static {
     /// Before the upstream is called: authenticate, authorize, limit, rewrite the request.
     fn access(&self, _ctx: &mut RequestCtx, _req: &mut http::request::Parts) -> Flow {
         Flow::Continue
+    }
+    /// True when the plugin rewrites the request body ([`Plugin::request_body`]); the
+    /// proxy then buffers the body (within the body limit) instead of streaming it.
+    fn wants_request_body(&self) -> bool {
+        false
+    }
+    /// Rewrites the whole request body, after the access phase.
+    fn request_body(
+        &self,
+        _ctx: &mut RequestCtx,
+        _req: &mut http::request::Parts,
+        body: bytes::Bytes,
+    ) -> Result<bytes::Bytes, Flow> {
+        Ok(body)
     }
     /// On the response head (from the upstream, or an early answer).
     fn response(&self, _ctx: &mut RequestCtx, _resp: &mut http::response::Parts) {}

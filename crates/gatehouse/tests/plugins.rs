@@ -997,3 +997,113 @@ async fn limit_conn_counts_requests_until_their_body_ends() {
         assert_eq!(get(&gw.proxy, "/x").await.status, 200);
     }
 }
+
+#[tokio::test]
+async fn request_transformer_rewrites_headers_query_body_method_and_path() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - url: {}/base
+    routes:
+      - name: t
+        paths: ["/users/{{id}}"]
+        plugins:
+          - name: request-transformer
+            config:
+              http_method: PUT
+              remove: {{ headers: [x-drop], querystring: [secret], body: [password] }}
+              rename: {{ headers: ["x-old:x-new"], querystring: ["q:query"], body: ["name:full_name"] }}
+              replace: {{ headers: ["x-replace:replaced"], body: ["role:user"], uri: "/v2/accounts/$(uri_captures.id)" }}
+              add: {{ headers: ["x-user:$(uri_captures.id)", "x-keep:added"], querystring: ["source:gw"], body: ["via:gatehouse"] }}
+              append: {{ headers: ["x-multi:two"], body: ["tags:new"] }}
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let r = request(
+        &gw.proxy,
+        "POST",
+        "/users/42/ignored?q=find&secret=s3&keep=1",
+        &[
+            ("content-type", "application/json"),
+            ("x-drop", "1"),
+            ("x-old", "o"),
+            ("x-replace", "r"),
+            ("x-keep", "client"),
+            ("x-multi", "one"),
+        ],
+        r#"{"name":"Ann","password":"pw","role":"admin","tags":["a"]}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["method"], "PUT");
+    assert_eq!(
+        j["path"], "/v2/accounts/42",
+        "uri replaced from the route param"
+    );
+    let q = j["query"].as_str().unwrap();
+    assert!(
+        q.contains("query=find")
+            && q.contains("keep=1")
+            && q.contains("source=gw")
+            && !q.contains("secret"),
+        "{q}"
+    );
+    let h = &j["headers"];
+    assert!(h.get("x-drop").is_none() && h.get("x-old").is_none());
+    assert_eq!(h["x-new"], json!(["o"]));
+    assert_eq!(h["x-replace"], json!(["replaced"]));
+    assert_eq!(h["x-user"], json!(["42"]));
+    assert_eq!(h["x-keep"], json!(["client"]), "add does not override");
+    assert_eq!(h["x-multi"], json!(["one", "two"]));
+    let body: Value = serde_json::from_str(j["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"full_name": "Ann", "role": "user", "tags": ["a", "new"], "via": "gatehouse"})
+    );
+    assert_eq!(
+        h["content-length"][0]
+            .as_str()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        j["body"].as_str().unwrap().len()
+    );
+
+    // Form bodies too.
+    let r = request(
+        &gw.proxy,
+        "POST",
+        "/users/7",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "name=Bo&password=x&role=r",
+    )
+    .await
+    .unwrap();
+    let b = r.json()["body"].as_str().unwrap().to_string();
+    assert!(
+        b.contains("full_name=Bo")
+            && b.contains("role=user")
+            && b.contains("via=gatehouse")
+            && !b.contains("password"),
+        "{b}"
+    );
+
+    // Header values that would inject CR/LF are refused at validation.
+    let bad = _d.path().join("bad.yaml");
+    std::fs::write(&bad, "_format_version: \"1\"\nplugins:\n  - name: request-transformer\n    config: { add: { headers: [\"no-colon\"] } }\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("plugins[0].config.add.headers"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,3 +1,4 @@
 //! Transformation plugins.
 
 pub mod correlation_id;
+pub mod request_transformer;
