@@ -27,6 +27,7 @@ pub fn registry() -> Registry {
         Arc::new(transform::correlation_id::CorrelationId),
         Arc::new(transform::request_transformer::RequestTransformer),
         Arc::new(observe::file_log::FileLog),
+        Arc::new(observe::http_log::HttpLog),
         Arc::new(observe::prometheus::Prometheus),
     ];
     Registry::new(factories)

@@ -1107,3 +1107,138 @@ async fn request_transformer_rewrites_headers_query_body_method_and_path() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A log sink that answers 500 to its first `fail_first` requests and keeps the bodies of the
+/// others.
+fn log_sink(
+    fail_first: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (g, c) = (got.clone(), calls.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let (g, c) = (g.clone(), c.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let (g, c) = (g.clone(), c.clone());
+                            async move {
+                                use http_body_util::BodyExt;
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let n = c.fetch_add(1, Ordering::SeqCst);
+                                let status = if n < fail_first { 500 } else { 200 };
+                                if status == 200 {
+                                    g.lock()
+                                        .unwrap()
+                                        .push(String::from_utf8_lossy(&body).into_owned());
+                                }
+                                Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .status(status)
+                                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    (addr, got, calls)
+}
+
+#[tokio::test]
+async fn http_log_batches_and_retries() {
+    let up = Upstream::start("a");
+    let (sink, got, calls) = log_sink(1);
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: s
+    url: {}
+    routes: [{{ name: r, paths: ["/"] }}]
+plugins:
+  - name: http-log
+    config:
+      http_endpoint: http://{sink}/logs
+      headers: {{ authorization: "Bearer sink-token" }}
+      queue: {{ max_batch_size: 5, max_coalescing_delay: 0.2, initial_retry_delay: 0.05 }}
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            get(&gw.proxy, &format!("/item/{i}?apikey=secret-in-query"))
+                .await
+                .header("x-request-id")
+                .unwrap(),
+        );
+    }
+    let mut records: Vec<Value> = Vec::new();
+    for _ in 0..300 {
+        records = got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| serde_json::from_str::<Vec<Value>>(b).unwrap())
+            .collect();
+        if records.len() >= 7 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        records.len(),
+        7,
+        "every record arrives once, the failed batch after a retry"
+    );
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "one failure, then batches of 5 and 2"
+    );
+    let mut seen: Vec<String> = records
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect();
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+    assert!(records
+        .iter()
+        .all(|r| r["route"]["name"] == "r" && r["response"]["status"] == 200));
+    assert!(
+        !got.lock().unwrap().concat().contains("secret-in-query"),
+        "no credentials in records"
+    );
+}
