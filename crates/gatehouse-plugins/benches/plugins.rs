@@ -64,6 +64,10 @@ fn bench(c: &mut criterion::Criterion) {
         ("file-log", json!({"path": "/dev/null"})),
         ("prometheus", json!({})),
         (
+            "response-transformer",
+            json!({"add": {"headers": ["x-added:1"]}}),
+        ),
+        (
             "http-log",
             json!({"http_endpoint": "http://127.0.0.1:9", "queue": {"max_entries": 1000}}),
         ),

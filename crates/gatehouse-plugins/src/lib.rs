@@ -26,6 +26,7 @@ pub fn registry() -> Registry {
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),
         Arc::new(transform::request_transformer::RequestTransformer),
+        Arc::new(transform::response_transformer::ResponseTransformer),
         Arc::new(observe::file_log::FileLog),
         Arc::new(observe::http_log::HttpLog),
         Arc::new(observe::prometheus::Prometheus),

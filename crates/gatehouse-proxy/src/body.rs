@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
@@ -182,6 +182,31 @@ impl Drop for LoggedBody {
     }
 }
 
+/// Largest response body a plugin may rewrite; bigger ones pass unchanged.
+pub const MAX_TRANSFORM_BODY: usize = 16 * 1024 * 1024;
+
+/// A response body read whole, rewritten by plugins, then sent.
+pub struct TransformBody {
+    inner: ProxyBody,
+    buf: BytesMut,
+    filters: Vec<std::sync::Arc<dyn crate::plugin::Plugin>>,
+    done: bool,
+    passthrough: bool,
+}
+
+impl TransformBody {
+    /// Buffers `inner` and runs it through `filters` in order.
+    pub fn new(inner: ProxyBody, filters: Vec<std::sync::Arc<dyn crate::plugin::Plugin>>) -> Self {
+        TransformBody {
+            inner,
+            buf: BytesMut::new(),
+            filters,
+            done: false,
+            passthrough: false,
+        }
+    }
+}
+
 /// Every body the proxy answers with.
 pub enum ProxyBody {
     /// A complete body made by the gateway (errors, small answers).
@@ -190,6 +215,8 @@ pub enum ProxyBody {
     Upstream(crate::h1::ResponseBody),
     /// Followed to its end for the log phase.
     Logged(Box<LoggedBody>),
+    /// Rewritten whole by plugins.
+    Transformed(Box<TransformBody>),
 }
 
 impl ProxyBody {
@@ -217,6 +244,41 @@ impl Body for ProxyBody {
                 let r = ready!(Pin::new(u).poll_frame(cx));
                 Poll::Ready(r)
             }
+            ProxyBody::Transformed(t) => loop {
+                if t.done {
+                    return Poll::Ready(None);
+                }
+                if t.passthrough {
+                    if !t.buf.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(t.buf.split().freeze()))));
+                    }
+                    let r = ready!(Pin::new(&mut t.inner).poll_frame(cx));
+                    if r.is_none() {
+                        t.done = true;
+                    }
+                    return Poll::Ready(r);
+                }
+                match ready!(Pin::new(&mut t.inner).poll_frame(cx)) {
+                    Some(Ok(f)) => {
+                        if let Some(d) = f.data_ref() {
+                            t.buf.extend_from_slice(d);
+                            if t.buf.len() > MAX_TRANSFORM_BODY {
+                                // Too big to rewrite: send it as it is.
+                                t.passthrough = true;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    None => {
+                        t.done = true;
+                        let mut body = t.buf.split().freeze();
+                        for f in &t.filters {
+                            body = f.response_body(body);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(body))));
+                    }
+                }
+            },
             ProxyBody::Logged(l) => {
                 let r = ready!(Pin::new(&mut l.inner).poll_frame(cx));
                 match &r {
@@ -241,6 +303,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream(u) => u.is_end_stream(),
             ProxyBody::Logged(l) => l.inner.is_end_stream(),
+            ProxyBody::Transformed(t) => t.done,
         }
     }
 
@@ -250,6 +313,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Upstream(u) => u.size_hint(),
             ProxyBody::Logged(l) => l.inner.size_hint(),
+            ProxyBody::Transformed(_) => SizeHint::default(),
         }
     }
 }

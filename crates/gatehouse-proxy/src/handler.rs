@@ -162,6 +162,18 @@ impl PluginRun {
         for (n, v) in self.ctx.response_headers.drain(..) {
             parts.headers.append(n, v);
         }
+        let filters: Vec<Arc<dyn crate::plugin::Plugin>> = self
+            .chain
+            .iter()
+            .filter(|i| i.plugin.wants_response_body(&parts))
+            .map(|i| i.plugin.clone())
+            .collect();
+        let body = if filters.is_empty() {
+            body
+        } else {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            ProxyBody::Transformed(Box::new(crate::body::TransformBody::new(body, filters)))
+        };
         if !self.chain.iter().any(|i| i.plugin.wants_log()) {
             return Response::from_parts(parts, body);
         }

@@ -155,6 +155,16 @@ pub trait Plugin: Send + Sync + 'static {
     ) -> Result<bytes::Bytes, Flow> {
         Ok(body)
     }
+    /// Asked after the response phase: true to receive the whole response body
+    /// ([`Plugin::response_body`]); the proxy then buffers it (up to 16 MiB) and drops
+    /// Content-Length, since the size changes.
+    fn wants_response_body(&self, _resp: &http::response::Parts) -> bool {
+        false
+    }
+    /// Rewrites the whole response body.
+    fn response_body(&self, body: bytes::Bytes) -> bytes::Bytes {
+        body
+    }
     /// On the response head (from the upstream, or an early answer).
     fn response(&self, _ctx: &mut RequestCtx, _resp: &mut http::response::Parts) {}
     /// Once the response body has been sent (or abandoned); must not block.

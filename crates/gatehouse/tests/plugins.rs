@@ -1242,3 +1242,44 @@ plugins:
         "no credentials in records"
     );
 }
+
+#[tokio::test]
+async fn response_transformer_rewrites_headers_and_json_bodies() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - url: {}
+    routes:
+      - paths: ["/"]
+        plugins:
+          - name: response-transformer
+            config:
+              remove: {{ headers: [x-upstream], json: [headers] }}
+              rename: {{ headers: ["content-type:content-type"], json: ["path:requested_path"] }}
+              replace: {{ json: ["method:REDACTED"] }}
+              add: {{ headers: ["x-powered-by:gatehouse"], json: ["api_version:2"] }}
+              append: {{ headers: ["cache-control:no-store"], json: ["upstream:extra"] }}
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let r = get(&gw.proxy, "/hello").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-upstream").is_none());
+    assert_eq!(r.header("x-powered-by").as_deref(), Some("gatehouse"));
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let j = r.json();
+    assert!(j.get("headers").is_none() && j.get("path").is_none(), "{j}");
+    assert_eq!(j["requested_path"], "/hello");
+    assert_eq!(j["method"], "REDACTED");
+    assert_eq!(j["api_version"], "2");
+    assert_eq!(j["upstream"], json!(["a", "extra"]));
+    // Non-JSON bodies pass untouched (headers still change), and streamed bodies still stream.
+    let r = get(&gw.proxy, "/bytes/70000").await;
+    assert_eq!(r.body.len(), 70000);
+    assert_eq!(r.header("x-powered-by").as_deref(), Some("gatehouse"));
+    let r = get(&gw.proxy, "/stream/2/10").await;
+    assert_eq!(r.text(), "data: event 0\n\ndata: event 1\n\n");
+}

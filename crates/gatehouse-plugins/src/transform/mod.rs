@@ -2,3 +2,4 @@
 
 pub mod correlation_id;
 pub mod request_transformer;
+pub mod response_transformer;
