@@ -192,6 +192,9 @@ pub struct Consumer {
     /// API keys for the `key-auth` plugin (stored hashed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keyauth_credentials: Vec<KeyAuthCredential>,
+    /// Username/password pairs for the `basic-auth` plugin (passwords stored as argon2id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub basicauth_credentials: Vec<BasicAuthCredential>,
     /// Groups for the `acl` plugin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acls: Vec<AclGroup>,
@@ -215,6 +218,28 @@ pub struct KeyAuthCredential {
     /// Hex SHA-256 of the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_hash: Option<String>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// A username and password of a consumer. The password is given once (`password`) and kept
+/// only as an argon2id hash (`password_hash`, PHC format).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthCredential {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// The username clients send (unique across consumers).
+    pub username: String,
+    /// The password, on input only; replaced by `password_hash` when stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Argon2id hash of the password (PHC string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,

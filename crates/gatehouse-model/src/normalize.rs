@@ -138,6 +138,24 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
         fill(&mut c.id, Kind::Consumer, &key);
         origins.insert(c.id, cpath.clone());
         let cid = c.id;
+        for (j, cred) in c.basicauth_credentials.iter_mut().enumerate() {
+            if let Some(p) = cred.password.take() {
+                match crate::secret::hash_password(&p) {
+                    Ok(h) => cred.password_hash = Some(h),
+                    Err(e) => errors.push(FieldError::new(
+                        label(Kind::Consumer, c.username.as_deref(), &cpath),
+                        format!("{cpath}.basicauth_credentials[{j}].password"),
+                        format!("cannot hash the password: {e}"),
+                    )),
+                }
+            }
+            fill(
+                &mut cred.id,
+                Kind::Consumer,
+                &format!("{cid}:basic:{}", cred.username),
+            );
+            origins.insert(cred.id, format!("{cpath}.basicauth_credentials[{j}]"));
+        }
         for (j, cred) in c.keyauth_credentials.iter_mut().enumerate() {
             if let Some(k) = cred.key.take() {
                 cred.key_hash = Some(crate::secret::sha256_hex(&k));

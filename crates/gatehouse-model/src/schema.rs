@@ -15,6 +15,7 @@ use crate::entities::*;
     Consumer,
     KeyAuthCredential,
     AclGroup,
+    BasicAuthCredential,
     Plugin,
     Certificate,
     Algorithm

@@ -12,3 +12,29 @@ pub fn sha256_hex(secret: &str) -> String {
     }
     s
 }
+
+/// Argon2id hash (PHC string, random salt) of a password.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// True when `password` matches an argon2 PHC hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+/// True when `hash` is a PHC string argon2 can verify against.
+pub fn is_password_hash(hash: &str) -> bool {
+    argon2::password_hash::PasswordHash::new(hash)
+        .is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
+}

@@ -434,6 +434,7 @@ pub fn validate(
     let mut names = HashMap::new();
     let mut custom = HashMap::new();
     let mut key_hashes: HashMap<String, String> = HashMap::new();
+    let mut basic_users: HashMap<String, String> = HashMap::new();
     for (i, c) in cfg.consumers.iter().enumerate() {
         let base = ctx.path(c.id, format!("consumers[{i}]"));
         let ent = label(Kind::Consumer, c.username.as_deref(), &base);
@@ -480,6 +481,36 @@ pub fn validate(
                     &format!("acls[{j}].group"),
                     "must be a non-empty name without commas",
                 );
+            }
+        }
+        for (j, cred) in c.basicauth_credentials.iter().enumerate() {
+            let cp = format!("basicauth_credentials[{j}]");
+            if cred.username.is_empty() || cred.username.contains(':') {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.username"),
+                    "must be non-empty and contain no `:`",
+                );
+            } else if let Some(first) = basic_users.get(cred.username.as_str()) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.username"),
+                    format!("`{}` is already used by {first}", cred.username),
+                );
+            } else {
+                basic_users.insert(cred.username.clone(), ent.clone());
+            }
+            match cred.password_hash.as_deref() {
+                None => ctx.err(&ent, &base, &cp, "a basic-auth credential needs `password`"),
+                Some(h) if !crate::secret::is_password_hash(h) => ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.password_hash"),
+                    "must be an argon2 PHC string",
+                ),
+                Some(_) => {}
             }
         }
         for (j, cred) in c.keyauth_credentials.iter().enumerate() {

@@ -63,6 +63,7 @@ fn bench(c: &mut criterion::Criterion) {
         ),
         ("file-log", json!({"path": "/dev/null"})),
         ("prometheus", json!({})),
+        ("basic-auth", json!({})),
         (
             "response-transformer",
             json!({"add": {"headers": ["x-added:1"]}}),

@@ -16,6 +16,7 @@ use gatehouse_proxy::plugin::{Factory, Registry};
 /// Every built-in plugin, ready to hand to the proxy and the validators.
 pub fn registry() -> Registry {
     let factories: Vec<Arc<dyn Factory>> = vec![
+        Arc::new(auth::basic_auth::BasicAuth),
         Arc::new(auth::key_auth::KeyAuth),
         Arc::new(security::acl::Acl),
         Arc::new(security::cors::Cors),

@@ -1283,3 +1283,59 @@ async fn response_transformer_rewrites_headers_and_json_bodies() {
     let r = get(&gw.proxy, "/stream/2/10").await;
     assert_eq!(r.text(), "data: event 0\n\ndata: event 1\n\n");
 }
+
+#[tokio::test]
+async fn basic_auth_with_argon2_hashes() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&bin(), dir.path(), &[]);
+    gw.admin_ok("POST", "/services", json!({"name": "s", "url": up.url(), "routes": [{"paths": ["/"], "plugins": [{"name": "basic-auth", "config": {"hide_credentials": true}}]}]})).await;
+    let c = gw.admin_ok("POST", "/consumers", json!({"username": "erin", "basicauth_credentials": [{"username": "erin", "password": "correct horse battery"}]})).await;
+    let stored = &c["basicauth_credentials"][0];
+    assert!(stored.get("password").is_none());
+    assert!(
+        stored["password_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("$argon2id$"),
+        "{stored}"
+    );
+    let (ok, out, _) = curl(&[
+        "-si",
+        "-u",
+        "erin:correct horse battery",
+        &format!("http://{}/x", gw.proxy),
+    ]);
+    assert!(ok && out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("\"x-consumer-username\":[\"erin\"]"), "{out}");
+    assert!(
+        !out.to_lowercase().contains("\"authorization\""),
+        "hide_credentials removes the header: {out}"
+    );
+    // Cached verification gives the same answer.
+    let (_, out, _) = curl(&[
+        "-si",
+        "-u",
+        "erin:correct horse battery",
+        &format!("http://{}/x", gw.proxy),
+    ]);
+    assert!(out.starts_with("HTTP/1.1 200"));
+    for creds in ["erin:wrong", "nobody:correct horse battery"] {
+        let (_, out, _) = curl(&["-si", "-u", creds, &format!("http://{}/x", gw.proxy)]);
+        assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+        assert!(
+            out.to_lowercase()
+                .contains("www-authenticate: basic realm=\"gatehouse\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("invalid authentication credentials"),
+            "same answer for unknown users: {out}"
+        );
+    }
+    assert!(!gw
+        .admin("GET", "/config", "")
+        .await
+        .text()
+        .contains("correct horse"));
+}

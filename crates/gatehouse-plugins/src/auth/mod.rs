@@ -1,5 +1,6 @@
 //! Authentication plugins: identify a consumer, forward who it is upstream.
 
+pub mod basic_auth;
 pub mod key_auth;
 
 use std::sync::Arc;
