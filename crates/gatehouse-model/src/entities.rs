@@ -195,6 +195,10 @@ pub struct Consumer {
     /// Username/password pairs for the `basic-auth` plugin (passwords stored as argon2id).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub basicauth_credentials: Vec<BasicAuthCredential>,
+    /// Username/secret pairs for the `hmac-auth` plugin (the secret is needed to verify
+    /// signatures, so it is stored as given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hmacauth_credentials: Vec<HmacAuthCredential>,
     /// Groups for the `acl` plugin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acls: Vec<AclGroup>,
@@ -240,6 +244,23 @@ pub struct BasicAuthCredential {
     /// Argon2id hash of the password (PHC string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_hash: Option<String>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// A username and shared secret for HMAC request signatures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HmacAuthCredential {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// The username clients put in the signature (unique across consumers).
+    pub username: String,
+    /// The shared secret (at least 16 characters).
+    pub secret: String,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,

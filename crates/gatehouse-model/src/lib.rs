@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use entities::{
-    AclGroup, Algorithm, BasicAuthCredential, Certificate, Config, Consumer, KeyAuthCredential,
-    Kind, Plugin, Route, Service, Target, Upstream,
+    AclGroup, Algorithm, BasicAuthCredential, Certificate, Config, Consumer, HmacAuthCredential,
+    KeyAuthCredential, Kind, Plugin, Route, Service, Target, Upstream,
 };
 pub use error::{ConfigError, FieldError};
 pub use normalize::Origins;

@@ -138,6 +138,14 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
         fill(&mut c.id, Kind::Consumer, &key);
         origins.insert(c.id, cpath.clone());
         let cid = c.id;
+        for (j, cred) in c.hmacauth_credentials.iter_mut().enumerate() {
+            fill(
+                &mut cred.id,
+                Kind::Consumer,
+                &format!("{cid}:hmac:{}", cred.username),
+            );
+            origins.insert(cred.id, format!("{cpath}.hmacauth_credentials[{j}]"));
+        }
         for (j, cred) in c.basicauth_credentials.iter_mut().enumerate() {
             if let Some(p) = cred.password.take() {
                 match crate::secret::hash_password(&p) {

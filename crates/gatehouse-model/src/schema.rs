@@ -16,6 +16,7 @@ use crate::entities::*;
     KeyAuthCredential,
     AclGroup,
     BasicAuthCredential,
+    HmacAuthCredential,
     Plugin,
     Certificate,
     Algorithm

@@ -435,6 +435,7 @@ pub fn validate(
     let mut custom = HashMap::new();
     let mut key_hashes: HashMap<String, String> = HashMap::new();
     let mut basic_users: HashMap<String, String> = HashMap::new();
+    let mut hmac_users: HashMap<String, String> = HashMap::new();
     for (i, c) in cfg.consumers.iter().enumerate() {
         let base = ctx.path(c.id, format!("consumers[{i}]"));
         let ent = label(Kind::Consumer, c.username.as_deref(), &base);
@@ -480,6 +481,34 @@ pub fn validate(
                     &base,
                     &format!("acls[{j}].group"),
                     "must be a non-empty name without commas",
+                );
+            }
+        }
+        for (j, cred) in c.hmacauth_credentials.iter().enumerate() {
+            let cp = format!("hmacauth_credentials[{j}]");
+            if cred.username.is_empty() || cred.username.contains('"') {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.username"),
+                    "must be non-empty and contain no `\"`",
+                );
+            } else if let Some(first) = hmac_users.get(cred.username.as_str()) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.username"),
+                    format!("`{}` is already used by {first}", cred.username),
+                );
+            } else {
+                hmac_users.insert(cred.username.clone(), ent.clone());
+            }
+            if cred.secret.len() < 16 {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.secret"),
+                    "must be at least 16 characters",
                 );
             }
         }

@@ -64,6 +64,7 @@ fn bench(c: &mut criterion::Criterion) {
         ("file-log", json!({"path": "/dev/null"})),
         ("prometheus", json!({})),
         ("basic-auth", json!({})),
+        ("hmac-auth", json!({})),
         (
             "response-transformer",
             json!({"add": {"headers": ["x-added:1"]}}),

@@ -17,6 +17,7 @@ use gatehouse_proxy::plugin::{Factory, Registry};
 pub fn registry() -> Registry {
     let factories: Vec<Arc<dyn Factory>> = vec![
         Arc::new(auth::basic_auth::BasicAuth),
+        Arc::new(auth::hmac_auth::HmacAuth),
         Arc::new(auth::key_auth::KeyAuth),
         Arc::new(security::acl::Acl),
         Arc::new(security::cors::Cors),

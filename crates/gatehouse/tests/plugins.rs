@@ -1339,3 +1339,160 @@ async fn basic_auth_with_argon2_hashes() {
         .text()
         .contains("correct horse"));
 }
+
+fn hmac_headers(
+    user: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    date: std::time::SystemTime,
+    body: Option<&str>,
+) -> Vec<(String, String)> {
+    use base64::Engine;
+    use hmac::Mac;
+    use sha2::Digest;
+    let date = httpdate::fmt_http_date(date);
+    let mut signed = vec![("date".to_string(), date.clone())];
+    let mut names = "date request-line".to_string();
+    if let Some(b) = body {
+        signed.push((
+            "digest".into(),
+            format!(
+                "SHA-256={}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(sha2::Sha256::digest(b.as_bytes()))
+            ),
+        ));
+        names.push_str(" digest");
+    }
+    let mut lines = vec![format!("date: {date}"), format!("{method} {path} HTTP/1.1")];
+    if let Some((_, d)) = signed.iter().find(|(n, _)| n == "digest") {
+        lines.push(format!("digest: {d}"));
+    }
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(lines.join("\n").as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    signed.push(("authorization".into(), format!("hmac username=\"{user}\", algorithm=\"hmac-sha256\", headers=\"{names}\", signature=\"{sig}\"")));
+    signed
+}
+
+#[tokio::test]
+async fn hmac_auth_signatures_skew_replay_and_digest() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - url: {}
+    routes:
+      - paths: ["/signed"]
+        strip_path: false
+        plugins: [{{ name: hmac-auth, config: {{ clock_skew: 60 }} }}]
+      - paths: ["/body"]
+        strip_path: false
+        plugins: [{{ name: hmac-auth, config: {{ validate_request_body: true }} }}]
+consumers:
+  - username: svc
+    hmacauth_credentials: [{{ username: svc-client, secret: "0123456789abcdef-secret" }}]
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let now = std::time::SystemTime::now();
+    let call = |method: &'static str,
+                path: &'static str,
+                hs: Vec<(String, String)>,
+                body: &'static str| {
+        let proxy = gw.proxy.clone();
+        async move {
+            let refs: Vec<(&str, &str)> =
+                hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            request(&proxy, method, path, &refs, body).await.unwrap()
+        }
+    };
+    let good = hmac_headers(
+        "svc-client",
+        "0123456789abcdef-secret",
+        "GET",
+        "/signed/a?x=1",
+        now,
+        None,
+    );
+    let r = call("GET", "/signed/a?x=1", good.clone(), "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"]["x-consumer-username"], json!(["svc"]));
+    let r = call("GET", "/signed/a?x=1", good, "").await;
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("replayed request"), "{}", r.text());
+
+    let wrong_secret = hmac_headers(
+        "svc-client",
+        "not-the-right-secret!",
+        "GET",
+        "/signed/b",
+        now,
+        None,
+    );
+    let unknown_user = hmac_headers(
+        "nobody",
+        "0123456789abcdef-secret",
+        "GET",
+        "/signed/b",
+        now,
+        None,
+    );
+    for hs in [wrong_secret, unknown_user] {
+        let r = call("GET", "/signed/b", hs, "").await;
+        assert_eq!(r.status, 401);
+        assert!(r.text().contains("invalid signature"), "{}", r.text());
+    }
+    let old = hmac_headers(
+        "svc-client",
+        "0123456789abcdef-secret",
+        "GET",
+        "/signed/c",
+        now - std::time::Duration::from_secs(600),
+        None,
+    );
+    assert!(call("GET", "/signed/c", old, "")
+        .await
+        .text()
+        .contains("clock skew"));
+    let other_path = hmac_headers(
+        "svc-client",
+        "0123456789abcdef-secret",
+        "GET",
+        "/signed/d",
+        now,
+        None,
+    );
+    assert_eq!(
+        call("GET", "/signed/e", other_path, "").await.status,
+        401,
+        "the request line is signed"
+    );
+
+    let body = r#"{"amount": 10}"#;
+    let hs = hmac_headers(
+        "svc-client",
+        "0123456789abcdef-secret",
+        "POST",
+        "/body",
+        now,
+        Some(body),
+    );
+    let r = call("POST", "/body", hs.clone(), body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body"], body);
+    let hs = hmac_headers(
+        "svc-client",
+        "0123456789abcdef-secret",
+        "POST",
+        "/body",
+        now + std::time::Duration::from_secs(1),
+        Some(body),
+    );
+    let r = call("POST", "/body", hs, r#"{"amount": 99}"#).await;
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("digest"), "{}", r.text());
+}
