@@ -199,6 +199,9 @@ pub struct Consumer {
     /// signatures, so it is stored as given).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hmacauth_credentials: Vec<HmacAuthCredential>,
+    /// Keys for the `jwt` plugin: which tokens belong to this consumer and how to verify them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwt_secrets: Vec<JwtSecret>,
     /// Groups for the `acl` plugin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acls: Vec<AclGroup>,
@@ -261,6 +264,36 @@ pub struct HmacAuthCredential {
     pub username: String,
     /// The shared secret (at least 16 characters).
     pub secret: String,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+fn hs256() -> String {
+    "HS256".into()
+}
+
+/// A JWT credential: tokens whose `key_claim_name` claim (default `iss`) equals `key` belong to
+/// the consumer, verified with `secret` (HS*) or `rsa_public_key` (PEM public key for RS*, PS*,
+/// ES*, EdDSA), or with the plugin's JWKS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSecret {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// Value of the key claim that identifies this credential (unique).
+    pub key: String,
+    /// Algorithm of the tokens: HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA.
+    #[serde(default = "hs256")]
+    pub algorithm: String,
+    /// Shared secret for HS* (stored as given: verifying needs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// PEM public key for the asymmetric algorithms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsa_public_key: Option<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 pub use entities::{
     AclGroup, Algorithm, BasicAuthCredential, Certificate, Config, Consumer, HmacAuthCredential,
-    KeyAuthCredential, Kind, Plugin, Route, Service, Target, Upstream,
+    JwtSecret, KeyAuthCredential, Kind, Plugin, Route, Service, Target, Upstream,
 };
 pub use error::{ConfigError, FieldError};
 pub use normalize::Origins;

@@ -138,6 +138,14 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
         fill(&mut c.id, Kind::Consumer, &key);
         origins.insert(c.id, cpath.clone());
         let cid = c.id;
+        for (j, cred) in c.jwt_secrets.iter_mut().enumerate() {
+            fill(
+                &mut cred.id,
+                Kind::Consumer,
+                &format!("{cid}:jwt:{}", cred.key),
+            );
+            origins.insert(cred.id, format!("{cpath}.jwt_secrets[{j}]"));
+        }
         for (j, cred) in c.hmacauth_credentials.iter_mut().enumerate() {
             fill(
                 &mut cred.id,

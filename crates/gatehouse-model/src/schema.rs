@@ -17,6 +17,7 @@ use crate::entities::*;
     AclGroup,
     BasicAuthCredential,
     HmacAuthCredential,
+    JwtSecret,
     Plugin,
     Certificate,
     Algorithm

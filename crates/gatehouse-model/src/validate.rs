@@ -436,6 +436,7 @@ pub fn validate(
     let mut key_hashes: HashMap<String, String> = HashMap::new();
     let mut basic_users: HashMap<String, String> = HashMap::new();
     let mut hmac_users: HashMap<String, String> = HashMap::new();
+    let mut jwt_keys: HashMap<String, String> = HashMap::new();
     for (i, c) in cfg.consumers.iter().enumerate() {
         let base = ctx.path(c.id, format!("consumers[{i}]"));
         let ent = label(Kind::Consumer, c.username.as_deref(), &base);
@@ -481,6 +482,65 @@ pub fn validate(
                     &base,
                     &format!("acls[{j}].group"),
                     "must be a non-empty name without commas",
+                );
+            }
+        }
+        for (j, cred) in c.jwt_secrets.iter().enumerate() {
+            let cp = format!("jwt_secrets[{j}]");
+            if cred.key.is_empty() {
+                ctx.err(&ent, &base, &format!("{cp}.key"), "must not be empty");
+            } else if let Some(first) = jwt_keys.get(cred.key.as_str()) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.key"),
+                    format!("`{}` is already used by {first}", cred.key),
+                );
+            } else {
+                jwt_keys.insert(cred.key.clone(), ent.clone());
+            }
+            let alg = cred.algorithm.as_str();
+            let symmetric = matches!(alg, "HS256" | "HS384" | "HS512");
+            let asymmetric = matches!(
+                alg,
+                "RS256"
+                    | "RS384"
+                    | "RS512"
+                    | "PS256"
+                    | "PS384"
+                    | "PS512"
+                    | "ES256"
+                    | "ES384"
+                    | "EdDSA"
+            );
+            if !symmetric && !asymmetric {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.algorithm"),
+                    format!("`{alg}` is not a supported algorithm"),
+                );
+            }
+            if symmetric && cred.secret.as_deref().is_none_or(|s| s.len() < 16) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.secret"),
+                    "HS* algorithms need a `secret` of at least 16 characters",
+                );
+            }
+            // Without a key, asymmetric tokens are verified with the jwt plugin's JWKS.
+            if asymmetric
+                && cred
+                    .rsa_public_key
+                    .as_deref()
+                    .is_some_and(|k| !k.contains("PUBLIC KEY"))
+            {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &format!("{cp}.rsa_public_key"),
+                    "must be a PEM public key",
                 );
             }
         }

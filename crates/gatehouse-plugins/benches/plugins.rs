@@ -65,6 +65,7 @@ fn bench(c: &mut criterion::Criterion) {
         ("prometheus", json!({})),
         ("basic-auth", json!({})),
         ("hmac-auth", json!({})),
+        ("jwt", json!({})),
         (
             "response-transformer",
             json!({"add": {"headers": ["x-added:1"]}}),

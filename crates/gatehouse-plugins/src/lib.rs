@@ -18,6 +18,7 @@ pub fn registry() -> Registry {
     let factories: Vec<Arc<dyn Factory>> = vec![
         Arc::new(auth::basic_auth::BasicAuth),
         Arc::new(auth::hmac_auth::HmacAuth),
+        Arc::new(auth::jwt::Jwt),
         Arc::new(auth::key_auth::KeyAuth),
         Arc::new(security::acl::Acl),
         Arc::new(security::cors::Cors),

@@ -1496,3 +1496,289 @@ consumers:
     assert_eq!(r.status, 401);
     assert!(r.text().contains("digest"), "{}", r.text());
 }
+
+fn jwt_token(
+    claims: Value,
+    alg: jsonwebtoken::Algorithm,
+    kid: Option<&str>,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    let mut h = jsonwebtoken::Header::new(alg);
+    h.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&h, &claims, key).unwrap()
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn jwt_with_secrets_claims_and_expiry() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - url: {}
+    routes:
+      - paths: ["/"]
+        plugins:
+          - name: jwt
+            config: {{ claims_to_verify: [exp, nbf], maximum_expiration: 3600, audience: [orders], claims_to_headers: {{ sub: x-user-sub }} }}
+consumers:
+  - username: app
+    jwt_secrets: [{{ key: issuer-a, secret: "a-shared-secret-of-32-chars!!!!!" }}]
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let key = jsonwebtoken::EncodingKey::from_secret(b"a-shared-secret-of-32-chars!!!!!");
+    let hs = jsonwebtoken::Algorithm::HS256;
+    let good = jwt_token(
+        json!({"iss": "issuer-a", "sub": "user-7", "aud": "orders", "exp": now_s() + 600}),
+        hs,
+        None,
+        &key,
+    );
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/x",
+        &[
+            ("authorization", &format!("Bearer {good}")),
+            ("x-user-sub", "forged"),
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-consumer-username"], json!(["app"]));
+    assert_eq!(h["x-user-sub"], json!(["user-7"]));
+    assert_eq!(
+        get(&gw.proxy, &format!("/x?jwt={good}")).await.status,
+        200,
+        "token from the query"
+    );
+    let cases = [
+        (
+            jwt_token(
+                json!({"iss": "issuer-a", "aud": "orders", "exp": now_s() - 60}),
+                hs,
+                None,
+                &key,
+            ),
+            "token expired",
+        ),
+        (
+            jwt_token(
+                json!({"iss": "issuer-a", "aud": "orders", "exp": now_s() + 60, "nbf": now_s() + 300}),
+                hs,
+                None,
+                &key,
+            ),
+            "not valid yet",
+        ),
+        (
+            jwt_token(
+                json!({"iss": "issuer-a", "aud": "orders", "exp": now_s() + 90_000}),
+                hs,
+                None,
+                &key,
+            ),
+            "lifetime",
+        ),
+        (
+            jwt_token(
+                json!({"iss": "issuer-a", "aud": "billing", "exp": now_s() + 60}),
+                hs,
+                None,
+                &key,
+            ),
+            "invalid audience",
+        ),
+        (
+            jwt_token(
+                json!({"iss": "issuer-a", "aud": "orders", "exp": now_s() + 60}),
+                hs,
+                None,
+                &jsonwebtoken::EncodingKey::from_secret(b"another-secret-of-32-characters!"),
+            ),
+            "invalid signature",
+        ),
+        (
+            jwt_token(
+                json!({"iss": "issuer-a", "aud": "orders", "exp": now_s() + 60}),
+                jsonwebtoken::Algorithm::HS512,
+                None,
+                &key,
+            ),
+            "algorithm not allowed",
+        ),
+        (
+            jwt_token(
+                json!({"iss": "nobody", "aud": "orders", "exp": now_s() + 60}),
+                hs,
+                None,
+                &key,
+            ),
+            "no credential",
+        ),
+        ("not.a.token".to_string(), "malformed"),
+    ];
+    for (t, why) in cases {
+        let r = request(
+            &gw.proxy,
+            "GET",
+            "/x",
+            &[("authorization", &format!("Bearer {t}"))],
+            "",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 401, "{why}");
+        assert!(r.text().contains(why), "{why}: {}", r.text());
+    }
+    assert!(get(&gw.proxy, "/x").await.text().contains("no token"));
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test]
+async fn jwt_with_jwks_follows_key_rotation() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let gen = |name: &str| {
+        let p = dir.path().join(name);
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl genpkey");
+        jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(&p).unwrap()).unwrap()
+    };
+    let (k1, k2) = (gen("k1.pem"), gen("k2.pem"));
+    let jwk = |k: &jsonwebtoken::EncodingKey, kid: &str| {
+        let mut j =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(k, jsonwebtoken::Algorithm::ES256).unwrap();
+        j.common.key_id = Some(kid.into());
+        j
+    };
+    let set = Arc::new(Mutex::new(json!({"keys": [jwk(&k1, "k1")]}).to_string()));
+    // A JWKS endpoint serving whatever `set` holds.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let jwks_addr = l.local_addr().unwrap();
+    let s2 = set.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let body = s2.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |_req: http::Request<hyper::body::Incoming>| {
+                            let body = body.clone();
+                            async move {
+                                Ok::<_, std::convert::Infallible>(http::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from(body)),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    let up = Upstream::start("a");
+    let gw = start_with_config(
+        dir.path(),
+        &format!(
+            r#"_format_version: "1"
+services:
+  - url: {}
+    routes:
+      - paths: ["/"]
+        plugins:
+          - name: jwt
+            config: {{ jwks_uri: "http://{jwks_addr}/jwks", jwks_min_refresh_interval: 0 }}
+consumers:
+  - username: idp-user
+    jwt_secrets: [{{ key: https-idp, algorithm: ES256 }}]
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let es = jsonwebtoken::Algorithm::ES256;
+    let call = |t: String| {
+        let p = gw.proxy.clone();
+        async move {
+            request(
+                &p,
+                "GET",
+                "/",
+                &[("authorization", &format!("Bearer {t}"))],
+                "",
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let claims = json!({"iss": "https-idp", "exp": now_s() + 600});
+    let mut status = 0;
+    for _ in 0..100 {
+        status = call(jwt_token(claims.clone(), es, Some("k1"), &k1))
+            .await
+            .status
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "token signed with the JWKS key");
+    // A token signed by k1 but claiming an HS key cannot pass (no algorithm confusion).
+    let hs = jwt_token(
+        claims.clone(),
+        jsonwebtoken::Algorithm::HS256,
+        Some("k1"),
+        &jsonwebtoken::EncodingKey::from_secret(b"guess"),
+    );
+    assert_eq!(call(hs).await.status, 401);
+    // Rotation: the IdP publishes k2; a k2 token is refused until the JWKS is refetched.
+    *set.lock().unwrap() = json!({"keys": [jwk(&k2, "k2")]}).to_string();
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = call(jwt_token(claims.clone(), es, Some("k2"), &k2)).await;
+        if r.status == 200 {
+            ok = true;
+            break;
+        }
+        assert!(r.text().contains("unknown signing key"), "{}", r.text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the rotated key is picked up without a reload");
+}

@@ -2,6 +2,7 @@
 
 pub mod basic_auth;
 pub mod hmac_auth;
+pub mod jwt;
 pub mod key_auth;
 
 use std::sync::Arc;
