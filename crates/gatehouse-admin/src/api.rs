@@ -661,6 +661,15 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
     comps
         .schemas
         .extend(gatehouse_model::schema::components().schemas);
+    // Each plugin's config schema, as `PluginConfig.<name>` (the same types validate configs).
+    for (name, schema) in gatehouse_model::PluginCatalog::schemas(&**state.control.catalog()) {
+        if let Ok(s) = serde_json::from_value::<
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        >(schema)
+        {
+            comps.schemas.insert(format!("PluginConfig.{name}"), s);
+        }
+    }
     comps.add_security_scheme(
         "admin_token",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

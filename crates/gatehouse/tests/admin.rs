@@ -385,6 +385,12 @@ async fn openapi_lists_every_route_and_every_route_exists() {
         );
     }
     assert!(doc["components"]["schemas"]["Route"].is_object());
+    for p in ["key-auth", "rate-limiting", "jwt", "request-transformer"] {
+        assert!(
+            doc["components"]["schemas"][format!("PluginConfig.{p}")].is_object(),
+            "{p} config schema in the OpenAPI document"
+        );
+    }
 }
 
 #[tokio::test]
