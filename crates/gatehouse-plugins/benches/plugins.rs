@@ -67,6 +67,10 @@ fn bench(c: &mut criterion::Criterion) {
         ("hmac-auth", json!({})),
         ("jwt", json!({})),
         (
+            "request-validator",
+            json!({"parameter_schema": [{"name": "x", "in": "query", "schema": {"type": "integer"}}]}),
+        ),
+        (
             "response-transformer",
             json!({"add": {"headers": ["x-added:1"]}}),
         ),

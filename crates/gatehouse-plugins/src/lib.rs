@@ -24,6 +24,7 @@ pub fn registry() -> Registry {
         Arc::new(security::cors::Cors),
         Arc::new(security::ip_restriction::IpRestriction),
         Arc::new(security::request_termination::RequestTermination),
+        Arc::new(security::request_validator::RequestValidator),
         Arc::new(traffic::limit_conn::LimitConn),
         Arc::new(traffic::rate_limiting::RateLimiting),
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),

@@ -1782,3 +1782,104 @@ consumers:
     }
     assert!(ok, "the rotated key is picked up without a reload");
 }
+
+#[tokio::test]
+async fn request_validator_names_the_failing_path() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - url: {}
+    routes:
+      - paths: ["/orders/{{id}}"]
+        plugins:
+          - name: request-validator
+            config:
+              body_schema:
+                type: object
+                required: [items]
+                properties:
+                  items:
+                    type: array
+                    items: {{ type: object, required: [qty], properties: {{ qty: {{ type: integer, minimum: 1 }} }} }}
+              parameter_schema:
+                - {{ name: id, in: path, required: true, schema: {{ type: string, pattern: "^[0-9]+$" }} }}
+                - {{ name: limit, in: query, schema: {{ type: integer, maximum: 100 }} }}
+                - {{ name: x-version, in: header, required: true, schema: {{ enum: ["1", "2"] }} }}
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    let send = |path: &'static str, version: &'static str, ct: &'static str, body: &'static str| {
+        let p = gw.proxy.clone();
+        async move {
+            request(
+                &p,
+                "POST",
+                path,
+                &[("x-version", version), ("content-type", ct)],
+                body,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let ok = send(
+        "/orders/12?limit=5",
+        "2",
+        "application/json",
+        r#"{"items": [{"qty": 2}]}"#,
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["body"], r#"{"items": [{"qty": 2}]}"#);
+    let cases = [
+        (
+            send(
+                "/orders/12",
+                "2",
+                "application/json",
+                r#"{"items": [{"qty": 2}, {"qty": 0}]}"#,
+            )
+            .await,
+            "body/items/1/qty",
+        ),
+        (
+            send("/orders/12", "2", "application/json", r#"{"things": []}"#).await,
+            "is a required property",
+        ),
+        (
+            send("/orders/12", "2", "application/json", "{not json").await,
+            "not valid JSON",
+        ),
+        (
+            send("/orders/12", "2", "text/plain", "x").await,
+            "content type",
+        ),
+        (
+            send("/orders/abc", "2", "application/json", r#"{"items": []}"#).await,
+            "path.id",
+        ),
+        (
+            send(
+                "/orders/12?limit=500",
+                "2",
+                "application/json",
+                r#"{"items": []}"#,
+            )
+            .await,
+            "query.limit",
+        ),
+        (
+            send("/orders/12", "3", "application/json", r#"{"items": []}"#).await,
+            "header.x-version",
+        ),
+    ];
+    for (r, want) in cases {
+        assert_eq!(r.status, 400, "{want}: {}", r.text());
+        assert_eq!(err_code(&r), "invalid_request");
+        assert!(r.text().contains(want), "{want}: {}", r.text());
+    }
+    assert_eq!(up.hits(), 1, "invalid requests never reach the upstream");
+}

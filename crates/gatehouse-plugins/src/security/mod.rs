@@ -4,3 +4,4 @@ pub mod acl;
 pub mod cors;
 pub mod ip_restriction;
 pub mod request_termination;
+pub mod request_validator;
