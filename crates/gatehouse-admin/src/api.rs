@@ -565,6 +565,31 @@ pub async fn status(State(s): St) -> Json<Value> {
     }))
 }
 
+/// Result of a cache purge.
+#[derive(Serialize, ToSchema)]
+pub struct Purged {
+    /// Entries dropped.
+    pub purged: usize,
+}
+
+/// Drop every entry of every proxy-cache instance.
+#[utoipa::path(delete, path = "/proxy-cache", tag = "plugins", responses((status = 200, body = Purged)))]
+pub async fn purge_all_caches(State(s): St) -> Json<Purged> {
+    Json(Purged {
+        purged: s.control.catalog().state.purge_caches(None),
+    })
+}
+
+/// Drop one entry (its `X-Cache-Key`) from every proxy-cache instance.
+#[utoipa::path(delete, path = "/proxy-cache/{key}", tag = "plugins", params(("key" = String, Path, description = "the X-Cache-Key of the entry")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn purge_cache_key(State(s): St, Path(key): Path<String>) -> ApiResult<StatusCode> {
+    match s.control.catalog().state.purge_caches(Some(&key)) {
+        0 => Err(ApiError::not_found("cache entry", &key)),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
 /// The JSON Schema of the declarative format.
 #[utoipa::path(get, path = "/schemas/config", tag = "config", responses((status = 200, description = "JSON Schema", body = Object)))]
 pub async fn config_schema(State(s): St) -> Json<Value> {
@@ -726,6 +751,8 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(get_config, post_config))
         .routes(routes!(status))
         .routes(routes!(config_schema))
+        .routes(routes!(purge_all_caches))
+        .routes(routes!(purge_cache_key))
         .routes(routes!(openapi_json));
     let (router, api) = router.split_for_parts();
     let _ = OPENAPI.set(api.to_json().unwrap_or_default());

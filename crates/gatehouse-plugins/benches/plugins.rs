@@ -66,6 +66,7 @@ fn bench(c: &mut criterion::Criterion) {
         ("basic-auth", json!({})),
         ("hmac-auth", json!({})),
         ("jwt", json!({})),
+        ("proxy-cache", json!({})),
         (
             "request-validator",
             json!({"parameter_schema": [{"name": "x", "in": "query", "schema": {"type": "integer"}}]}),

@@ -26,6 +26,7 @@ pub fn registry() -> Registry {
         Arc::new(security::request_termination::RequestTermination),
         Arc::new(security::request_validator::RequestValidator),
         Arc::new(traffic::limit_conn::LimitConn),
+        Arc::new(traffic::proxy_cache::ProxyCache),
         Arc::new(traffic::rate_limiting::RateLimiting),
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),

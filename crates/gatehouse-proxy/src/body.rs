@@ -190,17 +190,26 @@ pub struct TransformBody {
     inner: ProxyBody,
     buf: BytesMut,
     filters: Vec<std::sync::Arc<dyn crate::plugin::Plugin>>,
+    ctx: std::rc::Rc<crate::plugin::RequestCtx>,
+    head: crate::plugin::ResponseHead,
     done: bool,
     passthrough: bool,
 }
 
 impl TransformBody {
     /// Buffers `inner` and runs it through `filters` in order.
-    pub fn new(inner: ProxyBody, filters: Vec<std::sync::Arc<dyn crate::plugin::Plugin>>) -> Self {
+    pub fn new(
+        inner: ProxyBody,
+        filters: Vec<std::sync::Arc<dyn crate::plugin::Plugin>>,
+        ctx: std::rc::Rc<crate::plugin::RequestCtx>,
+        head: crate::plugin::ResponseHead,
+    ) -> Self {
         TransformBody {
             inner,
             buf: BytesMut::new(),
             filters,
+            ctx,
+            head,
             done: false,
             passthrough: false,
         }
@@ -273,7 +282,7 @@ impl Body for ProxyBody {
                         t.done = true;
                         let mut body = t.buf.split().freeze();
                         for f in &t.filters {
-                            body = f.response_body(body);
+                            body = f.response_body(&t.ctx, &t.head, body);
                         }
                         return Poll::Ready(Some(Ok(Frame::data(body))));
                     }

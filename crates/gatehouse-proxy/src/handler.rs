@@ -121,7 +121,7 @@ pub struct PluginRun {
 
 impl PluginRun {
     /// Runs the access phase; switches to the consumer's chain once authentication is done.
-    fn access(&mut self, chains: &Chains, req: &mut http::request::Parts) -> Flow {
+    async fn access(&mut self, chains: &Chains, req: &mut http::request::Parts) -> Flow {
         let mut i = 0;
         let mut switched = false;
         loop {
@@ -146,6 +146,12 @@ impl PluginRun {
             let Some(inst) = self.chain.get(i) else {
                 return Flow::Continue;
             };
+            if let Some(wait) = inst.plugin.wait_before_access(&self.ctx, req) {
+                wait.await;
+            }
+            let Some(inst) = self.chain.get(i) else {
+                return Flow::Continue;
+            };
             if let Flow::Respond(r) = inst.plugin.access(&mut self.ctx, req) {
                 return Flow::Respond(r);
             }
@@ -165,20 +171,34 @@ impl PluginRun {
         let filters: Vec<Arc<dyn crate::plugin::Plugin>> = self
             .chain
             .iter()
-            .filter(|i| i.plugin.wants_response_body(&parts))
+            .filter(|i| i.plugin.wants_response_body(&self.ctx, &parts))
             .map(|i| i.plugin.clone())
             .collect();
+        let wants_log = self.chain.iter().any(|i| i.plugin.wants_log());
+        if filters.is_empty() && !wants_log {
+            return Response::from_parts(parts, body);
+        }
+        let ctx = std::rc::Rc::new(self.ctx);
         let body = if filters.is_empty() {
             body
         } else {
             parts.headers.remove(header::CONTENT_LENGTH);
-            ProxyBody::Transformed(Box::new(crate::body::TransformBody::new(body, filters)))
+            let head = crate::plugin::ResponseHead {
+                status: parts.status,
+                headers: parts.headers.clone(),
+            };
+            ProxyBody::Transformed(Box::new(crate::body::TransformBody::new(
+                body,
+                filters,
+                ctx.clone(),
+                head,
+            )))
         };
-        if !self.chain.iter().any(|i| i.plugin.wants_log()) {
+        if !wants_log {
             return Response::from_parts(parts, body);
         }
         let status = parts.status;
-        let (ctx, chain) = (self.ctx, self.chain);
+        let chain = self.chain;
         let on_end = Box::new(move |bytes: u64, complete: bool| {
             let rec = CallRecord {
                 ctx: &ctx,
@@ -441,7 +461,7 @@ impl Worker {
                 ctx,
                 chain: route.chains.base.clone(),
             });
-            if let Flow::Respond(early) = r.access(&route.chains, &mut parts) {
+            if let Flow::Respond(early) = r.access(&route.chains, &mut parts).await {
                 return Ok(*early);
             }
             &path_buf

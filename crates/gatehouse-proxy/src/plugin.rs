@@ -158,12 +158,26 @@ pub trait Plugin: Send + Sync + 'static {
     /// Asked after the response phase: true to receive the whole response body
     /// ([`Plugin::response_body`]); the proxy then buffers it (up to 16 MiB) and drops
     /// Content-Length, since the size changes.
-    fn wants_response_body(&self, _resp: &http::response::Parts) -> bool {
+    fn wants_response_body(&self, _ctx: &RequestCtx, _resp: &http::response::Parts) -> bool {
         false
     }
-    /// Rewrites the whole response body.
-    fn response_body(&self, body: bytes::Bytes) -> bytes::Bytes {
+    /// Rewrites (or just keeps a copy of) the whole response body.
+    fn response_body(
+        &self,
+        _ctx: &RequestCtx,
+        _head: &ResponseHead,
+        body: bytes::Bytes,
+    ) -> bytes::Bytes {
         body
+    }
+    /// A wait before this plugin's access phase (e.g. for another request filling the same
+    /// cache entry). The future must end by itself (bounded wait); then `access` runs.
+    fn wait_before_access(
+        &self,
+        _ctx: &RequestCtx,
+        _req: &http::request::Parts,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> {
+        None
     }
     /// On the response head (from the upstream, or an early answer).
     fn response(&self, _ctx: &mut RequestCtx, _resp: &mut http::response::Parts) {}
@@ -173,6 +187,23 @@ pub trait Plugin: Send + Sync + 'static {
     fn wants_log(&self) -> bool {
         false
     }
+}
+
+/// The response head as it was sent, for the response-body phase.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers (after the response phase).
+    pub headers: http::HeaderMap,
+}
+
+/// A cache the admin API can purge (`DELETE /proxy-cache`).
+pub trait PurgeableCache: Send + Sync {
+    /// Drops every entry; returns how many.
+    fn purge_all(&self) -> usize;
+    /// Drops one entry by its key; true when it existed.
+    fn purge_key(&self, key: &str) -> bool;
 }
 
 /// One plugin instance in a chain.
@@ -258,6 +289,7 @@ type StateEntry = (u64, Arc<dyn Any + Send + Sync>);
 /// at the next compile.
 #[derive(Default)]
 pub struct StateRegistry {
+    caches: Mutex<Vec<std::sync::Weak<dyn PurgeableCache>>>,
     entries: Mutex<HashMap<(Uuid, String), StateEntry>>,
     generation: Mutex<u64>,
 }
@@ -271,6 +303,30 @@ impl StateRegistry {
             .unwrap_or_else(PoisonError::into_inner);
         *g += 1;
         *g
+    }
+
+    /// Makes a cache purgeable through the admin API (held weakly).
+    pub fn register_cache(&self, c: std::sync::Weak<dyn PurgeableCache>) {
+        let mut list = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
+        list.retain(|w| w.strong_count() > 0);
+        list.push(c);
+    }
+
+    /// Purges every live cache, or one key in each; returns entries dropped.
+    pub fn purge_caches(&self, key: Option<&str>) -> usize {
+        let list: Vec<Arc<dyn PurgeableCache>> = self
+            .caches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .collect();
+        list.iter()
+            .map(|c| match key {
+                None => c.purge_all(),
+                Some(k) => usize::from(c.purge_key(k)),
+            })
+            .sum()
     }
 
     /// Drops entries not touched since generation `g` began.

@@ -373,7 +373,8 @@ async fn openapi_lists_every_route_and_every_route_exists() {
             .replace("{consumer}", "x")
             .replace("{plugin}", "x")
             .replace("{certificate}", "x")
-            .replace("{target}", "x");
+            .replace("{target}", "x")
+            .replace("{key}", "x");
         let r = gw.admin(&m.to_uppercase(), &concrete, "{}").await;
         assert!(
             !(r.status == 404 && r.text().contains("no such admin endpoint")),

@@ -1883,3 +1883,109 @@ async fn request_validator_names_the_failing_path() {
     }
     assert_eq!(up.hits(), 1, "invalid requests never reach the upstream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_cache_hits_varies_honours_cache_control_single_flight_and_purges() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&bin(), dir.path(), &[]);
+    gw.admin_ok(
+        "POST",
+        "/services",
+        json!({"name": "s", "url": up.url(), "routes": [{"paths": ["/"], "strip_path": false, "plugins": [
+            {"name": "proxy-cache", "config": {"cache_ttl": 60, "cache_control": true, "vary_headers": ["x-lang"], "vary_query_params": ["page"]}}
+        ]}]}),
+    )
+    .await;
+    let status = |r: &gatehouse_testkit::Reply| r.header("x-cache-status").unwrap_or_default();
+    let r1 = get(&gw.proxy, "/items?page=1&noise=a").await;
+    assert_eq!(status(&r1), "Miss");
+    let r2 = get(&gw.proxy, "/items?noise=b&page=1").await;
+    assert_eq!(status(&r2), "Hit", "only vary_query_params are in the key");
+    assert_eq!(r2.body, r1.body, "the cached body");
+    assert!(r2.header("age").is_some());
+    assert_eq!(up.hits(), 1);
+    assert_eq!(status(&get(&gw.proxy, "/items?page=2").await), "Miss");
+    let fr = request(&gw.proxy, "GET", "/items?page=1", &[("x-lang", "fr")], "")
+        .await
+        .unwrap();
+    assert_eq!(status(&fr), "Miss", "vary_headers are in the key");
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/items?page=1",
+        &[("cache-control", "no-cache")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&r), "Refresh");
+    let r = request(
+        &gw.proxy,
+        "GET",
+        "/items?page=1",
+        &[("cache-control", "no-store")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&r), "Bypass");
+    assert_eq!(
+        status(
+            &request(&gw.proxy, "POST", "/items", &[], "x")
+                .await
+                .unwrap()
+        ),
+        "Bypass"
+    );
+    let before = up.hits();
+    assert_eq!(status(&get(&gw.proxy, "/status/500").await), "Miss");
+    assert_eq!(
+        status(&get(&gw.proxy, "/status/500").await),
+        "Miss",
+        "500 is not stored"
+    );
+    assert_eq!(up.hits(), before + 2);
+
+    // Single-flight: many clients miss a slow key at once; the upstream sees one request.
+    let before = up.hits();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let p = gw.proxy.clone();
+            tokio::spawn(async move { request(&p, "GET", "/sleep/400", &[], "").await.unwrap() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        statuses.push(status(&r));
+    }
+    assert_eq!(
+        up.hits(),
+        before + 1,
+        "one upstream request for ten concurrent misses: {statuses:?}"
+    );
+
+    // Purge through the admin API.
+    let key = get(&gw.proxy, "/items?page=1")
+        .await
+        .header("x-cache-key")
+        .unwrap();
+    assert_eq!(
+        gw.admin("DELETE", &format!("/proxy-cache/{key}"), "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(status(&get(&gw.proxy, "/items?page=1").await), "Miss");
+    let purged = gw.admin_ok("DELETE", "/proxy-cache", Value::Null).await;
+    assert!(purged["purged"].as_u64().unwrap() >= 1);
+    assert_eq!(status(&get(&gw.proxy, "/items?page=1").await), "Miss");
+    assert_eq!(
+        gw.admin("DELETE", "/proxy-cache/unknown-key", "")
+            .await
+            .status,
+        404
+    );
+}

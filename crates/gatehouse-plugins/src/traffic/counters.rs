@@ -258,9 +258,27 @@ mod tests {
         }
     }
 
+    /// Property: for any number of threads, requests per thread and limit, exactly
+    /// min(limit, requests) pass. 40 random cases plus fixed edge cases.
     #[test]
     fn exactly_n_pass_under_concurrency() {
-        for (threads, per_thread, limit) in [(8, 50, 100), (4, 10, 7), (16, 40, 333)] {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        let mut cases = vec![
+            (8usize, 50usize, 100u64),
+            (4, 10, 7),
+            (16, 40, 333),
+            (1, 1, 1),
+            (3, 5, 15),
+        ];
+        for _ in 0..40 {
+            cases.push((
+                rng.gen_range(1..=12),
+                rng.gen_range(1..=80),
+                rng.gen_range(1..=600),
+            ));
+        }
+        for (threads, per_thread, limit) in cases {
             let c = Arc::new(LocalCounters::default());
             let passed = Arc::new(AtomicU64::new(0));
             let hs: Vec<_> = (0..threads)

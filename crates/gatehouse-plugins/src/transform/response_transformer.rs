@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gatehouse_proxy::plugin::{BuildCtx, Factory, Plugin, RequestCtx};
+use gatehouse_proxy::plugin::{BuildCtx, Factory, Plugin, RequestCtx, ResponseHead};
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -183,7 +183,7 @@ impl Plugin for Compiled {
         }
     }
 
-    fn wants_response_body(&self, resp: &http::response::Parts) -> bool {
+    fn wants_response_body(&self, _ctx: &RequestCtx, resp: &http::response::Parts) -> bool {
         let json = resp
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -195,7 +195,7 @@ impl Plugin for Compiled {
             && resp.status != http::StatusCode::NOT_MODIFIED
     }
 
-    fn response_body(&self, body: Bytes) -> Bytes {
+    fn response_body(&self, _ctx: &RequestCtx, _head: &ResponseHead, body: Bytes) -> Bytes {
         let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&body) else {
             return body;
         };
