@@ -229,6 +229,8 @@ pub struct Worker {
     balancer: RefCell<Balancer>,
     id_prefix: u64,
     id_counter: Cell<u64>,
+    /// Coarse timeouts for the hot path (ticked by the worker).
+    pub coarse: Rc<crate::coarse::Coarse>,
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -334,6 +336,7 @@ impl Worker {
             balancer: RefCell::new(Balancer::default()),
             id_prefix: rand::random(),
             id_counter: Cell::new(0),
+            coarse: Rc::new(crate::coarse::Coarse::default()),
         })
     }
 
@@ -630,7 +633,11 @@ impl Worker {
             };
             let head = match sent {
                 Ok(_) => {
-                    match tokio::time::timeout(svc.read_timeout, conn.read_head(&method)).await {
+                    match self
+                        .coarse
+                        .timeout(svc.read_timeout, conn.read_head(&method))
+                        .await
+                    {
                         Ok(r) => r,
                         Err(_) => return Err(ProxyError::UpstreamTimeout),
                     }

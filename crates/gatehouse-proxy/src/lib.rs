@@ -3,6 +3,7 @@
 
 pub mod balancer;
 pub mod body;
+pub mod coarse;
 pub mod error;
 pub mod h1;
 pub mod handler;

@@ -123,6 +123,15 @@ async fn run_worker(
     let local = listener.local_addr().ok();
     let settings = shared.settings.clone();
     let worker = Worker::new(shared);
+    let coarse = worker.coarse.clone();
+    let ticker = tokio::task::spawn_local(async move {
+        let mut every = tokio::time::interval(crate::coarse::TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            coarse.tick();
+        }
+    });
     let mut builder = auto::Builder::new(LocalExec);
     builder
         .http1()
@@ -164,10 +173,12 @@ async fn run_worker(
         }
     }
     drop(listener);
+    let _keep_ticking_while_draining = &ticker;
     if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
+    ticker.abort();
 }
