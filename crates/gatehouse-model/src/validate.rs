@@ -158,15 +158,13 @@ fn check_unique<'a>(
     seen: &mut HashMap<&'a str, String>,
     value: &'a str,
     entity: &str,
-    path: String,
+    base: &str,
+    field: &str,
     what: &str,
 ) {
     if let Some(first) = seen.get(value) {
-        ctx.errors.push(FieldError::new(
-            entity,
-            path,
-            format!("{what} `{value}` is already used by {first}"),
-        ));
+        let msg = format!("{what} `{value}` is already used by {first}");
+        ctx.err(entity, base, field, msg);
     } else {
         seen.insert(value, entity.to_string());
     }
@@ -192,7 +190,7 @@ fn check_identity<'a>(
         if !valid_name(n) {
             ctx.err(ent, base, "name", "must be 1-128 letters, digits or `._~-`");
         }
-        check_unique(ctx, names, n, ent, format!("{base}.name"), "name");
+        check_unique(ctx, names, n, ent, base, "name", "name");
         refs.insert(n.to_string(), id);
     }
     refs.insert(id.to_string(), id);
@@ -243,14 +241,7 @@ pub fn validate(
                 "must be 1-128 letters, digits or `._~-`",
             );
         }
-        check_unique(
-            &mut ctx,
-            &mut names,
-            &u.name,
-            &ent,
-            format!("{base}.name"),
-            "name",
-        );
+        check_unique(&mut ctx, &mut names, &u.name, &ent, &base, "name", "name");
         upstream_ids.insert(u.name.clone(), u.id);
         upstream_ids.insert(u.id.to_string(), u.id);
         let mut seen_targets = HashSet::new();
@@ -434,9 +425,9 @@ pub fn validate(
     let mut names = HashMap::new();
     let mut custom = HashMap::new();
     let mut key_hashes: HashMap<String, String> = HashMap::new();
-    let mut basic_users: HashMap<String, String> = HashMap::new();
-    let mut hmac_users: HashMap<String, String> = HashMap::new();
-    let mut jwt_keys: HashMap<String, String> = HashMap::new();
+    let mut basic_users: HashMap<&str, String> = HashMap::new();
+    let mut hmac_users: HashMap<&str, String> = HashMap::new();
+    let mut jwt_keys: HashMap<&str, String> = HashMap::new();
     for (i, c) in cfg.consumers.iter().enumerate() {
         let base = ctx.path(c.id, format!("consumers[{i}]"));
         let ent = label(Kind::Consumer, c.username.as_deref(), &base);
@@ -455,14 +446,7 @@ pub fn validate(
             if u.is_empty() || u.len() > 128 {
                 ctx.err(&ent, &base, "username", "must be 1-128 characters");
             }
-            check_unique(
-                &mut ctx,
-                &mut names,
-                u,
-                &ent,
-                format!("{base}.username"),
-                "username",
-            );
+            check_unique(&mut ctx, &mut names, u, &ent, &base, "username", "username");
             consumer_ids.insert(u.clone(), c.id);
         }
         if let Some(u) = &c.custom_id {
@@ -471,7 +455,8 @@ pub fn validate(
                 &mut custom,
                 u,
                 &ent,
-                format!("{base}.custom_id"),
+                &base,
+                "custom_id",
                 "custom_id",
             );
         }
@@ -489,15 +474,16 @@ pub fn validate(
             let cp = format!("jwt_secrets[{j}]");
             if cred.key.is_empty() {
                 ctx.err(&ent, &base, &format!("{cp}.key"), "must not be empty");
-            } else if let Some(first) = jwt_keys.get(cred.key.as_str()) {
-                ctx.err(
+            } else {
+                check_unique(
+                    &mut ctx,
+                    &mut jwt_keys,
+                    &cred.key,
                     &ent,
                     &base,
                     &format!("{cp}.key"),
-                    format!("`{}` is already used by {first}", cred.key),
+                    "key",
                 );
-            } else {
-                jwt_keys.insert(cred.key.clone(), ent.clone());
             }
             let alg = cred.algorithm.as_str();
             let symmetric = matches!(alg, "HS256" | "HS384" | "HS512");
@@ -553,15 +539,16 @@ pub fn validate(
                     &format!("{cp}.username"),
                     "must be non-empty and contain no `\"`",
                 );
-            } else if let Some(first) = hmac_users.get(cred.username.as_str()) {
-                ctx.err(
+            } else {
+                check_unique(
+                    &mut ctx,
+                    &mut hmac_users,
+                    &cred.username,
                     &ent,
                     &base,
                     &format!("{cp}.username"),
-                    format!("`{}` is already used by {first}", cred.username),
+                    "username",
                 );
-            } else {
-                hmac_users.insert(cred.username.clone(), ent.clone());
             }
             if cred.secret.len() < 16 {
                 ctx.err(
@@ -581,15 +568,16 @@ pub fn validate(
                     &format!("{cp}.username"),
                     "must be non-empty and contain no `:`",
                 );
-            } else if let Some(first) = basic_users.get(cred.username.as_str()) {
-                ctx.err(
+            } else {
+                check_unique(
+                    &mut ctx,
+                    &mut basic_users,
+                    &cred.username,
                     &ent,
                     &base,
                     &format!("{cp}.username"),
-                    format!("`{}` is already used by {first}", cred.username),
+                    "username",
                 );
-            } else {
-                basic_users.insert(cred.username.clone(), ent.clone());
             }
             match cred.password_hash.as_deref() {
                 None => ctx.err(&ent, &base, &cp, "a basic-auth credential needs `password`"),
@@ -720,7 +708,8 @@ pub fn validate(
                 &mut snis,
                 s,
                 &ent,
-                format!("{base}.snis[{j}]"),
+                &base,
+                &format!("snis[{j}]"),
                 "sni",
             );
         }
