@@ -3,6 +3,7 @@
 //! only the phases it needs. `registry()` lists them all.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod observe;
 pub mod security;

@@ -8,13 +8,13 @@ use base64::Engine;
 use foldhash::{HashMap, HashMapExt};
 use gatehouse_model::secret::verify_password;
 use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, Plugin, RequestCtx};
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::{find_consumer, Identity};
+use super::{anonymous_identity, conclude, Identity};
 use crate::config;
 
 fn yes() -> bool {
@@ -98,15 +98,7 @@ impl Factory for BasicAuth {
                 }
             }
         }
-        let anonymous = match &c.anonymous {
-            None => None,
-            Some(a) => Some(Identity::new(
-                find_consumer(ctx.config, a)
-                    .ok_or_else(|| format!("anonymous: no consumer `{a}`"))?,
-                None,
-                true,
-            )),
-        };
+        let anonymous = anonymous_identity(ctx.config, c.anonymous.as_deref())?;
         Ok(Arc::new(Compiled {
             hide: c.hide_credentials,
             preflight: c.run_on_preflight,
@@ -177,29 +169,18 @@ impl Plugin for Compiled {
             req.headers.remove(http::header::AUTHORIZATION);
         }
         let ok = given.as_ref().and_then(|(u, p)| self.check(u, p));
-        match (ok, &self.anonymous) {
-            (Some(cred), _) => {
-                cred.identity.apply(ctx, &mut req.headers);
-                Flow::Continue
-            }
-            (None, Some(anon)) => {
-                anon.apply(ctx, &mut req.headers);
-                Flow::Continue
-            }
-            (None, None) => {
-                // The same answer for an unknown user and a wrong password.
-                let msg = if given.is_none() {
-                    "no Basic credentials in request"
-                } else {
-                    "invalid authentication credentials"
-                };
-                let mut flow = ctx.reject(StatusCode::UNAUTHORIZED, "unauthorized", msg);
-                if let Flow::Respond(r) = &mut flow {
-                    r.headers_mut()
-                        .insert(http::header::WWW_AUTHENTICATE, self.challenge.clone());
-                }
-                flow
-            }
-        }
+        // The same answer for an unknown user and a wrong password.
+        let result = match (ok, &given) {
+            (Some(cred), _) => Ok(&cred.identity),
+            (None, None) => Err("no Basic credentials in request"),
+            (None, Some(_)) => Err("invalid authentication credentials"),
+        };
+        conclude(
+            ctx,
+            &mut req.headers,
+            result,
+            self.anonymous.as_ref(),
+            &self.challenge,
+        )
     }
 }

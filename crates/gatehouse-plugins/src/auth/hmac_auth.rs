@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use utoipa::ToSchema;
 
-use super::{find_consumer, Identity};
+use super::{anonymous_identity, conclude, Identity};
 use crate::config;
 
 fn skew() -> u64 {
@@ -125,15 +125,7 @@ impl Factory for HmacAuth {
                 );
             }
         }
-        let anonymous = match &cfg.anonymous {
-            None => None,
-            Some(a) => Some(Identity::new(
-                find_consumer(ctx.config, a)
-                    .ok_or_else(|| format!("anonymous: no consumer `{a}`"))?,
-                None,
-                true,
-            )),
-        };
+        let anonymous = anonymous_identity(ctx.config, cfg.anonymous.as_deref())?;
         let seen = ctx.state.get_or_insert(ctx.id, v, Seen::default);
         Ok(Arc::new(Compiled {
             cfg,
@@ -304,26 +296,14 @@ impl Plugin for Compiled {
         if result.is_ok() && self.cfg.hide_credentials {
             req.headers.remove(http::header::AUTHORIZATION);
         }
-        match (result, &self.anonymous) {
-            (Ok(cred), _) => {
-                cred.identity.apply(ctx, &mut req.headers);
-                Flow::Continue
-            }
-            (Err(_), Some(anon)) => {
-                anon.apply(ctx, &mut req.headers);
-                Flow::Continue
-            }
-            (Err(why), None) => {
-                let mut flow = ctx.reject(StatusCode::UNAUTHORIZED, "unauthorized", why);
-                if let Flow::Respond(r) = &mut flow {
-                    r.headers_mut().insert(
-                        http::header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("hmac realm=\"gatehouse\""),
-                    );
-                }
-                flow
-            }
-        }
+        static CHALLENGE: HeaderValue = HeaderValue::from_static("hmac realm=\"gatehouse\"");
+        conclude(
+            ctx,
+            &mut req.headers,
+            result.map(|c| &c.identity),
+            self.anonymous.as_ref(),
+            &CHALLENGE,
+        )
     }
 
     fn wants_request_body(&self) -> bool {

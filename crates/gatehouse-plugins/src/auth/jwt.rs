@@ -13,14 +13,14 @@ use std::time::{Duration, Instant, SystemTime};
 use foldhash::{HashMap, HashMapExt};
 use gatehouse_model::validate::parse_service_url;
 use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, Plugin, RequestCtx};
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{find_consumer, Identity};
+use super::{anonymous_identity, conclude, Identity};
 use crate::config;
 
 fn default_params() -> Vec<String> {
@@ -147,35 +147,16 @@ struct Compiled {
 
 async fn fetch_jwks(uri: &str) -> Result<JwkSet, String> {
     let u = parse_service_url(uri)?;
-    let stream = tokio::net::TcpStream::connect((u.host.as_str(), u.port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let path = if u.path.is_empty() {
         "/".to_string()
     } else {
         u.path.clone()
     };
     let req = http::Request::get(path)
-        .header("host", format!("{}:{}", u.host, u.port))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("status {}", resp.status()));
-    }
-    use http_body_util::BodyExt;
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| e.to_string())
+    let resp = crate::client::send(&u.host, u.port, req).await?;
+    serde_json::from_slice(resp.body()).map_err(|e| e.to_string())
 }
 
 fn refresher(uri: String, jwks: std::sync::Weak<Jwks>, ttl: Duration, min_gap: Duration) {
@@ -302,15 +283,7 @@ impl Factory for Jwt {
                 );
             }
         }
-        let anonymous = match &cfg.anonymous {
-            None => None,
-            Some(a) => Some(Identity::new(
-                find_consumer(ctx.config, a)
-                    .ok_or_else(|| format!("anonymous: no consumer `{a}`"))?,
-                None,
-                true,
-            )),
-        };
+        let anonymous = anonymous_identity(ctx.config, cfg.anonymous.as_deref())?;
         let jwks = match &cfg.jwks_uri {
             None => None,
             Some(uri) => Some(ctx.state.get_or_insert(ctx.id, v, || {
@@ -479,35 +452,26 @@ impl Plugin for Compiled {
             None => Err("no token found in request"),
             Some(t) => self.verify(&t),
         };
-        match (result, &self.anonymous) {
-            (Ok((cred, claims)), _) => {
-                cred.identity.apply(ctx, &mut req.headers);
-                for (claim, h) in &self.claim_headers {
-                    let text = match claims.get(claim) {
-                        Some(Value::String(s)) => Some(s.clone()),
-                        Some(Value::Null) | None => None,
-                        Some(other) => Some(other.to_string()),
-                    };
-                    if let Some(v) = text.and_then(|t| config::header_value(&t).ok()) {
-                        req.headers.insert(h.clone(), v);
-                    }
+        static CHALLENGE: HeaderValue = HeaderValue::from_static("Bearer realm=\"gatehouse\"");
+        let flow = conclude(
+            ctx,
+            &mut req.headers,
+            result.as_ref().map(|(c, _)| &c.identity).map_err(|e| *e),
+            self.anonymous.as_ref(),
+            &CHALLENGE,
+        );
+        if let Ok((_, claims)) = &result {
+            for (claim, h) in &self.claim_headers {
+                let text = match claims.get(claim) {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Null) | None => None,
+                    Some(other) => Some(other.to_string()),
+                };
+                if let Some(v) = text.and_then(|t| config::header_value(&t).ok()) {
+                    req.headers.insert(h.clone(), v);
                 }
-                Flow::Continue
-            }
-            (Err(_), Some(anon)) => {
-                anon.apply(ctx, &mut req.headers);
-                Flow::Continue
-            }
-            (Err(why), None) => {
-                let mut flow = ctx.reject(StatusCode::UNAUTHORIZED, "unauthorized", why);
-                if let Flow::Respond(r) = &mut flow {
-                    r.headers_mut().insert(
-                        http::header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer realm=\"gatehouse\""),
-                    );
-                }
-                flow
             }
         }
+        flow
     }
 }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
 use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, Plugin, RequestCtx};
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::{find_consumer, Identity};
+use super::{anonymous_identity, conclude, Identity};
 use crate::config;
 
 fn default_key_names() -> Vec<String> {
@@ -102,15 +102,7 @@ impl Factory for KeyAuth {
                 }
             }
         }
-        let anonymous = match &cfg.anonymous {
-            None => None,
-            Some(a) => Some(Identity::new(
-                find_consumer(ctx.config, a)
-                    .ok_or_else(|| format!("anonymous: no consumer `{a}`"))?,
-                None,
-                true,
-            )),
-        };
+        let anonymous = anonymous_identity(ctx.config, cfg.anonymous.as_deref())?;
         Ok(Arc::new(Compiled {
             cfg,
             header_names,
@@ -179,28 +171,20 @@ impl Plugin for Compiled {
             self.keys
                 .get(&<[u8; 32]>::from(Sha256::digest(k.as_bytes())))
         });
-        match (matched, &self.anonymous) {
-            (Some(id), _) | (None, Some(id)) => {
-                id.apply(ctx, &mut req.headers);
-                Flow::Continue
-            }
-            (None, None) => {
-                // Same answer whether the key is unknown or belongs to nobody: no oracle.
-                let msg = if found.is_none() {
-                    "no API key found in request"
-                } else {
-                    "invalid authentication credentials"
-                };
-                let mut flow = ctx.reject(StatusCode::UNAUTHORIZED, "unauthorized", msg);
-                if let Flow::Respond(r) = &mut flow {
-                    r.headers_mut().insert(
-                        http::header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Key realm=\"gatehouse\""),
-                    );
-                }
-                flow
-            }
-        }
+        // Same answer whether the key is unknown or belongs to nobody: no oracle.
+        let result = match (matched, &found) {
+            (Some(id), _) => Ok(id),
+            (None, None) => Err("no API key found in request"),
+            (None, Some(_)) => Err("invalid authentication credentials"),
+        };
+        static CHALLENGE: HeaderValue = HeaderValue::from_static("Key realm=\"gatehouse\"");
+        conclude(
+            ctx,
+            &mut req.headers,
+            result,
+            self.anonymous.as_ref(),
+            &CHALLENGE,
+        )
     }
 }
 

@@ -79,6 +79,46 @@ impl Identity {
     }
 }
 
+/// The identity an authentication plugin falls back to (`anonymous: id or username`).
+pub fn anonymous_identity(
+    cfg: &gatehouse_model::Config,
+    name: Option<&str>,
+) -> Result<Option<Identity>, String> {
+    match name {
+        None => Ok(None),
+        Some(a) => {
+            let c = find_consumer(cfg, a).ok_or_else(|| format!("anonymous: no consumer `{a}`"))?;
+            Ok(Some(Identity::new(c, None, true)))
+        }
+    }
+}
+
+/// How every authentication plugin ends its access phase: the authenticated identity, else
+/// the anonymous one, else `401` with the reason and a `WWW-Authenticate` challenge.
+pub fn conclude(
+    ctx: &mut RequestCtx,
+    headers: &mut http::HeaderMap,
+    result: Result<&Identity, &str>,
+    anonymous: Option<&Identity>,
+    challenge: &HeaderValue,
+) -> gatehouse_proxy::plugin::Flow {
+    use gatehouse_proxy::plugin::Flow;
+    match (result, anonymous) {
+        (Ok(id), _) | (Err(_), Some(id)) => {
+            id.apply(ctx, headers);
+            Flow::Continue
+        }
+        (Err(why), None) => {
+            let mut flow = ctx.reject(http::StatusCode::UNAUTHORIZED, "unauthorized", why);
+            if let Flow::Respond(r) = &mut flow {
+                r.headers_mut()
+                    .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            flow
+        }
+    }
+}
+
 /// The consumer named by id or username in `cfg`.
 pub fn find_consumer(cfg: &gatehouse_model::Config, key: &str) -> Option<Arc<ConsumerRt>> {
     cfg.consumers

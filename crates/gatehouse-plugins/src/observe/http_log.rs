@@ -126,29 +126,15 @@ fn secs(s: f64) -> Duration {
 }
 
 async fn send(t: &Target, body: Bytes) -> Result<(), String> {
-    let stream = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let mut b = Request::builder()
         .method(t.method.clone())
         .uri(&t.path)
-        .header("host", format!("{}:{}", t.host, t.port))
         .header("content-type", "application/json");
     for (n, v) in &t.headers {
         b = b.header(n, v);
     }
     let req = b.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("status {}", resp.status()))
-    }
+    crate::client::send(&t.host, t.port, req).await.map(|_| ())
 }
 
 fn worker(t: Target, q: QueueConfig, rx: Receiver<String>, dropped: Arc<AtomicU64>) {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::counters::CounterKey;
-use super::rate_limiting::{counter_key, LimitBy};
+use super::rate_limiting::{check_limit_by, counter_key, LimitBy};
 use crate::config;
 
 fn too_many() -> u16 {
@@ -106,21 +106,7 @@ impl Factory for LimitConn {
             if c.conn == 0 {
                 e.push(("conn".into(), "must be at least 1".into()));
             }
-            match (c.limit_by, &c.header_name) {
-                (LimitBy::Header, None) => e.push((
-                    "header_name".into(),
-                    "required with limit_by: header".into(),
-                )),
-                (_, Some(h)) => {
-                    if let Err(m) = config::header_name(h) {
-                        e.push(("header_name".into(), m));
-                    }
-                }
-                _ => {}
-            }
-            if !(400..600).contains(&c.error_code) {
-                e.push(("error_code".into(), "must be 400-599".into()));
-            }
+            check_limit_by(c.limit_by, c.header_name.as_deref(), c.error_code, &mut e);
             e
         })
     }

@@ -150,21 +150,7 @@ impl Factory for RateLimiting {
                 }
                 last = l;
             }
-            match (c.limit_by, &c.header_name) {
-                (LimitBy::Header, None) => e.push((
-                    "header_name".into(),
-                    "required with limit_by: header".into(),
-                )),
-                (_, Some(h)) => {
-                    if let Err(m) = config::header_name(h) {
-                        e.push(("header_name".into(), m));
-                    }
-                }
-                _ => {}
-            }
-            if !(400..600).contains(&c.error_code) {
-                e.push(("error_code".into(), "must be 400-599".into()));
-            }
+            check_limit_by(c.limit_by, c.header_name.as_deref(), c.error_code, &mut e);
             e
         })
     }
@@ -208,6 +194,30 @@ impl Factory for RateLimiting {
 impl Compiled {
     fn key(&self, ctx: &RequestCtx, req: &http::request::Parts) -> CounterKey {
         counter_key(self.by, self.header.as_ref(), ctx, req)
+    }
+}
+
+/// Checks `limit_by`, `header_name` and `error_code` (shared with `limit-conn`).
+pub fn check_limit_by(
+    by: LimitBy,
+    header_name: Option<&str>,
+    error_code: u16,
+    e: &mut Vec<(String, String)>,
+) {
+    match (by, header_name) {
+        (LimitBy::Header, None) => e.push((
+            "header_name".into(),
+            "required with limit_by: header".into(),
+        )),
+        (_, Some(h)) => {
+            if let Err(m) = config::header_name(h) {
+                e.push(("header_name".into(), m));
+            }
+        }
+        _ => {}
+    }
+    if !(400..600).contains(&error_code) {
+        e.push(("error_code".into(), "must be 400-599".into()));
     }
 }
 
