@@ -65,7 +65,7 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// Wraps a body that may carry at most `limit` bytes with at most `idle` between chunks.
-    pub fn new(inner: Incoming, limit: u64, idle: Duration) -> Self {
+    pub fn new(inner: ClientBody, limit: u64, idle: Duration) -> Self {
         RequestBody {
             inner: ReqInner::Stream(inner),
             limit,
@@ -87,10 +87,49 @@ impl RequestBody {
     }
 }
 
+/// The client's request body as a server side hands it over.
+pub enum ClientBody {
+    /// From hyper (HTTP/2).
+    Hyper(Incoming),
+    /// From Gatehouse's own HTTP/1 server side.
+    H1(crate::h1server::ServerBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 /// Where a request body comes from.
 enum ReqInner {
     /// Streamed from the client.
-    Stream(Incoming),
+    Stream(ClientBody),
     /// Read whole already.
     Full(Option<Bytes>),
 }
@@ -125,7 +164,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if this.timer.expired(cx, this.idle) {

@@ -13,12 +13,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use crate::balancer::Balancer;
-use crate::body::{BodyError, LoggedBody, ProxyBody, RequestBody};
+use crate::body::{BodyError, ClientBody, LoggedBody, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::h1::{Extra, H1Error, ResponseBody};
 use crate::pathnorm;
@@ -79,8 +78,6 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// Header carrying the request id, upstream and back to the client.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
 /// address in `X-Forwarded-For` that is not itself a trusted proxy.
@@ -218,6 +215,12 @@ impl PluginRun {
     }
 }
 
+/// Where the client connection goes after a 101.
+enum ClientUpgrade {
+    H1(crate::h1server::UpgradeRx),
+    Hyper(hyper::upgrade::OnUpgrade),
+}
+
 /// One worker thread's handler state (owned by that thread only).
 pub struct Worker {
     shared: Arc<Shared>,
@@ -240,37 +243,6 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass over the (few) present headers is cheaper than ten removals that miss.
-    let present = h.keys().any(crate::h1::is_hop_by_hop);
-    if !present {
-        return;
-    }
-    if let Some(conn) = h.get(header::CONNECTION) {
-        if let Ok(list) = conn.to_str() {
-            let named: Vec<HeaderName> = list
-                .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .collect();
-            for n in named {
-                h.remove(n);
-            }
-        }
-    }
-    h.remove(header::CONNECTION);
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TE);
-    h.remove(header::TRAILER);
-    h.remove(header::TRANSFER_ENCODING);
-    h.remove(header::UPGRADE);
-    h.remove(header::PROXY_AUTHENTICATE);
-    h.remove(header::PROXY_AUTHORIZATION);
-    // 100-continue is answered to the client by the server side; the upstream gets the body.
-    h.remove(header::EXPECT);
 }
 
 fn valid_request_id(v: &HeaderValue) -> bool {
@@ -355,7 +327,7 @@ impl Worker {
         cached.clone()
     }
 
-    fn new_request_id(&self) -> HeaderValue {
+    pub(crate) fn new_request_id(&self) -> HeaderValue {
         let n = self.id_counter.get().wrapping_add(1);
         self.id_counter.set(n);
         let mut buf = BytesMut::with_capacity(32);
@@ -373,7 +345,7 @@ impl Worker {
     pub async fn handle(
         self: Rc<Self>,
         conn: Rc<ConnInfo>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let rid = match req.headers().get(&X_REQUEST_ID) {
             Some(v) if conn.trusted && valid_request_id(v) => v.clone(),
@@ -404,7 +376,7 @@ impl Worker {
         snap: &Snapshot,
         conn: &ConnInfo,
         rid: &HeaderValue,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         run: &mut Option<PluginRun>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
@@ -530,7 +502,16 @@ impl Worker {
             }
         }
         let client_upgrade = if upgrade {
-            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            parts
+                .extensions
+                .remove::<crate::h1server::UpgradeRx>()
+                .map(ClientUpgrade::H1)
+                .or_else(|| {
+                    parts
+                        .extensions
+                        .remove::<hyper::upgrade::OnUpgrade>()
+                        .map(ClientUpgrade::Hyper)
+                })
         } else {
             None
         };
@@ -672,27 +653,43 @@ impl Worker {
                     return Err(ProxyError::UpstreamError);
                 }
             };
-            let (mut parts, ()) = resp.into_parts();
+            let (parts, ()) = resp.into_parts();
             if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                 let Some(client) = client_upgrade else {
                     return Err(ProxyError::UpstreamError);
                 };
                 let (mut upstream, leftover) = conn.into_parts();
                 tokio::task::spawn_local(async move {
-                    match client.await {
-                        Ok(c) => {
-                            let mut c = TokioIo::new(c);
-                            if !leftover.is_empty() && c.write_all(&leftover).await.is_err() {
+                    match client {
+                        ClientUpgrade::H1(rx) => {
+                            let Some(mut c) = rx.upgraded().await else {
+                                return;
+                            };
+                            if !leftover.is_empty() && c.io.write_all(&leftover).await.is_err() {
                                 return;
                             }
-                            let _ = tokio::io::copy_bidirectional(&mut c, &mut upstream).await;
+                            if !c.leftover.is_empty()
+                                && upstream.write_all(&c.leftover).await.is_err()
+                            {
+                                return;
+                            }
+                            let _ = tokio::io::copy_bidirectional(&mut c.io, &mut upstream).await;
                         }
-                        Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
+                        ClientUpgrade::Hyper(on) => match on.await {
+                            Ok(c) => {
+                                let mut c = TokioIo::new(c);
+                                if !leftover.is_empty() && c.write_all(&leftover).await.is_err() {
+                                    return;
+                                }
+                                let _ = tokio::io::copy_bidirectional(&mut c, &mut upstream).await;
+                            }
+                            Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
+                        },
                     }
                 });
                 return Ok(Response::from_parts(parts, ProxyBody::empty()));
             }
-            strip_hop_by_hop(&mut parts.headers);
+            // Hop-by-hop headers were left out when the head was parsed (h1::Conn::parse_head).
             let release = self.pool.release_to(target.key.clone());
             let body = ResponseBody::new(conn, framing, release, svc.read_timeout);
             return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));

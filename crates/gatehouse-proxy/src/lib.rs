@@ -6,6 +6,7 @@ pub mod body;
 pub mod coarse;
 pub mod error;
 pub mod h1;
+pub mod h1server;
 pub mod handler;
 pub mod pathnorm;
 pub mod plugin;

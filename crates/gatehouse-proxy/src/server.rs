@@ -9,16 +9,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
+use crate::body::ClientBody;
+use crate::h1server::{self, Ended};
 use crate::handler::{ConnInfo, Shared, Worker};
 
-/// Spawns hyper's per-connection tasks (HTTP/2 streams) on the worker's own thread.
+/// Spawns hyper's HTTP/2 stream tasks on the worker's own thread.
 #[derive(Clone, Copy, Debug)]
 struct LocalExec;
 
@@ -124,6 +126,7 @@ async fn run_worker(
     let settings = shared.settings.clone();
     let worker = Worker::new(shared);
     let coarse = worker.coarse.clone();
+    coarse.install();
     let ticker = tokio::task::spawn_local(async move {
         let mut every = tokio::time::interval(crate::coarse::TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,19 +135,13 @@ async fn run_worker(
             coarse.tick();
         }
     });
-    let mut builder = auto::Builder::new(LocalExec);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .max_headers(settings.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    // HTTP/1 connections are served by h1server; one that opens with the HTTP/2 preface is
+    // handed to hyper's HTTP/2 server.
+    let mut h2 = hyper::server::conn::http2::Builder::new(LocalExec);
+    h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
+    let active = Rc::new(std::cell::Cell::new(0usize));
+    let all_closed = Rc::new(tokio::sync::Notify::new());
     loop {
         tokio::select! {
             biased;
@@ -161,12 +158,32 @@ async fn run_worker(
                 let _ = stream.set_nodelay(true);
                 let info = Rc::new(ConnInfo::new(peer, local.unwrap_or(peer), &settings));
                 let w = worker.clone();
-                let svc = service_fn(move |req| w.clone().handle(info.clone(), req));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let fut = graceful.watch(conn);
+                let h2 = h2.clone();
+                let mut stop = stop.clone();
+                let (active, all_closed) = (active.clone(), all_closed.clone());
+                active.set(active.get() + 1);
                 tokio::task::spawn_local(async move {
-                    if let Err(e) = fut.await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
+                    if let Ended::Http2(io) = h1server::serve(w.clone(), info.clone(), stream).await {
+                        let svc = service_fn(move |req: Request<Incoming>| {
+                            w.clone().handle(info.clone(), req.map(ClientBody::Hyper))
+                        });
+                        let conn = h2.serve_connection(TokioIo::new(io), svc);
+                        let mut conn = std::pin::pin!(conn);
+                        tokio::select! {
+                            r = conn.as_mut() => {
+                                if let Err(e) = r {
+                                    tracing::debug!(error = %e, "HTTP/2 client connection ended with an error");
+                                }
+                            }
+                            _ = stop.wait_for(|s| *s) => {
+                                conn.as_mut().graceful_shutdown();
+                                let _ = conn.await;
+                            }
+                        }
+                    }
+                    active.set(active.get() - 1);
+                    if active.get() == 0 {
+                        all_closed.notify_one();
                     }
                 });
             }
@@ -174,7 +191,13 @@ async fn run_worker(
     }
     drop(listener);
     let _keep_ticking_while_draining = &ticker;
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+    worker.coarse.drain();
+    let drained = async {
+        while active.get() > 0 {
+            all_closed.notified().await;
+        }
+    };
+    if tokio::time::timeout(settings.drain_timeout, drained)
         .await
         .is_err()
     {

@@ -694,3 +694,179 @@ async fn request_framing_cannot_be_smuggled() {
         "the conflicting Content-Length request never reached the upstream"
     );
 }
+
+/// Reads one HTTP/1.1 answer (head + Content-Length or chunked body) off `s`; returns the
+/// head and the body.
+async fn read_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let deadline = Duration::from_secs(5);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let lower = head.to_ascii_lowercase();
+            let len = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let start = end + 4;
+            if let Some(len) = len {
+                if buf.len() >= start + len {
+                    let body = buf[start..start + len].to_vec();
+                    buf.drain(..start + len);
+                    return (head, body);
+                }
+            } else if lower.contains("transfer-encoding: chunked") {
+                if let Some(fin) = buf[start..].windows(5).position(|w| w == b"0\r\n\r\n") {
+                    let body = buf[start..start + fin].to_vec();
+                    buf.drain(..start + fin + 5);
+                    return (head, body);
+                }
+            } else {
+                let body = buf[start..].to_vec();
+                buf.clear();
+                return (head, body);
+            }
+        }
+        let mut chunk = [0u8; 65536];
+        let n = tokio::time::timeout(deadline, s.read(&mut chunk))
+            .await
+            .expect("answer in time")
+            .unwrap();
+        if n == 0 {
+            let head = String::from_utf8_lossy(buf).to_string();
+            buf.clear();
+            return (head, Vec::new());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn http1_server_side_semantics() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
+            up.url()
+        ),
+        &["--max-headers", "20"],
+    );
+    // Pipelined requests in one write are answered in order on the same connection.
+    let mut s = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nPOST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /three HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    for (path, body) in [("/one", ""), ("/two", "abc"), ("/three", "")] {
+        let (head, b) = read_answer(&mut s, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("\r\ndate: "), "{head}");
+        let j: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(j["path"], path);
+        assert_eq!(j["body"], body);
+    }
+
+    // Expect: 100-continue: the interim answer comes before the client sends the body.
+    s.write_all(b"PUT /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut interim))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await.unwrap();
+    let (head, b) = read_answer(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let j: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(j["body"], "hello");
+    assert!(
+        j["headers"].get("expect").is_none(),
+        "Expect is answered here, not forwarded"
+    );
+
+    // A chunked request body is decoded and forwarded whole.
+    s.write_all(b"POST /ch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, b) = read_answer(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&b).unwrap()["body"],
+        "abcde"
+    );
+    drop(s);
+
+    // HTTP/1.0: closed after the answer unless keep-alive was asked for.
+    let mut s = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    s.write_all(b"GET /k HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_answer(&mut s, &mut buf).await;
+    assert!(
+        head.to_ascii_lowercase().contains("connection: keep-alive"),
+        "{head}"
+    );
+    s.write_all(b"GET /k2 HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_answer(&mut s, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "closed after an HTTP/1.0 answer without keep-alive");
+
+    // Requests that cannot be read get the common error shape and a closed connection.
+    for (req, status, code) in [
+        (
+            &b"GET / HTTP/1.1\r\nHost x\r\n\r\n"[..],
+            "400",
+            "bad_request",
+        ),
+        (
+            &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"[..],
+            "400",
+            "bad_request",
+        ),
+        (
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n"[..],
+            "400",
+            "bad_request",
+        ),
+    ] {
+        let out = raw(&gw.proxy, req).await;
+        assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{out}");
+        assert!(out.contains(&format!("\"code\":\"{code}\"")), "{out}");
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{out}"
+        );
+        assert!(out.contains("\"request_id\""), "{out}");
+    }
+    let many: String = (0..30).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let out = raw(
+        &gw.proxy,
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    assert!(out.contains("\"code\":\"too_many_headers\""), "{out}");
+
+    // A streamed (chunked) upstream answer reaches an HTTP/1.0 client delimited by close.
+    let out = raw(&gw.proxy, b"GET /stream/3/0 HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("transfer-encoding"),
+        "{out}"
+    );
+    assert!(out.ends_with("data: event 2\n\n"), "{out}");
+}
