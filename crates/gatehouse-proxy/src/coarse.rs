@@ -2,17 +2,14 @@
 //! and reads the clock for every request, which measured at several percent of a proxied
 //! request's CPU on this machine. Timeouts of seconds do not need that precision: a worker
 //! ticks every 50 ms, and a waiting exchange only records its deadline in ticks.
-//!
-//! [`HyperTimer`] gives hyper's HTTP/1 header-read timeout the same clock: hyper arms it
-//! for every request a keep-alive connection waits for, and with tokio's timer that was a
-//! clock read, a timer-wheel registration and its removal per request.
+//! The HTTP/1 server side (`h1server`) runs its header-read timeout on the same clock.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Tick length.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -25,31 +22,11 @@ pub struct Waiter {
 }
 
 /// The coarse clock and the deadlines of one worker.
+#[derive(Default)]
 pub struct Coarse {
-    started: Instant,
     draining: Cell<bool>,
     ticks: Cell<u64>,
     waiting: RefCell<Vec<Weak<Waiter>>>,
-    sleeps: RefCell<Sleeps>,
-}
-
-impl Default for Coarse {
-    fn default() -> Coarse {
-        Coarse {
-            started: Instant::now(),
-            draining: Cell::new(false),
-            ticks: Cell::new(0),
-            waiting: RefCell::default(),
-            sleeps: RefCell::default(),
-        }
-    }
-}
-
-/// Deadlines of hyper's sleeps (a slab: a sleep keeps its key until it is dropped).
-#[derive(Default)]
-struct Sleeps {
-    slots: Vec<Option<(u64, Option<Waker>)>>,
-    free: Vec<usize>,
 }
 
 /// The timeout elapsed.
@@ -75,13 +52,6 @@ impl Coarse {
             }
             Some(_) => true,
         });
-        for (deadline, waker) in self.sleeps.borrow_mut().slots.iter_mut().flatten() {
-            if *deadline <= now {
-                if let Some(k) = waker.take() {
-                    k.wake();
-                }
-            }
-        }
     }
 
     /// Shutting down: wakes every waiting task so idle connections can see it and close.
@@ -101,11 +71,6 @@ impl Coarse {
 
     fn ticks_for(limit: Duration) -> u64 {
         limit.as_millis().div_ceil(TICK.as_millis()) as u64 + 1
-    }
-
-    /// Makes this the clock of [`HyperTimer`] on the calling thread (the worker's).
-    pub fn install(self: &Rc<Self>) {
-        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
     }
 
     /// Runs `fut` with a timeout of `limit` (rounded up to the next tick or two).
@@ -153,7 +118,6 @@ impl<F: Future> Future for Timed<F> {
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<Rc<Coarse>>> = const { RefCell::new(None) };
     /// The `Date` header value, formatted at most about once a second per worker.
     static HTTP_DATE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -167,136 +131,6 @@ pub fn with_http_date(f: impl FnOnce(&[u8])) {
         }
         f(&d);
     });
-}
-
-/// A `hyper::rt::Timer` on the worker's coarse clock (falls back to tokio's timer on a
-/// thread without one).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HyperTimer;
-
-/// A sleep of [`HyperTimer`].
-pub enum CoarseSleep {
-    /// On the worker's coarse clock: deadline in ticks, slab key once polled.
-    Coarse {
-        /// Deadline in ticks.
-        deadline: u64,
-        /// Slab key while registered.
-        key: Option<usize>,
-        /// Which worker's clock (its address) the key belongs to.
-        owner: usize,
-    },
-    /// No coarse clock on this thread.
-    Tokio(Pin<Box<tokio::time::Sleep>>),
-}
-
-impl hyper::rt::Timer for HyperTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        let deadline = CURRENT.with(|c| {
-            c.borrow().as_ref().map(|c| {
-                (
-                    c.ticks.get() + Coarse::ticks_for(duration),
-                    Rc::as_ptr(c) as usize,
-                )
-            })
-        });
-        Box::pin(match deadline {
-            Some((deadline, owner)) => CoarseSleep::Coarse {
-                deadline,
-                key: None,
-                owner,
-            },
-            None => CoarseSleep::Tokio(Box::pin(tokio::time::sleep(duration))),
-        })
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep(deadline.saturating_duration_since(self.now()))
-    }
-
-    fn now(&self) -> Instant {
-        CURRENT.with(|c| match c.borrow().as_ref() {
-            Some(c) => c.started + TICK * u32::try_from(c.ticks.get()).unwrap_or(u32::MAX),
-            None => Instant::now(),
-        })
-    }
-}
-
-impl hyper::rt::Sleep for CoarseSleep {}
-
-impl Future for CoarseSleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.get_mut() {
-            CoarseSleep::Tokio(s) => s.as_mut().poll(cx),
-            CoarseSleep::Coarse {
-                deadline,
-                key,
-                owner,
-            } => CURRENT.with(|c| {
-                let c = c.borrow();
-                let Some(c) = c.as_ref().filter(|c| Rc::as_ptr(c) as usize == *owner) else {
-                    // Polled away from its worker: no clock to wait on, so it ends now.
-                    return Poll::Ready(());
-                };
-                if c.ticks.get() >= *deadline {
-                    return Poll::Ready(());
-                }
-                let mut sleeps = c.sleeps.borrow_mut();
-                let entry = (*deadline, Some(cx.waker().clone()));
-                match *key {
-                    Some(k) => {
-                        if let Some(slot) = sleeps.slots.get_mut(k) {
-                            *slot = Some(entry);
-                        }
-                    }
-                    None => {
-                        let k = match sleeps.free.pop() {
-                            Some(k) => {
-                                sleeps.slots[k] = Some(entry);
-                                k
-                            }
-                            None => {
-                                sleeps.slots.push(Some(entry));
-                                sleeps.slots.len() - 1
-                            }
-                        };
-                        *key = Some(k);
-                    }
-                }
-                Poll::Pending
-            }),
-        }
-    }
-}
-
-impl Drop for CoarseSleep {
-    fn drop(&mut self) {
-        if let CoarseSleep::Coarse {
-            key: Some(k),
-            owner,
-            ..
-        } = self
-        {
-            let (k, owner) = (*k, *owner);
-            // A sleep is created, polled and dropped on its worker's thread (hyper's
-            // connection tasks are spawned locally); anywhere else there is nothing to free.
-            let _ = CURRENT.try_with(|c| {
-                if let Some(c) = c
-                    .borrow()
-                    .as_ref()
-                    .filter(|c| Rc::as_ptr(c) as usize == owner)
-                {
-                    let mut sleeps = c.sleeps.borrow_mut();
-                    if let Some(slot) = sleeps.slots.get_mut(k) {
-                        if slot.take().is_some() {
-                            sleeps.free.push(k);
-                        }
-                    }
-                }
-            });
-        }
-    }
 }
 
 #[cfg(test)]
@@ -321,30 +155,5 @@ mod tests {
         ));
         let done = c.timeout(Duration::from_secs(1), async { 7 }).await;
         assert!(matches!(done, Ok(7)));
-    }
-
-    #[tokio::test]
-    async fn hyper_timer_sleeps_on_the_coarse_clock_and_frees_its_slot() {
-        use hyper::rt::Timer;
-        let c = Rc::new(Coarse::default());
-        c.install();
-        let t = HyperTimer;
-        let start = t.now();
-        let mut s = t.sleep_until(start + Duration::from_millis(120));
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        for _ in 0..3 {
-            c.tick();
-            assert!(s.as_mut().poll(&mut cx).is_pending());
-        }
-        assert_eq!(c.sleeps.borrow().slots.iter().flatten().count(), 1);
-        c.tick();
-        assert!(s.as_mut().poll(&mut cx).is_ready());
-        assert!(t.now() > start, "now() follows the ticks");
-        drop(s);
-        assert_eq!(c.sleeps.borrow().slots.iter().flatten().count(), 0);
-        // A freed slot is reused.
-        let mut s2 = t.sleep(Duration::from_secs(5));
-        assert!(s2.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(c.sleeps.borrow().slots.len(), 1);
     }
 }

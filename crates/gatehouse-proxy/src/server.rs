@@ -126,7 +126,6 @@ async fn run_worker(
     let settings = shared.settings.clone();
     let worker = Worker::new(shared);
     let coarse = worker.coarse.clone();
-    coarse.install();
     let ticker = tokio::task::spawn_local(async move {
         let mut every = tokio::time::interval(crate::coarse::TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
