@@ -20,6 +20,7 @@ fn ctx(consumer: Option<std::sync::Arc<gatehouse_proxy::plugin::ConsumerRt>>) ->
         response_headers: Vec::new(),
         body_limit: None,
         extensions: http::Extensions::new(),
+        limit: None,
         request: gatehouse_proxy::plugin::RequestInfo {
             method: http::Method::GET,
             path: "/orders/1".into(),

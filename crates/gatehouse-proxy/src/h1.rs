@@ -391,18 +391,19 @@ fn is_hop_by_hop_name(name: &[u8]) -> bool {
 }
 
 /// Headers the gateway sets on the way upstream, written after the request's own headers
-/// (replacing any of the same name) without touching the request's `HeaderMap`.
+/// (replacing any of the same name) without touching the request's `HeaderMap`. Names are
+/// `'static` (the proxy's fixed set): no clone per request.
 #[derive(Default)]
 pub struct Extra {
-    items: [(Option<HeaderName>, Option<HeaderValue>); 10],
+    items: [Option<(&'static HeaderName, HeaderValue)>; 10],
     len: usize,
 }
 
 impl Extra {
     /// Sets `name` to `value` (at most ten entries; the proxy uses eight).
-    pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
+    pub fn set(&mut self, name: &'static HeaderName, value: HeaderValue) {
         if self.len < self.items.len() {
-            self.items[self.len] = (Some(name), Some(value));
+            self.items[self.len] = Some((name, value));
             self.len += 1;
         }
     }
@@ -421,21 +422,23 @@ impl Extra {
     pub fn truncate(&mut self, len: usize) {
         while self.len > len {
             self.len -= 1;
-            self.items[self.len] = (None, None);
+            self.items[self.len] = None;
         }
     }
 
     fn replaces(&self, name: &HeaderName) -> bool {
         self.items[..self.len]
             .iter()
-            .any(|(n, _)| n.as_ref() == Some(name))
+            .flatten()
+            .any(|(n, _)| *n == name)
     }
 
     /// The headers set, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         self.items[..self.len]
             .iter()
-            .filter_map(|(n, v)| Some((n.as_ref()?, v.as_ref()?)))
+            .flatten()
+            .map(|(n, v)| (*n, v))
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::error_response;
 use crate::h1::{decode_chunk, Chunk, ChunkState};
-use crate::handler::{ConnInfo, Worker};
+use crate::handler::{AfterHeaders, ConnInfo, Worker, X_REQUEST_ID};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -359,7 +359,7 @@ pub async fn serve(worker: Rc<Worker>, conn: Rc<ConnInfo>, stream: TcpStream) ->
                 end: false,
             }),
         );
-        let Ok(resp) = worker.clone().handle(conn.clone(), req).await;
+        let (resp, after) = worker.clone().serve(conn.clone(), req).await;
         let (parts, body) = resp.into_parts();
         {
             let mut b = io.borrow_mut();
@@ -377,6 +377,7 @@ pub async fn serve(worker: Rc<Worker>, conn: Rc<ConnInfo>, stream: TcpStream) ->
             &io,
             &mut wbuf,
             parts,
+            Some(&after),
             body,
             version,
             is_head,
@@ -579,7 +580,8 @@ fn parse_head(
     let head = rbuf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target_span.0..target_span.0 + target_span.1))
         .map_err(|_| bad("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for what auth and transform plugins add, so their inserts do not regrow the map.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 6);
     for &(n0, nl, v0, vl) in spans.iter() {
         let name =
             HeaderName::from_bytes(&head[n0..n0 + nl]).map_err(|_| bad("invalid header name"))?;
@@ -620,14 +622,14 @@ async fn refuse(
 ) {
     let rid = worker.new_request_id();
     let mut resp = error_response(status, code, msg, &rid);
-    resp.headers_mut()
-        .insert(crate::handler::X_REQUEST_ID.clone(), rid);
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
     let (parts, body) = resp.into_parts();
     let mut keep_alive = false;
     let _ = write_response(
         io,
         wbuf,
         parts,
+        None,
         body,
         Version::HTTP_11,
         false,
@@ -652,6 +654,7 @@ async fn write_response(
     io: &Rc<RefCell<Io>>,
     wbuf: &mut BytesMut,
     parts: http::response::Parts,
+    after: Option<&AfterHeaders>,
     mut body: ProxyBody,
     version: Version,
     is_head: bool,
@@ -690,13 +693,17 @@ async fn write_response(
         if name == header::TRANSFER_ENCODING
             || (name == header::CONNECTION && !switching)
             || (name == header::CONTENT_LENGTH && bodiless_status)
+            || (after.is_some() && *name == X_REQUEST_ID)
         {
             continue;
         }
-        wbuf.put_slice(name.as_str().as_bytes());
-        wbuf.put_slice(b": ");
-        wbuf.put_slice(value.as_bytes());
-        wbuf.put_slice(b"\r\n");
+        put_header(wbuf, name, value);
+    }
+    if let Some(after) = after {
+        for (name, value) in &after.headers {
+            put_header(wbuf, name, value);
+        }
+        put_header(wbuf, &X_REQUEST_ID, &after.request_id);
     }
     if !h.contains_key(header::DATE) {
         wbuf.put_slice(b"date: ");
@@ -786,6 +793,13 @@ async fn write_response(
     }
     wbuf.clear();
     true
+}
+
+fn put_header(wbuf: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    wbuf.put_slice(name.as_str().as_bytes());
+    wbuf.put_slice(b": ");
+    wbuf.put_slice(value.as_bytes());
+    wbuf.put_slice(b"\r\n");
 }
 
 async fn write_all(io: &Rc<RefCell<Io>>, buf: &[u8]) -> bool {

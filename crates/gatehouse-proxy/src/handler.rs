@@ -75,6 +75,9 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static HOST: HeaderName = header::HOST;
+static UPGRADE: HeaderName = header::UPGRADE;
+static CONNECTION: HeaderName = header::CONNECTION;
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// Header carrying the request id, upstream and back to the client.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -157,14 +160,16 @@ impl PluginRun {
     }
 
     /// Response and log phases, on whatever answer the request got.
-    fn finish(mut self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    /// Also hands back the headers plugins asked to add, for the server side to write.
+    fn finish(
+        mut self,
+        resp: Response<ProxyBody>,
+    ) -> (Response<ProxyBody>, Vec<(HeaderName, HeaderValue)>) {
         let (mut parts, body) = resp.into_parts();
         for inst in self.chain.iter() {
             inst.plugin.response(&mut self.ctx, &mut parts);
         }
-        for (n, v) in self.ctx.response_headers.drain(..) {
-            parts.headers.append(n, v);
-        }
+        let added = std::mem::take(&mut self.ctx.response_headers);
         let filters: Vec<Arc<dyn crate::plugin::Plugin>> = self
             .chain
             .iter()
@@ -173,7 +178,7 @@ impl PluginRun {
             .collect();
         let wants_log = self.chain.iter().any(|i| i.plugin.wants_log());
         if filters.is_empty() && !wants_log {
-            return Response::from_parts(parts, body);
+            return (Response::from_parts(parts, body), added);
         }
         let ctx = std::rc::Rc::new(self.ctx);
         let body = if filters.is_empty() {
@@ -192,7 +197,7 @@ impl PluginRun {
             )))
         };
         if !wants_log {
-            return Response::from_parts(parts, body);
+            return (Response::from_parts(parts, body), added);
         }
         let status = parts.status;
         let chain = self.chain;
@@ -208,11 +213,23 @@ impl PluginRun {
                 inst.plugin.log(&rec);
             }
         });
-        Response::from_parts(
-            parts,
-            ProxyBody::Logged(Box::new(LoggedBody::new(body, on_end))),
+        (
+            Response::from_parts(
+                parts,
+                ProxyBody::Logged(Box::new(LoggedBody::new(body, on_end))),
+            ),
+            added,
         )
     }
+}
+
+/// Headers that follow a response's own: those plugins added and `X-Request-Id` (which
+/// replaces any the upstream sent).
+pub struct AfterHeaders {
+    /// The request id.
+    pub request_id: HeaderValue,
+    /// Added by plugins, in order.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Where the client connection goes after a 101.
@@ -341,12 +358,28 @@ impl Worker {
         HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or(HeaderValue::from_static("0"))
     }
 
-    /// Serves one request; never fails (errors become JSON answers).
+    /// Serves one request (HTTP/2 via hyper); never fails (errors become JSON answers).
     pub async fn handle(
         self: Rc<Self>,
         conn: Rc<ConnInfo>,
         req: Request<ClientBody>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let (mut resp, after) = self.serve(conn, req).await;
+        let h = resp.headers_mut();
+        for (n, v) in after.headers {
+            h.append(n, v);
+        }
+        h.insert(X_REQUEST_ID.clone(), after.request_id);
+        Ok(resp)
+    }
+
+    /// Serves one request; the headers in [`AfterHeaders`] are not in the response's map:
+    /// the HTTP/1 server writes them straight after it (no hashing, no map growth).
+    pub async fn serve(
+        self: Rc<Self>,
+        conn: Rc<ConnInfo>,
+        req: Request<ClientBody>,
+    ) -> (Response<ProxyBody>, AfterHeaders) {
         let rid = match req.headers().get(&X_REQUEST_ID) {
             Some(v) if conn.trusted && valid_request_id(v) => v.clone(),
             _ => self.new_request_id(),
@@ -364,11 +397,17 @@ impl Worker {
                 e.to_response(&rid)
             }
         };
+        let mut headers = Vec::new();
         if let Some(run) = run {
-            resp = run.finish(resp);
+            (resp, headers) = run.finish(resp);
         }
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
-        Ok(resp)
+        (
+            resp,
+            AfterHeaders {
+                request_id: rid,
+                headers,
+            },
+        )
     }
 
     async fn proxy(
@@ -416,6 +455,7 @@ impl Worker {
                 response_headers: Vec::new(),
                 body_limit: None,
                 extensions: http::Extensions::new(),
+                limit: None,
                 request: RequestInfo {
                     method: parts.method.clone(),
                     path: path_buf.clone(),
@@ -472,33 +512,33 @@ impl Worker {
             }
             joined.put_slice(conn.peer_ip.as_bytes());
             if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
-                extra.set(X_FORWARDED_FOR.clone(), v);
+                extra.set(&X_FORWARDED_FOR, v);
             }
         } else {
-            extra.set(X_FORWARDED_FOR.clone(), conn.peer_ip.clone());
+            extra.set(&X_FORWARDED_FOR, conn.peer_ip.clone());
         }
         if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-            extra.set(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            extra.set(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         }
         if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
             if let Some(v) = &orig_host {
-                extra.set(X_FORWARDED_HOST.clone(), v.clone());
+                extra.set(&X_FORWARDED_HOST, v.clone());
             }
         }
         if !(trusted && h.contains_key(&X_FORWARDED_PORT)) {
-            extra.set(X_FORWARDED_PORT.clone(), conn.local_port.clone());
+            extra.set(&X_FORWARDED_PORT, conn.local_port.clone());
         }
         if !(trusted && h.contains_key(&X_REAL_IP)) {
-            extra.set(X_REAL_IP.clone(), conn.peer_ip.clone());
+            extra.set(&X_REAL_IP, conn.peer_ip.clone());
         }
-        extra.set(X_REQUEST_ID.clone(), rid.clone());
+        extra.set(&X_REQUEST_ID, rid.clone());
         let upgrade = parts.version == Version::HTTP_11
             && h.contains_key(header::UPGRADE)
             && has_token(h, &header::CONNECTION, "upgrade");
         if upgrade {
             if let Some(p) = h.get(header::UPGRADE) {
-                extra.set(header::UPGRADE, p.clone());
-                extra.set(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                extra.set(&UPGRADE, p.clone());
+                extra.set(&CONNECTION, HeaderValue::from_static("upgrade"));
             }
         }
         let client_upgrade = if upgrade {
@@ -584,8 +624,8 @@ impl Worker {
             };
             extra.truncate(host_slot);
             match (&orig_host, route.preserve_host) {
-                (Some(h), true) => extra.set(header::HOST, h.clone()),
-                _ => extra.set(header::HOST, target.host_header.clone()),
+                (Some(h), true) => extra.set(&HOST, h.clone()),
+                _ => extra.set(&HOST, target.host_header.clone()),
             }
             let lease = match self.pool.get(target, svc.connect_timeout, stale > 0).await {
                 Ok(l) => l,

@@ -54,7 +54,7 @@ pub struct RequestCtx {
     /// Set by an authentication plugin.
     pub consumer: Option<Arc<ConsumerRt>>,
     /// Identifier of the credential used (e.g. the key-auth credential id).
-    pub credential: Option<String>,
+    pub credential: Option<Arc<str>>,
     /// Headers to add to the answer sent to the client.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// A body limit set by a plugin (the smallest limit in force wins).
@@ -62,6 +62,8 @@ pub struct RequestCtx {
     /// Per-request values plugins pass from one phase to the next (typed; allocates only
     /// when used).
     pub extensions: http::Extensions,
+    /// A rate limiter's decision, for metrics and logs.
+    pub limit: Option<LimitDecision>,
     /// What the request was, for the log phase.
     pub request: RequestInfo,
     /// Time from sending the request upstream to its response head, when it got there.
@@ -94,7 +96,7 @@ pub struct RequestInfo {
     pub started_unix_ms: u64,
 }
 
-/// A limiter's decision, left in [`RequestCtx::extensions`] for metrics and logs.
+/// A limiter's decision, left in [`RequestCtx::limit`] for metrics and logs.
 #[derive(Debug, Clone, Copy)]
 pub struct LimitDecision {
     /// False when the request was refused.

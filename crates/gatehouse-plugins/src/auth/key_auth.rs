@@ -141,12 +141,13 @@ impl Plugin for Compiled {
         if !self.cfg.run_on_preflight && req.method == http::Method::OPTIONS {
             return Flow::Continue;
         }
-        // Find the key: headers first, then the query string.
-        let mut found: Option<(String, Option<usize>)> = None; // (key, index of query name)
+        // Find the key (headers first, then the query string); only its digest is kept.
+        let digest = |k: &str| <[u8; 32]>::from(Sha256::digest(k.as_bytes()));
+        let mut found: Option<([u8; 32], Option<usize>)> = None; // (digest, index of query name)
         if self.cfg.key_in_header {
             for n in &self.header_names {
                 if let Some(v) = req.headers.get(n).and_then(|v| v.to_str().ok()) {
-                    found = Some((v.to_string(), None));
+                    found = Some((digest(v), None));
                     if self.cfg.hide_credentials {
                         req.headers.remove(n);
                     }
@@ -158,7 +159,7 @@ impl Plugin for Compiled {
             if let Some(q) = req.uri.query() {
                 for (i, n) in self.cfg.key_names.iter().enumerate() {
                     if let Some(v) = query_value(q, n) {
-                        found = Some((v.to_string(), Some(i)));
+                        found = Some((digest(v), Some(i)));
                         break;
                     }
                 }
@@ -167,10 +168,7 @@ impl Plugin for Compiled {
         if let (Some((_, Some(i))), true) = (&found, self.cfg.hide_credentials) {
             strip_query_param(req, &self.cfg.key_names[*i]);
         }
-        let matched = found.as_ref().and_then(|(k, _)| {
-            self.keys
-                .get(&<[u8; 32]>::from(Sha256::digest(k.as_bytes())))
-        });
+        let matched = found.as_ref().and_then(|(d, _)| self.keys.get(d));
         // Same answer whether the key is unknown or belongs to nobody: no oracle.
         let result = match (matched, &found) {
             (Some(id), _) => Ok(id),

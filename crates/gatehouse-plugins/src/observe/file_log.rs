@@ -1,13 +1,14 @@
 //! `file-log`: one JSON line per request, appended to a file by a background thread. The
-//! request path only puts the line in a bounded queue: a slow disk never slows requests;
-//! when the queue is full the line is dropped and counted.
+//! request path only appends the line to its worker thread's buffer (no allocation, no
+//! channel, an uncontended lock); the writer thread swaps the buffers out every 20 ms and
+//! writes them. A slow disk never slows requests: when a buffer holds `queue_size` lines,
+//! further lines are dropped and counted.
 
-use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use gatehouse_proxy::plugin::{BuildCtx, CallRecord, Factory, Plugin};
 use serde::Deserialize;
@@ -35,53 +36,93 @@ pub struct FileLogConfig {
 /// The `file-log` factory.
 pub struct FileLog;
 
-/// The writer of one file-log instance; kept across reloads with the same config.
-pub struct Sink {
-    tx: SyncSender<String>,
-    /// Lines dropped because the queue was full.
-    pub dropped: AtomicU64,
+/// Buffers per sink; worker threads are spread over them.
+const SHARDS: usize = 16;
+
+/// Lines waiting in one buffer.
+#[derive(Default)]
+struct Shard {
+    text: String,
+    lines: usize,
 }
 
-/// How often the writer wakes to drain the queue. Polling (instead of blocking on the
-/// channel) means a request never has to wake the writer thread: no futex, no context switch
-/// per log line.
+/// The buffers and file of one file-log instance; kept across reloads with the same config.
+pub struct Sink {
+    shards: Vec<Mutex<Shard>>,
+    queue_size: usize,
+    file: Mutex<Option<File>>,
+    path: PathBuf,
+    /// Lines dropped because a buffer was full.
+    pub dropped: AtomicU64,
+    writer: std::sync::Once,
+}
+
+impl Sink {
+    /// Writes out what the buffers hold; false when the write failed.
+    fn flush(&self, spare: &mut String) -> bool {
+        let mut ok = true;
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        for shard in &self.shards {
+            {
+                let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                if s.lines == 0 {
+                    continue;
+                }
+                std::mem::swap(&mut s.text, spare);
+                s.lines = 0;
+            }
+            if file.is_none() {
+                match OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                {
+                    Ok(f) => *file = Some(f),
+                    Err(e) => {
+                        eprintln!("file-log: cannot open {}: {e}", self.path.display());
+                        spare.clear();
+                        return false;
+                    }
+                }
+            }
+            if let Some(f) = file.as_mut() {
+                ok &= f.write_all(spare.as_bytes()).is_ok();
+            }
+            spare.clear();
+        }
+        ok
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // The last lines of a sink replaced by a reload (or at exit) still reach the file.
+        let _ = self.flush(&mut String::new());
+    }
+}
+
+/// How often the writer wakes to write the buffers. Polling means a request never has to
+/// wake the writer thread: no futex, no context switch per log line.
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
-fn writer(path: PathBuf, rx: Receiver<String>) {
-    use std::sync::mpsc::TryRecvError;
-    let file = match OpenOptions::new().create(true).append(true).open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("file-log: cannot open {}: {e}", path.display());
-            return;
-        }
-    };
-    let mut out = BufWriter::with_capacity(256 * 1024, file);
+fn writer(sink: Weak<Sink>) {
+    let mut spare = String::with_capacity(256 * 1024);
     loop {
-        let mut wrote = false;
-        let mut ok = true;
-        let closed = loop {
-            match rx.try_recv() {
-                Ok(line) => {
-                    ok &= out.write_all(line.as_bytes()).is_ok() && out.write_all(b"\n").is_ok();
-                    wrote = true;
-                }
-                Err(TryRecvError::Empty) => break false,
-                Err(TryRecvError::Disconnected) => break true,
-            }
-        };
-        if wrote {
-            ok &= out.flush().is_ok();
-        }
-        if !ok {
-            eprintln!("file-log: write to {} failed", path.display());
-        }
-        if closed {
-            let _ = out.flush();
-            return;
-        }
         std::thread::sleep(DRAIN_EVERY);
+        let Some(sink) = sink.upgrade() else { return };
+        if !sink.flush(&mut spare) {
+            eprintln!("file-log: write to {} failed", sink.path.display());
+        }
     }
+}
+
+/// This thread's buffer index (threads are numbered as they first log).
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
 }
 
 struct Compiled {
@@ -115,17 +156,20 @@ impl Factory for FileLog {
                 return Err(format!("path: directory {} does not exist", dir.display()));
             }
         }
-        let sink = ctx.state.get_or_insert(ctx.id, v, || {
-            let (tx, rx) = sync_channel(c.queue_size);
-            let p = path.clone();
-            // The thread ends (after flushing) when the last sender — this sink — is dropped.
+        let sink = ctx.state.get_or_insert(ctx.id, v, || Sink {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            queue_size: c.queue_size,
+            file: Mutex::new(None),
+            path: path.clone(),
+            dropped: AtomicU64::new(0),
+            writer: std::sync::Once::new(),
+        });
+        // One writer per sink; it ends once the sink is dropped (which flushes the rest).
+        sink.writer.call_once(|| {
+            let weak = Arc::downgrade(&sink);
             let _ = std::thread::Builder::new()
                 .name("gatehouse-file-log".into())
-                .spawn(move || writer(p, rx));
-            Sink {
-                tx,
-                dropped: AtomicU64::new(0),
-            }
+                .spawn(move || writer(weak));
         });
         Ok(Arc::new(Compiled { sink }))
     }
@@ -139,12 +183,16 @@ impl Plugin for Compiled {
         true
     }
     fn log(&self, rec: &CallRecord) {
-        let line = record::to_line(rec);
-        match self.sink.tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.sink.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let mut shard = self.sink.shards[shard_index()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if shard.lines >= self.sink.queue_size {
+            drop(shard);
+            self.sink.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        record::write_line(rec, &mut shard.text);
+        shard.text.push('\n');
+        shard.lines += 1;
     }
 }

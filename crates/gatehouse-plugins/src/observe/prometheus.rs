@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use gatehouse_proxy::plugin::{BuildCtx, CallRecord, Factory, LimitDecision, Plugin};
+use gatehouse_proxy::plugin::{BuildCtx, CallRecord, Factory, Plugin};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -148,14 +148,16 @@ struct RouteHandles {
 
 /// Route, status and (with `per_consumer`) consumer of a request count.
 type RequestKey = (Uuid, u16, Option<Uuid>);
+/// Keys are config ids and statuses, not request data: a fast fixed hasher is safe.
+type Fast = foldhash::fast::FixedState;
 
 struct Compiled {
     cfg: PrometheusConfig,
     // Handles resolved once per route (and status/consumer), so a request costs a small
     // hash lookup instead of building label strings.
-    routes: RwLock<HashMap<Uuid, Arc<RouteHandles>>>,
-    requests: RwLock<HashMap<RequestKey, Counter>>,
-    limits: RwLock<HashMap<(Uuid, bool), Counter>>,
+    routes: RwLock<HashMap<Uuid, Arc<RouteHandles>, Fast>>,
+    requests: RwLock<HashMap<RequestKey, Counter, Fast>>,
+    limits: RwLock<HashMap<(Uuid, bool), Counter, Fast>>,
 }
 
 impl Factory for Prometheus {
@@ -184,7 +186,7 @@ impl Factory for Prometheus {
 }
 
 fn cached<K: std::hash::Hash + Eq + Clone, V: Clone>(
-    map: &RwLock<HashMap<K, V>>,
+    map: &RwLock<HashMap<K, V, Fast>>,
     key: &K,
     make: impl FnOnce() -> V,
 ) -> V {
@@ -284,7 +286,7 @@ impl Plugin for Compiled {
                 h.ingress.inc_by(n);
             }
         }
-        if let Some(d) = ctx.extensions.get::<LimitDecision>() {
+        if let Some(d) = ctx.limit {
             cached(&self.limits, &(ctx.route_id, d.allowed), || {
                 let (_, route) = names(rec);
                 m.limits

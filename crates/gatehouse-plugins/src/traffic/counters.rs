@@ -93,7 +93,7 @@ pub enum KeyPart {
     /// A consumer id.
     Consumer(uuid::Uuid),
     /// A credential identifier.
-    Credential(String),
+    Credential(std::sync::Arc<str>),
     /// A client address.
     Ip(std::net::IpAddr),
     /// A header value.
@@ -157,13 +157,16 @@ const SHARDS: usize = 32;
 
 /// Counters in this process, shared by all workers.
 pub struct LocalCounters {
-    shards: Vec<Mutex<HashMap<CounterKey, Entry>>>,
+    // Keys can come from request data (header, path, IP), so the hasher is seeded per map.
+    shards: Vec<Mutex<HashMap<CounterKey, Entry, foldhash::quality::RandomState>>>,
 }
 
 impl Default for LocalCounters {
     fn default() -> Self {
         LocalCounters {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
         }
     }
 }
@@ -209,7 +212,7 @@ impl CounterStore for LocalCounters {
             };
         };
         entry.last_ms = now_ms;
-        let mut seen = Vec::with_capacity(limits.len());
+        let mut usage = Vec::with_capacity(limits.len());
         let mut allowed = true;
         for &(period, limit) in limits {
             let len = period.millis();
@@ -224,23 +227,22 @@ impl CounterStore for LocalCounters {
             if used >= limit {
                 allowed = false;
             }
-            seen.push((period, limit, used, len - into));
+            usage.push(Usage {
+                period,
+                limit,
+                remaining: limit.saturating_sub(used),
+                reset_ms: len - into,
+            });
         }
         if allowed {
             for &(period, _) in limits {
                 entry.windows[period as usize].current += 1;
             }
+            // This request took one of what remained.
+            for u in &mut usage {
+                u.remaining = u.remaining.saturating_sub(1);
+            }
         }
-        let counted = u64::from(allowed);
-        let usage = seen
-            .into_iter()
-            .map(|(period, limit, used, reset_ms)| Usage {
-                period,
-                limit,
-                remaining: limit.saturating_sub(used + counted),
-                reset_ms,
-            })
-            .collect();
         Decision { allowed, usage }
     }
 }

@@ -3,7 +3,6 @@
 //! `counters`); counters survive reloads that keep the plugin's config.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, LimitDecision, Plugin, RequestCtx};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -113,6 +112,27 @@ struct Compiled {
     message: String,
     counters: Arc<LocalCounters>,
     names: Vec<(HeaderName, HeaderName)>,
+    /// Each window's limit, formatted once.
+    limit_values: Vec<HeaderValue>,
+}
+
+/// Header values for small numbers (seconds to reset, small remainders), made once: a
+/// clone costs nothing, where formatting a number allocates.
+fn small_number(n: u64) -> HeaderValue {
+    static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..4096u64)
+            .map(|i| {
+                let text: &'static str = Box::leak(i.to_string().into_boxed_str());
+                HeaderValue::from_static(text)
+            })
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
 }
 
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -171,7 +191,7 @@ impl Factory for RateLimiting {
             .map(|(a, b)| Ok((a?, b?)))
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Arc::new(Compiled {
-            limits,
+            limits: limits.clone(),
             by: c.limit_by,
             header: c
                 .header_name
@@ -184,6 +204,7 @@ impl Factory for RateLimiting {
             // Same plugin id and config as before a reload: the same counters.
             counters: ctx.state.get_or_insert(ctx.id, v, LocalCounters::default),
             names,
+            limit_values: limits.iter().map(|(_, l)| HeaderValue::from(*l)).collect(),
         }))
     }
     fn schema(&self) -> Value {
@@ -250,38 +271,52 @@ pub fn counter_key(
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Plugin for Compiled {
     fn access(&self, ctx: &mut RequestCtx, req: &mut http::request::Parts) -> Flow {
         let key = self.key(ctx, req);
-        let d = self.counters.hit(&key, &self.limits, now_ms());
-        ctx.extensions.insert(LimitDecision { allowed: d.allowed });
+        // The request's arrival time (read once by the proxy) places it in the windows.
+        let d = self
+            .counters
+            .hit(&key, &self.limits, ctx.request.started_unix_ms);
+        ctx.limit = Some(LimitDecision { allowed: d.allowed });
         // The most constraining window decides the standard headers.
         let tight = d
             .usage
             .iter()
-            .min_by_key(|u| (u.remaining, std::cmp::Reverse(u.reset_ms)));
-        let mut headers = Vec::new();
+            .enumerate()
+            .min_by_key(|(_, u)| (u.remaining, std::cmp::Reverse(u.reset_ms)))
+            .map(|(i, _)| i);
+        // Written to the response headers plugins add (taken back below on a 429).
+        let first_added = ctx.response_headers.len();
         if !self.hide {
-            if let Some(u) = tight {
-                headers.push((LIMIT.clone(), HeaderValue::from(u.limit)));
-                headers.push((REMAINING.clone(), HeaderValue::from(u.remaining)));
-                headers.push((RESET.clone(), HeaderValue::from(u.reset_ms.div_ceil(1000))));
+            let headers = &mut ctx.response_headers;
+            // Usage comes in the order of `limits`: index i is window i. The standard
+            // headers (for the tightest window) go first, the per-window ones after.
+            let mut tight_remaining = None;
+            for (i, (u, (l, r))) in d.usage.iter().zip(&self.names).enumerate() {
+                let rv = small_number(u.remaining);
+                if tight == Some(i) {
+                    tight_remaining = Some(rv.clone());
+                }
+                headers.push((l.clone(), self.limit_values[i].clone()));
+                headers.push((r.clone(), rv));
             }
-            for (u, (l, r)) in d.usage.iter().zip(&self.names) {
-                headers.push((l.clone(), HeaderValue::from(u.limit)));
-                headers.push((r.clone(), HeaderValue::from(u.remaining)));
+            if let (Some(i), Some(rv)) = (tight, tight_remaining) {
+                let reset = small_number(d.usage[i].reset_ms.div_ceil(1000));
+                headers.splice(
+                    first_added..first_added,
+                    [
+                        (LIMIT.clone(), self.limit_values[i].clone()),
+                        (REMAINING.clone(), rv),
+                        (RESET.clone(), reset),
+                    ],
+                );
             }
         }
         if d.allowed {
-            ctx.response_headers.extend(headers);
             return Flow::Continue;
         }
+        let headers: Vec<_> = ctx.response_headers.drain(first_added..).collect();
         // Retry when the first exhausted window frees a slot.
         let retry = d
             .usage
