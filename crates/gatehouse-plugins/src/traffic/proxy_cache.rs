@@ -97,7 +97,9 @@ struct Entry {
 /// purgeable through the admin API.
 pub struct Store {
     cache: moka::sync::Cache<String, Arc<Entry>>,
-    filling: Mutex<StdHashMap<String, Arc<Notify>>>,
+    /// Keys being filled: who waits is woken by the `Notify`; the request id names the
+    /// leader (the one request that goes upstream).
+    filling: Mutex<StdHashMap<String, (Arc<Notify>, HeaderValue)>>,
 }
 
 impl PurgeableCache for Store {
@@ -113,6 +115,19 @@ impl PurgeableCache for Store {
 }
 
 impl Store {
+    /// Gives up a claim this request made in `wait_before_access` but will not fill.
+    fn release_if_owner(&self, key: &str, request_id: &HeaderValue) {
+        let owned = self
+            .filling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .is_some_and(|(_, owner)| owner == request_id);
+        if owned {
+            self.release(key);
+        }
+    }
+
     fn release(&self, key: &str) {
         if let Some(n) = self
             .filling
@@ -120,7 +135,7 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key)
         {
-            n.notify_waiters();
+            n.0.notify_waiters();
         }
     }
 }
@@ -297,16 +312,38 @@ impl Plugin for Compiled {
         if self.fresh(&key).is_some() {
             return None;
         }
-        let notify = self
-            .store
-            .filling
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned()?;
+        // Check and claim under one lock: with several workers, two first requests for a
+        // key must not both find it unclaimed and both go upstream.
+        let notify = {
+            let mut filling = self
+                .store
+                .filling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match filling.get(&key) {
+                Some((n, _)) => n.clone(),
+                None => {
+                    filling.insert(key, (Arc::new(Notify::new()), ctx.request_id.clone()));
+                    return None;
+                }
+            }
+        };
         let limit = Duration::from_millis(self.cfg.lock_timeout);
+        let store = self.store.clone();
         Some(Box::pin(async move {
-            let _ = tokio::time::timeout(limit, notify.notified()).await;
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Filled (and released) before this waiter was registered: nothing to wait for.
+            let still_filling = store
+                .filling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+                .is_some_and(|(n, _)| Arc::ptr_eq(n, &notify));
+            if still_filling {
+                let _ = tokio::time::timeout(limit, notified).await;
+            }
         }))
     }
 
@@ -322,6 +359,7 @@ impl Plugin for Compiled {
             Vec::new()
         };
         if asked.iter().any(|d| d == "no-store") {
+            self.store.release_if_owner(&key, &ctx.request_id);
             Self::mark(ctx, "Bypass", Some(&key));
             return Flow::Continue;
         }
@@ -335,6 +373,7 @@ impl Plugin for Compiled {
                     .insert(header::AGE, HeaderValue::from(e.stored.elapsed().as_secs()));
                 r.headers_mut()
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(e.body.len()));
+                self.store.release_if_owner(&key, &ctx.request_id);
                 Self::mark(ctx, "Hit", Some(&key));
                 return Flow::Respond(Box::new(r));
             }
@@ -346,11 +385,16 @@ impl Plugin for Compiled {
                 .filling
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if filling.contains_key(&key) {
-                false
-            } else {
-                filling.insert(key.clone(), Arc::new(Notify::new()));
-                true
+            match filling.get(&key) {
+                // Claimed by this request just before (wait_before_access).
+                Some((_, owner)) => *owner == ctx.request_id,
+                None => {
+                    filling.insert(
+                        key.clone(),
+                        (Arc::new(Notify::new()), ctx.request_id.clone()),
+                    );
+                    true
+                }
             }
         };
         ctx.extensions.insert(Fill { key, leader });
