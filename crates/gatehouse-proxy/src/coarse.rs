@@ -69,13 +69,9 @@ impl Coarse {
         self.draining.get()
     }
 
-    fn ticks_for(limit: Duration) -> u64 {
-        limit.as_millis().div_ceil(TICK.as_millis()) as u64 + 1
-    }
-
     /// Runs `fut` with a timeout of `limit` (rounded up to the next tick or two).
     pub fn timeout<F: Future>(&self, limit: Duration, fut: F) -> Timed<F> {
-        let ticks = Coarse::ticks_for(limit);
+        let ticks = limit.as_millis().div_ceil(TICK.as_millis()) as u64 + 1;
         let w = Rc::new(Waiter {
             deadline: self.ticks.get() + ticks,
             expired: Cell::new(false),

@@ -38,6 +38,9 @@ pub enum H1Error {
     /// The response is not valid HTTP/1.
     #[error("invalid upstream response: {0}")]
     Invalid(String),
+    /// The upstream did not take a body write within the write timeout.
+    #[error("upstream did not accept the request body within {0:?}")]
+    WriteTimeout(std::time::Duration),
     /// The request body failed (client went away, limit, timeout).
     #[error("request body: {0}")]
     Body(BoxError),
@@ -49,7 +52,7 @@ pub struct Conn {
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// Header offsets of the response head being parsed (reused, never zeroed).
-    spans: Vec<(usize, usize, usize, usize)>,
+    spans: Vec<Span>,
     /// Requests completed on this connection.
     pub uses: u32,
 }
@@ -91,12 +94,7 @@ impl Conn {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        // AsyncRead (unlike try_read) drops the socket's readiness after a short read, which
-        // saves the EAGAIN read that would otherwise follow every response.
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+        poll_fill(&mut self.io, &mut self.rbuf, READ_CHUNK, cx)
     }
 
     /// Serializes the request head into the write buffer: the request's own end-to-end
@@ -147,8 +145,16 @@ impl Conn {
         framing
     }
 
-    /// Writes the request (head and whole body). `Ok(true)` when a body was sent.
-    pub async fn send<B>(&mut self, req: &mut Request<B>, extra: &Extra) -> Result<bool, H1Error>
+    /// Writes the request (head and whole body). `Ok(true)` when a body was sent. Each body
+    /// write must complete within `write_timeout` (an upstream that stops reading); a client
+    /// that stops sending is the body's own idle timeout, so a long upload that keeps moving
+    /// is never cut.
+    pub async fn send<B>(
+        &mut self,
+        req: &mut Request<B>,
+        extra: &Extra,
+        write_timeout: std::time::Duration,
+    ) -> Result<bool, H1Error>
     where
         B: Body<Data = Bytes, Error = BoxError> + Unpin,
     {
@@ -179,8 +185,7 @@ impl Conn {
                         }
                         _ => self.wbuf.put_slice(&data),
                     }
-                    self.io.write_all(&self.wbuf).await?;
-                    self.wbuf.clear();
+                    self.write_buffered(write_timeout).await?;
                 }
             }
         }
@@ -188,9 +193,18 @@ impl Conn {
             self.wbuf.put_slice(b"0\r\n\r\n");
         }
         if !self.wbuf.is_empty() {
-            self.io.write_all(&self.wbuf).await?;
+            self.write_buffered(write_timeout).await?;
         }
         Ok(sent_body)
+    }
+
+    async fn write_buffered(&mut self, limit: std::time::Duration) -> Result<(), H1Error> {
+        match tokio::time::timeout(limit, self.io.write_all(&self.wbuf)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(H1Error::WriteTimeout(limit)),
+        }
+        self.wbuf.clear();
+        Ok(())
     }
 
     /// Reads a response head (skipping 1xx interim answers other than 101).
@@ -309,14 +323,8 @@ impl Conn {
                 spans.push((n0, h.name.len(), v0, v.len()));
             }
             let head = self.rbuf.split_to(len).freeze();
-            let mut map = HeaderMap::with_capacity(self.spans.len());
-            for &(n0, nl, v0, vl) in &self.spans {
-                let name = HeaderName::from_bytes(&head[n0..n0 + nl])
-                    .map_err(|e| H1Error::Invalid(e.to_string()))?;
-                let value = HeaderValue::from_maybe_shared(head.slice(v0..v0 + vl))
-                    .map_err(|e| H1Error::Invalid(e.to_string()))?;
-                map.append(name, value);
-            }
+            let mut map =
+                header_map(&head, &self.spans, 0).map_err(|e| H1Error::Invalid(e.into()))?;
             if let (Some(list), false) = (named_in_connection, upgrade) {
                 // Headers the upstream named in `Connection` are hop-by-hop too (rare).
                 for t in list.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
@@ -360,16 +368,7 @@ impl Conn {
 /// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Expect` (100-continue is answered to the
 /// client by the server side) — never forwarded as they came.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::EXPECT
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    is_hop_by_hop_name(name.as_str().as_bytes())
 }
 
 /// [`is_hop_by_hop`] on a raw header name of any case (response heads are filtered before a
@@ -442,12 +441,47 @@ impl Extra {
     }
 }
 
-fn contains_token(v: &[u8], token: &[u8]) -> bool {
+/// Reads more from `io` into `buf`, growing it by `chunk` when nearly full.
+pub(crate) fn poll_fill(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    chunk: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(chunk);
+    }
+    // AsyncRead (unlike try_read) drops the socket's readiness after a short read, which
+    // saves the EAGAIN read that would otherwise follow every message.
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Offsets of one header in a head buffer: name start, name length, value start, value
+/// length (httparse hands out slices; offsets survive freezing the buffer).
+pub(crate) type Span = (usize, usize, usize, usize);
+
+/// Builds a `HeaderMap` whose values share `head`'s bytes, with room for `spare` more.
+pub(crate) fn header_map(
+    head: &Bytes,
+    spans: &[Span],
+    spare: usize,
+) -> Result<HeaderMap, &'static str> {
+    let mut map = HeaderMap::with_capacity(spans.len() + spare);
+    for &(n0, nl, v0, vl) in spans {
+        let name = HeaderName::from_bytes(&head[n0..n0 + nl]).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v0 + vl))
+            .map_err(|_| "invalid header value")?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+pub(crate) fn contains_token(v: &[u8], token: &[u8]) -> bool {
     v.split(|b| *b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
-fn last_token_is(v: &[u8], token: &[u8]) -> bool {
+pub(crate) fn last_token_is(v: &[u8], token: &[u8]) -> bool {
     v.split(|b| *b == b',')
         .next_back()
         .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
@@ -783,7 +817,9 @@ mod tests {
                     .boxed_unsync(),
             )
             .unwrap();
-        conn.send(&mut req, &Extra::default()).await.unwrap();
+        conn.send(&mut req, &Extra::default(), Duration::from_secs(5))
+            .await
+            .unwrap();
         let (resp, framing) = conn.read_head(&method).await.unwrap();
         let pool = Pool::new(4, Duration::from_secs(10));
         let body = ResponseBody::new(
@@ -920,7 +956,9 @@ mod tests {
                     .boxed_unsync(),
             )
             .unwrap();
-        conn.send(&mut req, &Extra::default()).await.unwrap();
+        conn.send(&mut req, &Extra::default(), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert!(matches!(
             conn.read_head(&Method::GET).await,
             Err(H1Error::Invalid(_))

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::error_response;
-use crate::h1::{decode_chunk, Chunk, ChunkState};
+use crate::h1::{decode_chunk, header_map, last_token_is, poll_fill, Chunk, ChunkState, Span};
 use crate::handler::{AfterHeaders, ConnInfo, Worker, X_REQUEST_ID};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -53,10 +53,7 @@ enum BodyState {
 
 impl Io {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf)
+        poll_fill(&mut self.stream, &mut self.rbuf, READ_CHUNK, cx)
     }
 }
 
@@ -279,7 +276,7 @@ pub async fn serve(worker: Rc<Worker>, conn: Rc<ConnInfo>, stream: TcpStream) ->
     let max_headers = settings.max_headers.clamp(1, MAX_HEADER_SLOTS);
     let read_timeout = settings.header_read_timeout;
     let mut wbuf = BytesMut::with_capacity(4096);
-    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut spans: Vec<Span> = Vec::new();
     let mut first = true;
     loop {
         let head = worker
@@ -423,7 +420,7 @@ fn poll_head(
     cx: &mut Context<'_>,
     max_head: usize,
     max_headers: usize,
-    spans: &mut Vec<(usize, usize, usize, usize)>,
+    spans: &mut Vec<Span>,
     first: bool,
 ) -> Poll<Result<Parsed, HeadError>> {
     let mut io = io.borrow_mut();
@@ -487,7 +484,7 @@ fn parse_head(
     rbuf: &mut BytesMut,
     max_head: usize,
     max_headers: usize,
-    spans: &mut Vec<(usize, usize, usize, usize)>,
+    spans: &mut Vec<Span>,
 ) -> Result<Option<Head>, HeadError> {
     let mut slots =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
@@ -544,10 +541,7 @@ fn parse_head(
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te = true;
-            chunked = v
-                .split(|b| *b == b',')
-                .next_back()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = last_token_is(v, b"chunked");
         } else if name.eq_ignore_ascii_case(b"connection") {
             for t in v.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if t.eq_ignore_ascii_case(b"close") {
@@ -581,14 +575,7 @@ fn parse_head(
     let uri = Uri::from_maybe_shared(head.slice(target_span.0..target_span.0 + target_span.1))
         .map_err(|_| bad("invalid request target"))?;
     // Room for what auth and transform plugins add, so their inserts do not regrow the map.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 6);
-    for &(n0, nl, v0, vl) in spans.iter() {
-        let name =
-            HeaderName::from_bytes(&head[n0..n0 + nl]).map_err(|_| bad("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v0 + vl))
-            .map_err(|_| bad("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let headers = header_map(&head, spans, 6).map_err(bad)?;
     let body = if chunked {
         BodyState::Chunked(ChunkState::Size)
     } else {

@@ -13,7 +13,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use crate::balancer::Balancer;
@@ -230,12 +229,6 @@ pub struct AfterHeaders {
     pub request_id: HeaderValue,
     /// Added by plugins, in order.
     pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// Where the client connection goes after a 101.
-enum ClientUpgrade {
-    H1(crate::h1server::UpgradeRx),
-    Hyper(hyper::upgrade::OnUpgrade),
 }
 
 /// One worker thread's handler state (owned by that thread only).
@@ -541,17 +534,9 @@ impl Worker {
                 extra.set(&CONNECTION, HeaderValue::from_static("upgrade"));
             }
         }
+        // Only HTTP/1.1 upgrades (h1server); HTTP/2 has no Upgrade.
         let client_upgrade = if upgrade {
-            parts
-                .extensions
-                .remove::<crate::h1server::UpgradeRx>()
-                .map(ClientUpgrade::H1)
-                .or_else(|| {
-                    parts
-                        .extensions
-                        .remove::<hyper::upgrade::OnUpgrade>()
-                        .map(ClientUpgrade::Hyper)
-                })
+            parts.extensions.remove::<crate::h1server::UpgradeRx>()
         } else {
             None
         };
@@ -644,14 +629,7 @@ impl Worker {
             };
             let mut conn = lease.conn;
             let t0 = run.is_some().then(std::time::Instant::now);
-            let sent = if has_body {
-                match tokio::time::timeout(svc.write_timeout, conn.send(&mut req, &extra)).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(ProxyError::UpstreamTimeout),
-                }
-            } else {
-                conn.send(&mut req, &extra).await
-            };
+            let sent = conn.send(&mut req, &extra, svc.write_timeout).await;
             let head = match sent {
                 Ok(_) => {
                     match self
@@ -679,6 +657,7 @@ impl Worker {
                         None => ProxyError::ClientAborted,
                     });
                 }
+                Err(H1Error::WriteTimeout(_)) => return Err(ProxyError::UpstreamTimeout),
                 Err(e @ (H1Error::ClosedEarly | H1Error::Io(_)))
                     if lease.reused && !has_body && idempotent && stale < 3 =>
                 {
@@ -700,32 +679,16 @@ impl Worker {
                 };
                 let (mut upstream, leftover) = conn.into_parts();
                 tokio::task::spawn_local(async move {
-                    match client {
-                        ClientUpgrade::H1(rx) => {
-                            let Some(mut c) = rx.upgraded().await else {
-                                return;
-                            };
-                            if !leftover.is_empty() && c.io.write_all(&leftover).await.is_err() {
-                                return;
-                            }
-                            if !c.leftover.is_empty()
-                                && upstream.write_all(&c.leftover).await.is_err()
-                            {
-                                return;
-                            }
-                            let _ = tokio::io::copy_bidirectional(&mut c.io, &mut upstream).await;
-                        }
-                        ClientUpgrade::Hyper(on) => match on.await {
-                            Ok(c) => {
-                                let mut c = TokioIo::new(c);
-                                if !leftover.is_empty() && c.write_all(&leftover).await.is_err() {
-                                    return;
-                                }
-                                let _ = tokio::io::copy_bidirectional(&mut c, &mut upstream).await;
-                            }
-                            Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
-                        },
+                    let Some(mut c) = client.upgraded().await else {
+                        return;
+                    };
+                    if !leftover.is_empty() && c.io.write_all(&leftover).await.is_err() {
+                        return;
                     }
+                    if !c.leftover.is_empty() && upstream.write_all(&c.leftover).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut c.io, &mut upstream).await;
                 });
                 return Ok(Response::from_parts(parts, ProxyBody::empty()));
             }

@@ -596,6 +596,25 @@ async fn connect_and_body_timeouts() {
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_body_timeout"), "{text}");
+    // write_timeout is between two chunks: an upload that keeps moving may take longer.
+    let mut s = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    s.write_all(
+        b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for b in b"abcdefgh" {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"body\":\"abcdefgh\""), "{text}");
 }
 
 #[tokio::test]

@@ -80,7 +80,6 @@ pub fn to_line(rec: &CallRecord) -> String {
 
 /// Appends the record of [`to_line`] to `o` (no newline).
 pub fn write_line(rec: &CallRecord, o: &mut String) {
-    let o = &mut *o;
     let ctx = rec.ctx;
     let r = &ctx.request;
     o.push_str("{\"request_id\":");
