@@ -190,26 +190,65 @@ impl Body for RequestBody {
     }
 }
 
+/// The request context a log phase reads: owned when only the log phase needs it, shared
+/// when a body filter holds it too.
+pub enum LogCtx {
+    /// Only the log phase uses it.
+    Owned(crate::plugin::RequestCtx),
+    /// Shared with a [`TransformBody`].
+    Shared(std::rc::Rc<crate::plugin::RequestCtx>),
+}
+
+/// What the log phase needs once the response body is done.
+pub struct LogState {
+    /// The plugins in effect for the request.
+    pub chain: std::sync::Arc<[crate::plugin::Instance]>,
+    /// The request's context.
+    pub ctx: LogCtx,
+    /// The status sent.
+    pub status: http::StatusCode,
+}
+
+impl LogState {
+    /// Runs every plugin's log phase for a body of `bytes` that ended (`complete`) or not.
+    fn run(self, bytes: u64, complete: bool) {
+        let ctx = match &self.ctx {
+            LogCtx::Owned(c) => c,
+            LogCtx::Shared(c) => &**c,
+        };
+        let rec = crate::plugin::CallRecord {
+            ctx,
+            status: self.status,
+            response_bytes: bytes,
+            total: ctx.request.started.elapsed(),
+            complete,
+        };
+        for inst in self.chain.iter() {
+            inst.plugin.log(&rec);
+        }
+    }
+}
+
 /// A response body whose end (or abandonment) runs the plugins' log phase.
 pub struct LoggedBody {
     inner: ProxyBody,
     bytes: u64,
-    on_end: Option<Box<dyn FnOnce(u64, bool)>>,
+    log: Option<LogState>,
 }
 
 impl LoggedBody {
-    /// Wraps `inner`; `on_end(bytes_sent, completed)` runs exactly once.
-    pub fn new(inner: ProxyBody, on_end: Box<dyn FnOnce(u64, bool)>) -> Self {
+    /// Wraps `inner`; the log phase runs exactly once, when it ends or is dropped.
+    pub fn new(inner: ProxyBody, log: LogState) -> Self {
         LoggedBody {
             inner,
             bytes: 0,
-            on_end: Some(on_end),
+            log: Some(log),
         }
     }
 
     fn end(&mut self, complete: bool) {
-        if let Some(f) = self.on_end.take() {
-            f(self.bytes, complete);
+        if let Some(log) = self.log.take() {
+            log.run(self.bytes, complete);
         }
     }
 }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Tick length.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -22,11 +22,31 @@ pub struct Waiter {
 }
 
 /// The coarse clock and the deadlines of one worker.
-#[derive(Default)]
 pub struct Coarse {
     draining: Cell<bool>,
     ticks: Cell<u64>,
     waiting: RefCell<Vec<Weak<Waiter>>>,
+    /// A monotonic instant and the Unix time (ms) read together, renewed every tick: a
+    /// request's Unix time is derived from its start instant without another clock read.
+    anchor: Cell<(Instant, u64)>,
+}
+
+impl Default for Coarse {
+    fn default() -> Self {
+        Coarse {
+            draining: Cell::new(false),
+            ticks: Cell::new(0),
+            waiting: RefCell::default(),
+            anchor: Cell::new(read_anchor()),
+        }
+    }
+}
+
+fn read_anchor() -> (Instant, u64) {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (Instant::now(), unix)
 }
 
 /// The timeout elapsed.
@@ -36,6 +56,7 @@ pub struct Elapsed;
 impl Coarse {
     /// Advances the clock by one tick and wakes what expired.
     pub fn tick(&self) {
+        self.anchor.set(read_anchor());
         let now = self.ticks.get() + 1;
         self.ticks.set(now);
         if now.is_multiple_of(1000 / TICK.as_millis() as u64) {
@@ -62,6 +83,20 @@ impl Coarse {
                 k.wake();
             }
         }
+    }
+
+    /// The Unix time in ms at `at` (an instant read by this worker since the last tick or so).
+    pub fn unix_ms(&self, at: Instant) -> u64 {
+        let (base, unix) = self.anchor.get();
+        match at.checked_duration_since(base) {
+            Some(d) => unix + d.as_millis() as u64,
+            None => unix.saturating_sub(base.duration_since(at).as_millis() as u64),
+        }
+    }
+
+    /// Ticks since the worker started.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.get()
     }
 
     /// True once [`Coarse::drain`] was called.
@@ -132,6 +167,28 @@ pub fn with_http_date(f: impl FnOnce(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_time_from_the_anchor_matches_the_wall_clock() {
+        let wall = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        let before = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let c = Coarse::default();
+        let (w0, at, w1) = (wall(), Instant::now(), wall());
+        let t = c.unix_ms(at);
+        // Both parts are truncated to whole ms: allow 2 ms either way.
+        assert!((w0 - 2..=w1 + 2).contains(&t), "{w0} <= {t} <= {w1}");
+        // An instant read before the anchor maps to an earlier time.
+        let earlier = c.unix_ms(before);
+        assert!(t - earlier >= 19 && t - earlier < 1_000, "{earlier} vs {t}");
+        c.tick();
+        assert!(c.unix_ms(Instant::now()) >= t);
+    }
 
     #[tokio::test]
     async fn expires_after_enough_ticks_and_not_before() {

@@ -821,7 +821,7 @@ mod tests {
             .await
             .unwrap();
         let (resp, framing) = conn.read_head(&method).await.unwrap();
-        let pool = Pool::new(4, Duration::from_secs(10));
+        let pool = Pool::new(4, Duration::from_secs(10), Default::default());
         let body = ResponseBody::new(
             conn,
             framing,

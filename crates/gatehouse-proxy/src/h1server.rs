@@ -688,7 +688,10 @@ async fn write_response(
     }
     if let Some(after) = after {
         for (name, value) in &after.headers {
-            put_header(wbuf, name, value);
+            wbuf.put_slice(name.as_str().as_bytes());
+            wbuf.put_slice(b": ");
+            value.write_to(wbuf);
+            wbuf.put_slice(b"\r\n");
         }
         put_header(wbuf, &X_REQUEST_ID, &after.request_id);
     }

@@ -16,12 +16,12 @@ use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 
 use crate::balancer::Balancer;
-use crate::body::{BodyError, ClientBody, LoggedBody, ProxyBody, RequestBody};
+use crate::body::{BodyError, ClientBody, LogCtx, LogState, LoggedBody, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::h1::{Extra, H1Error, ResponseBody};
 use crate::pathnorm;
 use crate::plugin::{
-    CallRecord, Chains, Flow, Instance, RequestCtx, RequestInfo, AUTH_PRIORITY_FLOOR,
+    AddedHeader, Chains, Flow, Instance, RequestCtx, RequestInfo, AUTH_PRIORITY_FLOOR,
 };
 use crate::pool::{ConnectError, Pool};
 use crate::settings::ProxySettings;
@@ -160,11 +160,8 @@ impl PluginRun {
 
     /// Response and log phases, on whatever answer the request got.
     /// Also hands back the headers plugins asked to add, for the server side to write.
-    fn finish(
-        mut self,
-        resp: Response<ProxyBody>,
-    ) -> (Response<ProxyBody>, Vec<(HeaderName, HeaderValue)>) {
-        let (mut parts, body) = resp.into_parts();
+    fn finish(mut self, resp: Response<ProxyBody>) -> (Response<ProxyBody>, Vec<AddedHeader>) {
+        let (mut parts, mut body) = resp.into_parts();
         for inst in self.chain.iter() {
             inst.plugin.response(&mut self.ctx, &mut parts);
         }
@@ -179,43 +176,36 @@ impl PluginRun {
         if filters.is_empty() && !wants_log {
             return (Response::from_parts(parts, body), added);
         }
-        let ctx = std::rc::Rc::new(self.ctx);
-        let body = if filters.is_empty() {
-            body
+        let ctx = if filters.is_empty() {
+            // Only the log phase needs the context: it moves into the logged body.
+            LogCtx::Owned(self.ctx)
         } else {
+            let ctx = std::rc::Rc::new(self.ctx);
             parts.headers.remove(header::CONTENT_LENGTH);
             let head = crate::plugin::ResponseHead {
                 status: parts.status,
                 headers: parts.headers.clone(),
             };
-            ProxyBody::Transformed(Box::new(crate::body::TransformBody::new(
+            body = ProxyBody::Transformed(Box::new(crate::body::TransformBody::new(
                 body,
                 filters,
                 ctx.clone(),
                 head,
-            )))
-        };
-        if !wants_log {
-            return (Response::from_parts(parts, body), added);
-        }
-        let status = parts.status;
-        let chain = self.chain;
-        let on_end = Box::new(move |bytes: u64, complete: bool| {
-            let rec = CallRecord {
-                ctx: &ctx,
-                status,
-                response_bytes: bytes,
-                total: ctx.request.started.elapsed(),
-                complete,
-            };
-            for inst in chain.iter() {
-                inst.plugin.log(&rec);
+            )));
+            if !wants_log {
+                return (Response::from_parts(parts, body), added);
             }
-        });
+            LogCtx::Shared(ctx)
+        };
+        let log = LogState {
+            chain: self.chain,
+            ctx,
+            status: parts.status,
+        };
         (
             Response::from_parts(
                 parts,
-                ProxyBody::Logged(Box::new(LoggedBody::new(body, on_end))),
+                ProxyBody::Logged(Box::new(LoggedBody::new(body, log))),
             ),
             added,
         )
@@ -228,7 +218,7 @@ pub struct AfterHeaders {
     /// The request id.
     pub request_id: HeaderValue,
     /// Added by plugins, in order.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Vec<AddedHeader>,
 }
 
 /// One worker thread's handler state (owned by that thread only).
@@ -242,6 +232,7 @@ pub struct Worker {
     balancer: RefCell<Balancer>,
     id_prefix: u64,
     id_counter: Cell<u64>,
+    ids: RefCell<BytesMut>,
     /// Coarse timeouts for the hot path (ticked by the worker).
     pub coarse: Rc<crate::coarse::Coarse>,
 }
@@ -272,18 +263,20 @@ fn upstream_uri(
     orig: &Uri,
 ) -> Result<Uri, ProxyError> {
     let base = &*route.service.base_path;
-    if !route.strip_path && base.is_empty() && !path_changed {
+    let rest = if route.strip_path {
+        &path[matched_len.min(path.len())..]
+    } else {
+        path
+    };
+    // Nothing to rewrite (no base path, nothing stripped — a route on `/` strips nothing —
+    // and the path was already normal): forward the request's own path and query.
+    if base.is_empty() && !path_changed && rest.len() == path.len() {
         let pq = orig
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         return Ok(Uri::from(pq));
     }
-    let rest = if route.strip_path {
-        &path[matched_len.min(path.len())..]
-    } else {
-        path
-    };
     let query = orig.query();
     let mut s =
         String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
@@ -309,7 +302,12 @@ impl Worker {
     /// A worker with its own pool and balancer state.
     pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
         let settings = &shared.settings;
-        let pool = Pool::new(settings.upstream_max_idle, settings.upstream_idle_timeout);
+        let coarse = Rc::new(crate::coarse::Coarse::default());
+        let pool = Pool::new(
+            settings.upstream_max_idle,
+            settings.upstream_idle_timeout,
+            coarse.clone(),
+        );
         let cached = RefCell::new(Rc::new(shared.snapshot.load_full()));
         Rc::new(Worker {
             shared,
@@ -318,7 +316,8 @@ impl Worker {
             balancer: RefCell::new(Balancer::default()),
             id_prefix: rand::random(),
             id_counter: Cell::new(0),
-            coarse: Rc::new(crate::coarse::Coarse::default()),
+            ids: RefCell::new(BytesMut::new()),
+            coarse,
         })
     }
 
@@ -340,15 +339,22 @@ impl Worker {
     pub(crate) fn new_request_id(&self) -> HeaderValue {
         let n = self.id_counter.get().wrapping_add(1);
         self.id_counter.set(n);
-        let mut buf = BytesMut::with_capacity(32);
+        // Ids are cut from a shared block (one allocation per 128 ids); cloning one is a
+        // reference-count increment rather than the allocation a fresh buffer's first
+        // clone costs.
+        let mut ids = self.ids.borrow_mut();
+        if ids.capacity() < 32 {
+            *ids = BytesMut::with_capacity(32 * 128);
+        }
         const HEX: &[u8; 16] = b"0123456789abcdef";
         for v in [self.id_prefix, n] {
             for i in (0..16).rev() {
-                buf.put_u8(HEX[((v >> (i * 4)) & 0xf) as usize]);
+                ids.put_u8(HEX[((v >> (i * 4)) & 0xf) as usize]);
             }
         }
         // Only hex digits were written, which are valid header bytes.
-        HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or(HeaderValue::from_static("0"))
+        HeaderValue::from_maybe_shared(ids.split().freeze())
+            .unwrap_or(HeaderValue::from_static("0"))
     }
 
     /// Serves one request (HTTP/2 via hyper); never fails (errors become JSON answers).
@@ -360,7 +366,7 @@ impl Worker {
         let (mut resp, after) = self.serve(conn, req).await;
         let h = resp.headers_mut();
         for (n, v) in after.headers {
-            h.append(n, v);
+            h.append(n.into_owned(), v.to_header_value());
         }
         h.insert(X_REQUEST_ID.clone(), after.request_id);
         Ok(resp)
@@ -432,11 +438,9 @@ impl Worker {
         let route = &snap.routes[m.route];
         let svc = &*route.service;
         // Plugins may change the request, so they get it once the path no longer borrows it.
-        let path_buf: String;
-        let path: &str = if route.chains.is_empty() {
-            &norm
+        if route.chains.is_empty() {
+            parts.uri = upstream_uri(route, &norm, path_changed, m.matched_len, &parts.uri)?;
         } else {
-            path_buf = norm.into_owned();
             let started = std::time::Instant::now();
             let ctx = RequestCtx {
                 request_id: rid.clone(),
@@ -451,15 +455,13 @@ impl Worker {
                 limit: None,
                 request: RequestInfo {
                     method: parts.method.clone(),
-                    path: path_buf.clone(),
+                    path: norm.into_owned(),
                     host: orig_host.clone(),
                     route_name: route.name.clone(),
                     service_name: svc.name.clone(),
                     body_bytes: content_length(&parts.headers),
                     started,
-                    started_unix_ms: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
+                    started_unix_ms: self.coarse.unix_ms(started),
                 },
                 upstream_latency: None,
                 params: std::mem::take(&mut m.params),
@@ -472,8 +474,18 @@ impl Worker {
             if let Flow::Respond(early) = r.access(&route.chains, &mut parts).await {
                 return Ok(*early);
             }
-            &path_buf
-        };
+            parts.uri = match r.ctx.upstream_path.take() {
+                Some(p) => Uri::try_from(p)
+                    .map_err(|_| ProxyError::BadPath(pathnorm::PathError::BadEscape))?,
+                None => upstream_uri(
+                    route,
+                    &r.ctx.request.path,
+                    path_changed,
+                    m.matched_len,
+                    &parts.uri,
+                )?,
+            };
+        }
 
         let mut limit = route
             .body_limit
@@ -483,13 +495,6 @@ impl Worker {
         }
         if content_length(&parts.headers).is_some_and(|n| n > limit) {
             return Err(ProxyError::TooLarge(limit));
-        }
-        match run.as_mut().and_then(|r| r.ctx.upstream_path.take()) {
-            Some(p) => {
-                parts.uri = Uri::try_from(p)
-                    .map_err(|_| ProxyError::BadPath(pathnorm::PathError::BadEscape))?
-            }
-            None => parts.uri = upstream_uri(route, path, path_changed, m.matched_len, &parts.uri)?,
         }
 
         // Forwarding headers are written next to the request's own when the head is

@@ -41,6 +41,47 @@ pub struct ConsumerRt {
     pub custom_id: Option<Arc<str>>,
 }
 
+/// The value of a header a plugin adds to the answer. Numbers stay numbers until the
+/// HTTP/1 server writes them: counters that change on every request (rate-limit remainders)
+/// would otherwise cost an allocation each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddedValue {
+    /// A ready value.
+    Value(HeaderValue),
+    /// A decimal number.
+    Number(u64),
+}
+
+impl AddedValue {
+    /// As a header value (allocates for a number).
+    pub fn to_header_value(&self) -> HeaderValue {
+        match self {
+            AddedValue::Value(v) => v.clone(),
+            AddedValue::Number(n) => HeaderValue::from(*n),
+        }
+    }
+
+    /// Appends the value's bytes to `out`.
+    pub fn write_to(&self, out: &mut bytes::BytesMut) {
+        match self {
+            AddedValue::Value(v) => out.extend_from_slice(v.as_bytes()),
+            AddedValue::Number(n) => {
+                out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes())
+            }
+        }
+    }
+}
+
+impl From<HeaderValue> for AddedValue {
+    fn from(v: HeaderValue) -> Self {
+        AddedValue::Value(v)
+    }
+}
+
+/// A header a plugin adds to the answer. Names are usually `static`s: borrowing one costs
+/// nothing, where cloning a custom `HeaderName` goes through its byte buffer's vtable.
+pub type AddedHeader = (std::borrow::Cow<'static, HeaderName>, AddedValue);
+
 /// Per-request state shared by the plugins of one request.
 pub struct RequestCtx {
     /// The request id (also sent upstream and to the client).
@@ -56,7 +97,7 @@ pub struct RequestCtx {
     /// Identifier of the credential used (e.g. the key-auth credential id).
     pub credential: Option<Arc<str>>,
     /// Headers to add to the answer sent to the client.
-    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub response_headers: Vec<AddedHeader>,
     /// A body limit set by a plugin (the smallest limit in force wins).
     pub body_limit: Option<u64>,
     /// Per-request values plugins pass from one phase to the next (typed; allocates only

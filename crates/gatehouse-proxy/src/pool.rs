@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+
+use crate::coarse::{Coarse, TICK};
 
 use crate::h1::Conn;
 use crate::snapshot::TargetRt;
@@ -28,14 +29,17 @@ pub enum ConnectError {
 
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// Coarse tick at which it went idle (the worker's clock: no clock read per request).
+    since: u64,
 }
 
 /// The idle connections of one worker.
 pub struct Pool {
     idle: RefCell<HashMap<Arc<str>, Vec<Idle>>>,
     max_idle: usize,
-    idle_timeout: Duration,
+    /// The idle timeout in coarse ticks (rounded down: a connection never outlives it).
+    idle_ticks: u64,
+    clock: Rc<Coarse>,
 }
 
 /// Where a connection goes back when its response is done.
@@ -52,7 +56,7 @@ impl Release {
         if list.len() < self.pool.max_idle {
             list.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: self.pool.clock.ticks(),
             });
         }
     }
@@ -67,12 +71,14 @@ pub struct Lease {
 }
 
 impl Pool {
-    /// A pool keeping at most `max_idle` idle connections per target for `idle_timeout`.
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Rc<Pool> {
+    /// A pool keeping at most `max_idle` idle connections per target for `idle_timeout`,
+    /// timed on the worker's coarse clock.
+    pub fn new(max_idle: usize, idle_timeout: Duration, clock: Rc<Coarse>) -> Rc<Pool> {
         Rc::new(Pool {
             idle: RefCell::new(HashMap::new()),
             max_idle,
-            idle_timeout,
+            idle_ticks: (idle_timeout.as_millis() / TICK.as_millis()) as u64,
+            clock,
         })
     }
 
@@ -99,8 +105,9 @@ impl Pool {
         if !fresh {
             let mut idle = self.idle.borrow_mut();
             if let Some(list) = idle.get_mut(&*target.key) {
+                let now = self.clock.ticks();
                 while let Some(c) = list.pop() {
-                    if c.since.elapsed() <= self.idle_timeout && c.conn.is_reusable() {
+                    if now - c.since < self.idle_ticks && c.conn.is_reusable() {
                         return Ok(Lease {
                             conn: c.conn,
                             reused: true,

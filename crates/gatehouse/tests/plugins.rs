@@ -802,6 +802,27 @@ consumers:
     assert_eq!(a["request"]["path"], "/private/x");
     assert_eq!(a["client_ip"], "127.0.0.1");
     assert!(a["latencies"]["upstream_ms"].as_f64().is_some());
+    // The start time is derived from the worker's clock anchor: it must be the wall clock.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let started = a["started_at"].as_i64().unwrap();
+    assert!(
+        (now_ms - 60_000..=now_ms).contains(&started),
+        "started_at {started} vs now {now_ms}"
+    );
+    // Ids come from a per-thread cache of their text: each record has its own, exact.
+    for r in [&a, &recs[0], &recs[1], &recs[2]] {
+        for k in ["route", "service"] {
+            let id = r[k]["id"].as_str().unwrap();
+            assert!(uuid::Uuid::parse_str(id).is_ok(), "{k} id {id}");
+        }
+    }
+    // Records of different routes follow each other: the cached text must not leak over.
+    assert_ne!(a["route"]["id"], by_id(&streamed)["route"]["id"]);
+    assert_eq!(a["route"]["id"], by_id(&denied)["route"]["id"]);
+    assert!(uuid::Uuid::parse_str(a["consumer"]["id"].as_str().unwrap()).is_ok());
     let b = by_id(&denied);
     assert_eq!(b["response"]["status"], 401, "early answers are logged too");
     assert!(b["consumer"].is_null());

@@ -4,8 +4,10 @@
 //! per-consumer labels only when `per_consumer` is set, because consumer counts are
 //! unbounded (a known memory trap).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use gatehouse_proxy::plugin::{BuildCtx, CallRecord, Factory, Plugin};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -153,11 +155,39 @@ type Fast = foldhash::fast::FixedState;
 
 struct Compiled {
     cfg: PrometheusConfig,
-    // Handles resolved once per route (and status/consumer), so a request costs a small
-    // hash lookup instead of building label strings.
-    routes: RwLock<HashMap<Uuid, Arc<RouteHandles>, Fast>>,
-    requests: RwLock<HashMap<RequestKey, Counter, Fast>>,
-    limits: RwLock<HashMap<(Uuid, bool), Counter, Fast>>,
+    /// Distinguishes this instance's handles in the per-thread cache (names of routes and
+    /// services can change between snapshots while ids stay).
+    generation: u64,
+}
+
+/// Handles resolved once per route (and status/consumer) and worker thread, so a request
+/// costs a small hash lookup, no label strings and no lock shared with other workers.
+#[derive(Default)]
+struct LocalHandles {
+    routes: HashMap<(u64, Uuid), RouteHandles, Fast>,
+    requests: HashMap<(u64, RequestKey), Counter, Fast>,
+    limits: HashMap<(u64, Uuid, bool), Counter, Fast>,
+}
+
+/// Entries per map after which a thread's cache starts over (old generations pile up
+/// across reloads otherwise).
+const LOCAL_LIMIT: usize = 4096;
+
+thread_local! {
+    static LOCAL: RefCell<LocalHandles> = RefCell::new(LocalHandles::default());
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn cached<'m, K: std::hash::Hash + Eq, V>(
+    map: &'m mut HashMap<K, V, Fast>,
+    key: K,
+    make: impl FnOnce() -> V,
+) -> &'m V {
+    if map.len() >= LOCAL_LIMIT && !map.contains_key(&key) {
+        map.clear();
+    }
+    map.entry(key).or_insert_with(make)
 }
 
 impl Factory for Prometheus {
@@ -175,29 +205,12 @@ impl Factory for Prometheus {
         metrics();
         Ok(Arc::new(Compiled {
             cfg,
-            routes: RwLock::default(),
-            requests: RwLock::default(),
-            limits: RwLock::default(),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         }))
     }
     fn schema(&self) -> Value {
         config::schema::<PrometheusConfig>()
     }
-}
-
-fn cached<K: std::hash::Hash + Eq + Clone, V: Clone>(
-    map: &RwLock<HashMap<K, V, Fast>>,
-    key: &K,
-    make: impl FnOnce() -> V,
-) -> V {
-    if let Some(v) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
-        return v.clone();
-    }
-    let v = make();
-    map.write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(key.clone(), v.clone());
-    v
 }
 
 fn names(rec: &CallRecord) -> (String, String) {
@@ -217,15 +230,22 @@ impl Plugin for Compiled {
         true
     }
     fn log(&self, rec: &CallRecord) {
+        LOCAL.with(|local| self.record(&mut local.borrow_mut(), rec));
+    }
+}
+
+impl Compiled {
+    fn record(&self, local: &mut LocalHandles, rec: &CallRecord) {
         let m = metrics();
         let ctx = rec.ctx;
+        let gen = self.generation;
         let consumer = if self.cfg.per_consumer {
             ctx.consumer.as_ref().map(|c| c.id)
         } else {
             None
         };
         let key = (ctx.route_id, rec.status.as_u16(), consumer);
-        cached(&self.requests, &key, || {
+        cached(&mut local.requests, (gen, key), || {
             let (service, route) = names(rec);
             let consumer = ctx.consumer.as_ref().filter(|_| self.cfg.per_consumer);
             let consumer = consumer.map_or_else(String::new, |c| {
@@ -243,7 +263,7 @@ impl Plugin for Compiled {
                 .clone()
         })
         .inc();
-        let h = cached(&self.routes, &ctx.route_id, || {
+        let h = cached(&mut local.routes, (gen, ctx.route_id), || {
             let (service, route) = names(rec);
             let lat = |kind| {
                 m.latency
@@ -263,13 +283,13 @@ impl Plugin for Compiled {
                     })
                     .clone()
             };
-            Arc::new(RouteHandles {
+            RouteHandles {
                 total: lat("total"),
                 upstream: lat("upstream"),
                 gateway: lat("gateway"),
                 egress: by("egress"),
                 ingress: by("ingress"),
-            })
+            }
         });
         if self.cfg.latency_metrics {
             let total = rec.total.as_secs_f64() * 1000.0;
@@ -287,7 +307,7 @@ impl Plugin for Compiled {
             }
         }
         if let Some(d) = ctx.limit {
-            cached(&self.limits, &(ctx.route_id, d.allowed), || {
+            cached(&mut local.limits, (gen, ctx.route_id, d.allowed), || {
                 let (_, route) = names(rec);
                 m.limits
                     .get_or_create(&LimitLabels {

@@ -61,13 +61,55 @@ fn push_u64(out: &mut String, n: u64) {
     out.push_str(itoa::Buffer::new().format(n));
 }
 
-fn push_uuid(out: &mut String, id: &uuid::Uuid) {
+/// Which of the record's ids a [`push_uuid`] call writes (each has its own cache slot).
+#[derive(Clone, Copy)]
+enum IdSlot {
+    Route = 0,
+    Service = 1,
+    Consumer = 2,
+}
+
+thread_local! {
+    /// The text of the id last written in each slot: consecutive requests mostly share
+    /// route, service and consumer, so formatting is usually a compare and a copy.
+    static LAST_IDS: std::cell::RefCell<[(uuid::Uuid, String); 3]> =
+        std::cell::RefCell::new(Default::default());
+}
+
+fn push_uuid(out: &mut String, id: &uuid::Uuid, slot: IdSlot) {
     out.push('"');
-    out.push_str(
-        id.hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer()),
-    );
+    LAST_IDS.with(|last| {
+        let mut last = last.borrow_mut();
+        let (known, text) = &mut last[slot as usize];
+        if known != id || text.is_empty() {
+            text.clear();
+            text.push_str(
+                id.hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            );
+            *known = *id;
+        }
+        out.push_str(text);
+    });
     out.push('"');
+}
+
+/// An IP address as text; IPv4 (the common case) without the formatting machinery.
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut b = itoa::Buffer::new();
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(b.format(o));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// The JSON record of one request, as one line (no newline). Holds no header or query
@@ -87,7 +129,7 @@ pub fn write_line(rec: &CallRecord, o: &mut String) {
     o.push_str(",\"started_at\":");
     push_u64(o, r.started_unix_ms);
     o.push_str(",\"client_ip\":\"");
-    let _ = write!(o, "{}", ctx.client_ip);
+    push_ip(o, ctx.client_ip);
     o.push_str("\",\"request\":{\"method\":");
     push_str(o, r.method.as_str());
     o.push_str(",\"host\":");
@@ -108,18 +150,18 @@ pub fn write_line(rec: &CallRecord, o: &mut String) {
     } else {
         ",\"complete\":false},\"route\":{\"id\":"
     });
-    push_uuid(o, &ctx.route_id);
+    push_uuid(o, &ctx.route_id, IdSlot::Route);
     o.push_str(",\"name\":");
     push_opt_str(o, r.route_name.as_deref());
     o.push_str("},\"service\":{\"id\":");
-    push_uuid(o, &ctx.service_id);
+    push_uuid(o, &ctx.service_id, IdSlot::Service);
     o.push_str(",\"name\":");
     push_opt_str(o, r.service_name.as_deref());
     o.push_str("},\"consumer\":");
     match &ctx.consumer {
         Some(c) => {
             o.push_str("{\"id\":");
-            push_uuid(o, &c.id);
+            push_uuid(o, &c.id, IdSlot::Consumer);
             o.push_str(",\"username\":");
             push_opt_str(o, c.username.as_deref());
             o.push('}');
@@ -158,5 +200,27 @@ mod tests {
         push_str(&mut o, "");
         push_ms(&mut o, 7);
         assert_eq!(o, "12.345\"\"0.007");
+    }
+
+    #[test]
+    fn ids_and_addresses_are_written_exactly() {
+        let a = uuid::Uuid::new_v4();
+        let b = uuid::Uuid::new_v4();
+        for id in [a, a, b, uuid::Uuid::nil(), a] {
+            let mut o = String::new();
+            push_uuid(&mut o, &id, IdSlot::Route);
+            assert_eq!(o, format!("\"{id}\""));
+        }
+        for ip in [
+            "10.0.0.255",
+            "127.0.0.1",
+            "0.0.0.0",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let mut o = String::new();
+            push_ip(&mut o, ip.parse().unwrap());
+            assert_eq!(o, ip);
+        }
     }
 }

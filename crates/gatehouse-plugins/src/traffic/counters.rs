@@ -68,13 +68,55 @@ pub struct Usage {
     pub reset_ms: u64,
 }
 
+impl Default for Usage {
+    fn default() -> Self {
+        Usage {
+            period: Period::Second,
+            limit: 0,
+            remaining: 0,
+            reset_ms: 0,
+        }
+    }
+}
+
+/// The usages of one decision, kept inline (at most one per period): a decision is made
+/// for every request and should not allocate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usages {
+    items: [Usage; 5],
+    len: u8,
+}
+
+impl Usages {
+    /// Adds the outcome of the next period (at most one per period; extras are ignored).
+    pub fn push(&mut self, u: Usage) {
+        if let Some(slot) = self.items.get_mut(usize::from(self.len)) {
+            *slot = u;
+            self.len += 1;
+        }
+    }
+}
+
+impl std::ops::Deref for Usages {
+    type Target = [Usage];
+    fn deref(&self) -> &[Usage] {
+        &self.items[..usize::from(self.len)]
+    }
+}
+
+impl std::ops::DerefMut for Usages {
+    fn deref_mut(&mut self) -> &mut [Usage] {
+        &mut self.items[..usize::from(self.len)]
+    }
+}
+
 /// A decision over all configured periods.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// True when the request may pass (and was counted).
     pub allowed: bool,
     /// Per period, in the order given.
-    pub usage: Vec<Usage>,
+    pub usage: Usages,
 }
 
 /// What one counter counts: a route and the identity requests are grouped by. Built without
@@ -201,50 +243,53 @@ impl CounterStore for LocalCounters {
             let horizon = limits.iter().map(|(p, _)| p.millis()).max().unwrap_or(0) * 2;
             shard.retain(|_, e| now_ms.saturating_sub(e.last_ms) < horizon);
         }
-        if !shard.contains_key(key) {
-            shard.insert(key.clone(), Entry::default());
+        // Looked up first, so a hit allocates no key; inserted once on a miss.
+        if let Some(entry) = shard.get_mut(key) {
+            return decide(entry, limits, now_ms);
         }
-        // Present: inserted just above (looked up first so a hit allocates no key).
-        let Some(entry) = shard.get_mut(key) else {
-            return Decision {
-                allowed: false,
-                usage: Vec::new(),
-            };
-        };
-        entry.last_ms = now_ms;
-        let mut usage = Vec::with_capacity(limits.len());
-        let mut allowed = true;
-        for &(period, limit) in limits {
-            let len = period.millis();
-            let w = &mut entry.windows[period as usize];
-            w.roll(now_ms / len);
-            let into = now_ms % len;
-            // Sliding estimate: the previous window's count weighted by how much of it still
-            // overlaps the last `len` milliseconds, plus this window's count.
-            let carried =
-                (u128::from(w.previous) * u128::from(len - into) / u128::from(len)) as u64;
-            let used = carried + w.current;
-            if used >= limit {
-                allowed = false;
-            }
-            usage.push(Usage {
-                period,
-                limit,
-                remaining: limit.saturating_sub(used),
-                reset_ms: len - into,
-            });
-        }
-        if allowed {
-            for &(period, _) in limits {
-                entry.windows[period as usize].current += 1;
-            }
-            // This request took one of what remained.
-            for u in &mut usage {
-                u.remaining = u.remaining.saturating_sub(1);
-            }
-        }
-        Decision { allowed, usage }
+        decide(shard.entry(key.clone()).or_default(), limits, now_ms)
     }
+}
+
+/// Counts a request against one key's windows if every limit allows it.
+fn decide(entry: &mut Entry, limits: &[(Period, u64)], now_ms: u64) -> Decision {
+    entry.last_ms = now_ms;
+    let mut usage = Usages::default();
+    let mut allowed = true;
+    for &(period, limit) in limits {
+        let len = period.millis();
+        let w = &mut entry.windows[period as usize];
+        w.roll(now_ms / len);
+        let into = now_ms % len;
+        // Sliding estimate: the previous window's count weighted by how much of it still
+        // overlaps the last `len` milliseconds, plus this window's count. In u64 unless the
+        // product overflows (128-bit division is a library call).
+        let left = len - into;
+        let carried = match w.previous.checked_mul(left) {
+            Some(p) => p / len,
+            None => (u128::from(w.previous) * u128::from(left) / u128::from(len)) as u64,
+        };
+        let used = carried + w.current;
+        if used >= limit {
+            allowed = false;
+        }
+        usage.push(Usage {
+            period,
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset_ms: left,
+        });
+    }
+    if allowed {
+        for &(period, _) in limits {
+            entry.windows[period as usize].current += 1;
+        }
+        // This request took one of what remained.
+        for u in usage.iter_mut() {
+            u.remaining = u.remaining.saturating_sub(1);
+        }
+    }
+    Decision { allowed, usage }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! one request goes upstream and the others wait for its answer (single-flight).
 //! `X-Cache-Status: Hit | Miss | Bypass | Refresh`, `X-Cache-Key` on every answer.
 
+use std::borrow::Cow;
 use std::collections::HashMap as StdHashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -291,10 +292,12 @@ impl Compiled {
     }
 
     fn mark(ctx: &mut RequestCtx, status: &'static str, key: Option<&str>) {
-        ctx.response_headers
-            .push((STATUS.clone(), HeaderValue::from_static(status)));
+        ctx.response_headers.push((
+            Cow::Borrowed(&STATUS),
+            HeaderValue::from_static(status).into(),
+        ));
         if let Some(v) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
-            ctx.response_headers.push((KEY.clone(), v));
+            ctx.response_headers.push((Cow::Borrowed(&KEY), v.into()));
         }
     }
 }

@@ -111,28 +111,35 @@ struct Compiled {
     status: StatusCode,
     message: String,
     counters: Arc<LocalCounters>,
-    names: Vec<(HeaderName, HeaderName)>,
-    /// Each window's limit, formatted once.
-    limit_values: Vec<HeaderValue>,
 }
 
-/// Header values for small numbers (seconds to reset, small remainders), made once: a
-/// clone costs nothing, where formatting a number allocates.
-fn small_number(n: u64) -> HeaderValue {
-    static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        (0..4096u64)
-            .map(|i| {
-                let text: &'static str = Box::leak(i.to_string().into_boxed_str());
-                HeaderValue::from_static(text)
-            })
-            .collect()
-    });
-    usize::try_from(n)
-        .ok()
-        .and_then(|i| table.get(i))
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from(n))
+/// `X-RateLimit-Limit-<Period>` and `X-RateLimit-Remaining-<Period>`; static names clone
+/// without touching a reference count.
+fn window_names(p: Period) -> (&'static HeaderName, &'static HeaderName) {
+    static NAMES: [(HeaderName, HeaderName); 5] = [
+        (
+            HeaderName::from_static("x-ratelimit-limit-second"),
+            HeaderName::from_static("x-ratelimit-remaining-second"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-limit-minute"),
+            HeaderName::from_static("x-ratelimit-remaining-minute"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-limit-hour"),
+            HeaderName::from_static("x-ratelimit-remaining-hour"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-limit-day"),
+            HeaderName::from_static("x-ratelimit-remaining-day"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-limit-month"),
+            HeaderName::from_static("x-ratelimit-remaining-month"),
+        ),
+    ];
+    let (l, r) = &NAMES[p as usize];
+    (l, r)
 }
 
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -177,19 +184,6 @@ impl Factory for RateLimiting {
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let c: RateLimitingConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
         let limits = c.limits();
-        let names = limits
-            .iter()
-            .map(|(p, _)| {
-                let n = p.name().to_lowercase();
-                (
-                    HeaderName::from_bytes(format!("x-ratelimit-limit-{n}").as_bytes())
-                        .map_err(|e| e.to_string()),
-                    HeaderName::from_bytes(format!("x-ratelimit-remaining-{n}").as_bytes())
-                        .map_err(|e| e.to_string()),
-                )
-            })
-            .map(|(a, b)| Ok((a?, b?)))
-            .collect::<Result<Vec<_>, String>>()?;
         Ok(Arc::new(Compiled {
             limits: limits.clone(),
             by: c.limit_by,
@@ -203,8 +197,6 @@ impl Factory for RateLimiting {
             message: c.error_message,
             // Same plugin id and config as before a reload: the same counters.
             counters: ctx.state.get_or_insert(ctx.id, v, LocalCounters::default),
-            names,
-            limit_values: limits.iter().map(|(_, l)| HeaderValue::from(*l)).collect(),
         }))
     }
     fn schema(&self) -> Value {
@@ -288,29 +280,19 @@ impl Plugin for Compiled {
             .map(|(i, _)| i);
         // Written to the response headers plugins add (taken back below on a 429).
         let first_added = ctx.response_headers.len();
-        if !self.hide {
+        if let (false, Some(t)) = (self.hide, tight.map(|i| &d.usage[i])) {
+            use gatehouse_proxy::plugin::AddedValue::Number;
+            use std::borrow::Cow::Borrowed;
             let headers = &mut ctx.response_headers;
-            // Usage comes in the order of `limits`: index i is window i. The standard
-            // headers (for the tightest window) go first, the per-window ones after.
-            let mut tight_remaining = None;
-            for (i, (u, (l, r))) in d.usage.iter().zip(&self.names).enumerate() {
-                let rv = small_number(u.remaining);
-                if tight == Some(i) {
-                    tight_remaining = Some(rv.clone());
-                }
-                headers.push((l.clone(), self.limit_values[i].clone()));
-                headers.push((r.clone(), rv));
-            }
-            if let (Some(i), Some(rv)) = (tight, tight_remaining) {
-                let reset = small_number(d.usage[i].reset_ms.div_ceil(1000));
-                headers.splice(
-                    first_added..first_added,
-                    [
-                        (LIMIT.clone(), self.limit_values[i].clone()),
-                        (REMAINING.clone(), rv),
-                        (RESET.clone(), reset),
-                    ],
-                );
+            headers.reserve(3 + 2 * d.usage.len());
+            // The standard headers (for the tightest window) first, the per-window ones after.
+            headers.push((Borrowed(&LIMIT), Number(t.limit)));
+            headers.push((Borrowed(&REMAINING), Number(t.remaining)));
+            headers.push((Borrowed(&RESET), Number(t.reset_ms.div_ceil(1000))));
+            for u in d.usage.iter() {
+                let (l, r) = window_names(u.period);
+                headers.push((Borrowed(l), Number(u.limit)));
+                headers.push((Borrowed(r), Number(u.remaining)));
             }
         }
         if d.allowed {
@@ -329,7 +311,7 @@ impl Plugin for Compiled {
         if let Flow::Respond(r) = &mut flow {
             let h = r.headers_mut();
             for (n, v) in headers {
-                h.append(n, v);
+                h.append(n.into_owned(), v.to_header_value());
             }
             h.insert(
                 http::header::RETRY_AFTER,

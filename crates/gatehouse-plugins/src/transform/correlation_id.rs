@@ -104,7 +104,8 @@ impl Plugin for Compiled {
             }
         };
         if self.echo {
-            ctx.response_headers.push((self.header.clone(), id));
+            ctx.response_headers
+                .push((std::borrow::Cow::Owned(self.header.clone()), id.into()));
         }
         Flow::Continue
     }
