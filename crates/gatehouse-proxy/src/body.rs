@@ -194,7 +194,7 @@ impl Body for RequestBody {
 /// when a body filter holds it too.
 pub enum LogCtx {
     /// Only the log phase uses it.
-    Owned(crate::plugin::RequestCtx),
+    Owned(Box<crate::plugin::RequestCtx>),
     /// Shared with a [`TransformBody`].
     Shared(std::rc::Rc<crate::plugin::RequestCtx>),
 }

@@ -179,11 +179,11 @@ thread_local! {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-fn cached<'m, K: std::hash::Hash + Eq, V>(
-    map: &'m mut HashMap<K, V, Fast>,
+fn cached<K: std::hash::Hash + Eq, V>(
+    map: &mut HashMap<K, V, Fast>,
     key: K,
     make: impl FnOnce() -> V,
-) -> &'m V {
+) -> &V {
     if map.len() >= LOCAL_LIMIT && !map.contains_key(&key) {
         map.clear();
     }

@@ -6,7 +6,10 @@
 
 use std::fmt::Write as _;
 
-use gatehouse_proxy::plugin::CallRecord;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use gatehouse_proxy::plugin::{CallRecord, ConsumerRt, RequestCtx};
 
 /// Microseconds as milliseconds with three decimals (`12.345`).
 fn push_ms(out: &mut String, micros: u128) {
@@ -61,37 +64,97 @@ fn push_u64(out: &mut String, n: u64) {
     out.push_str(itoa::Buffer::new().format(n));
 }
 
-/// Which of the record's ids a [`push_uuid`] call writes (each has its own cache slot).
-#[derive(Clone, Copy)]
-enum IdSlot {
-    Route = 0,
-    Service = 1,
-    Consumer = 2,
+fn push_uuid(out: &mut String, id: &uuid::Uuid) {
+    out.push('"');
+    out.push_str(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    out.push('"');
 }
+
+/// The text of `"route":{…},"service":{…},"consumer":…` for one route and consumer.
+/// It depends on config only, so each worker thread keeps it for recent combinations and a
+/// record copies it instead of formatting ids and names. An entry holds the name `Arc`s it
+/// was made from: equal pointers mean the same names (a reload makes new ones).
+struct Fragment {
+    route: uuid::Uuid,
+    route_name: Option<Arc<str>>,
+    service: uuid::Uuid,
+    service_name: Option<Arc<str>>,
+    consumer: Option<Arc<ConsumerRt>>,
+    text: String,
+}
+
+fn same<T: ?Sized>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+impl Fragment {
+    fn matches(&self, ctx: &RequestCtx) -> bool {
+        self.route == ctx.route_id
+            && self.service == ctx.service_id
+            && same(&self.route_name, &ctx.request.route_name)
+            && same(&self.service_name, &ctx.request.service_name)
+            && same(&self.consumer, &ctx.consumer)
+    }
+}
+
+/// Entries per worker thread (direct-mapped by route and consumer id).
+const FRAGMENTS: usize = 16;
 
 thread_local! {
-    /// The text of the id last written in each slot: consecutive requests mostly share
-    /// route, service and consumer, so formatting is usually a compare and a copy.
-    static LAST_IDS: std::cell::RefCell<[(uuid::Uuid, String); 3]> =
-        std::cell::RefCell::new(Default::default());
+    static RECENT: RefCell<[Option<Fragment>; FRAGMENTS]> = RefCell::new(Default::default());
 }
 
-fn push_uuid(out: &mut String, id: &uuid::Uuid, slot: IdSlot) {
-    out.push('"');
-    LAST_IDS.with(|last| {
-        let mut last = last.borrow_mut();
-        let (known, text) = &mut last[slot as usize];
-        if known != id || text.is_empty() {
-            text.clear();
-            text.push_str(
-                id.hyphenated()
-                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
-            );
-            *known = *id;
+fn write_identity(o: &mut String, ctx: &RequestCtx) {
+    o.push_str("\"route\":{\"id\":");
+    push_uuid(o, &ctx.route_id);
+    o.push_str(",\"name\":");
+    push_opt_str(o, ctx.request.route_name.as_deref());
+    o.push_str("},\"service\":{\"id\":");
+    push_uuid(o, &ctx.service_id);
+    o.push_str(",\"name\":");
+    push_opt_str(o, ctx.request.service_name.as_deref());
+    o.push_str("},\"consumer\":");
+    match &ctx.consumer {
+        Some(c) => {
+            o.push_str("{\"id\":");
+            push_uuid(o, &c.id);
+            o.push_str(",\"username\":");
+            push_opt_str(o, c.username.as_deref());
+            o.push('}');
         }
-        out.push_str(text);
+        None => o.push_str("null"),
+    }
+}
+
+fn push_identity(o: &mut String, ctx: &RequestCtx) {
+    let key = ctx.route_id.as_u128() ^ ctx.consumer.as_ref().map_or(0, |c| c.id.as_u128());
+    let slot = (key % FRAGMENTS as u128) as usize;
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        let entry = &mut recent[slot];
+        if let Some(f) = entry.as_ref().filter(|f| f.matches(ctx)) {
+            o.push_str(&f.text);
+            return;
+        }
+        let mut text = String::with_capacity(192);
+        write_identity(&mut text, ctx);
+        o.push_str(&text);
+        *entry = Some(Fragment {
+            route: ctx.route_id,
+            route_name: ctx.request.route_name.clone(),
+            service: ctx.service_id,
+            service_name: ctx.request.service_name.clone(),
+            consumer: ctx.consumer.clone(),
+            text,
+        });
     });
-    out.push('"');
 }
 
 /// An IP address as text; IPv4 (the common case) without the formatting machinery.
@@ -146,28 +209,11 @@ pub fn write_line(rec: &CallRecord, o: &mut String) {
     o.push_str(",\"size\":");
     push_u64(o, rec.response_bytes);
     o.push_str(if rec.complete {
-        ",\"complete\":true},\"route\":{\"id\":"
+        ",\"complete\":true},"
     } else {
-        ",\"complete\":false},\"route\":{\"id\":"
+        ",\"complete\":false},"
     });
-    push_uuid(o, &ctx.route_id, IdSlot::Route);
-    o.push_str(",\"name\":");
-    push_opt_str(o, r.route_name.as_deref());
-    o.push_str("},\"service\":{\"id\":");
-    push_uuid(o, &ctx.service_id, IdSlot::Service);
-    o.push_str(",\"name\":");
-    push_opt_str(o, r.service_name.as_deref());
-    o.push_str("},\"consumer\":");
-    match &ctx.consumer {
-        Some(c) => {
-            o.push_str("{\"id\":");
-            push_uuid(o, &c.id, IdSlot::Consumer);
-            o.push_str(",\"username\":");
-            push_opt_str(o, c.username.as_deref());
-            o.push('}');
-        }
-        None => o.push_str("null"),
-    }
+    push_identity(o, ctx);
     let total = rec.total.as_micros();
     o.push_str(",\"latencies\":{\"total_ms\":");
     push_ms(o, total);
@@ -202,15 +248,74 @@ mod tests {
         assert_eq!(o, "12.345\"\"0.007");
     }
 
+    fn ctx(route: (uuid::Uuid, &Arc<str>), consumer: Option<&Arc<ConsumerRt>>) -> RequestCtx {
+        RequestCtx {
+            request_id: http::HeaderValue::from_static("abc"),
+            client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            route_id: route.0,
+            service_id: uuid::Uuid::nil(),
+            consumer: consumer.cloned(),
+            credential: None,
+            response_headers: Vec::new(),
+            body_limit: None,
+            extensions: http::Extensions::new(),
+            limit: None,
+            request: gatehouse_proxy::plugin::RequestInfo {
+                method: http::Method::GET,
+                path: "/".into(),
+                host: None,
+                route_name: Some(route.1.clone()),
+                service_name: None,
+                body_bytes: None,
+                started: std::time::Instant::now(),
+                started_unix_ms: 0,
+            },
+            upstream_latency: None,
+            params: Vec::new(),
+            upstream_path: None,
+        }
+    }
+
+    /// The per-thread fragment cache never hands out another route's or consumer's text,
+    /// nor the old name after a reload (new name `Arc`, same id).
+    #[test]
+    fn cached_identity_text_always_matches_the_record() {
+        let (r1, r2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let n1: Arc<str> = Arc::from("one");
+        let n1_renamed: Arc<str> = Arc::from("uno");
+        let n2: Arc<str> = Arc::from("two");
+        let alice = Arc::new(ConsumerRt {
+            id: uuid::Uuid::new_v4(),
+            username: Some(Arc::from("alice")),
+            custom_id: None,
+        });
+        let cases = [
+            ctx((r1, &n1), Some(&alice)),
+            ctx((r1, &n1), Some(&alice)),
+            ctx((r1, &n1), None),
+            ctx((r2, &n2), Some(&alice)),
+            ctx((r1, &n1_renamed), Some(&alice)),
+            ctx((r1, &n1), Some(&alice)),
+        ];
+        for c in &cases {
+            let mut cached = String::new();
+            push_identity(&mut cached, c);
+            let mut fresh = String::new();
+            write_identity(&mut fresh, c);
+            assert_eq!(cached, fresh);
+            let v: serde_json::Value = serde_json::from_str(&format!("{{{cached}}}")).unwrap();
+            assert_eq!(v["route"]["id"], c.route_id.to_string());
+            assert_eq!(v["route"]["name"], &*c.request.route_name.clone().unwrap());
+            assert_eq!(v["consumer"].is_null(), c.consumer.is_none());
+        }
+    }
+
     #[test]
     fn ids_and_addresses_are_written_exactly() {
-        let a = uuid::Uuid::new_v4();
-        let b = uuid::Uuid::new_v4();
-        for id in [a, a, b, uuid::Uuid::nil(), a] {
-            let mut o = String::new();
-            push_uuid(&mut o, &id, IdSlot::Route);
-            assert_eq!(o, format!("\"{id}\""));
-        }
+        let id = uuid::Uuid::new_v4();
+        let mut o = String::new();
+        push_uuid(&mut o, &id);
+        assert_eq!(o, format!("\"{id}\""));
         for ip in [
             "10.0.0.255",
             "127.0.0.1",
