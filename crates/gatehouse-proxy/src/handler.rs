@@ -239,6 +239,14 @@ pub struct Worker {
     pub coarse: Rc<crate::coarse::Coarse>,
 }
 
+/// Writes `v` as 16 lowercase hex digits into `out` (16 bytes long).
+fn hex16(v: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, d) in out.iter_mut().take(16).enumerate() {
+        *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -348,12 +356,11 @@ impl Worker {
         if ids.capacity() < 32 {
             *ids = BytesMut::with_capacity(32 * 128);
         }
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for v in [self.id_prefix, n] {
-            for i in (0..16).rev() {
-                ids.put_u8(HEX[((v >> (i * 4)) & 0xf) as usize]);
-            }
-        }
+        let mut text = [0u8; 32];
+        let (high, low) = text.split_at_mut(16);
+        hex16(self.id_prefix, high);
+        hex16(n, low);
+        ids.extend_from_slice(&text);
         // Only hex digits were written, which are valid header bytes.
         HeaderValue::from_maybe_shared(ids.split().freeze())
             .unwrap_or(HeaderValue::from_static("0"))

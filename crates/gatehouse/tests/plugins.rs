@@ -841,6 +841,59 @@ consumers:
 }
 
 #[tokio::test]
+async fn prometheus_per_consumer_labels() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(
+        &format!(
+            r#"services:
+  - name: shop
+    url: {}
+    routes:
+      - name: items
+        paths: ["/items"]
+        plugins: [{{ name: key-auth }}]
+plugins:
+  - name: prometheus
+    config: {{ per_consumer: true }}
+consumers:
+  - username: alice
+    keyauth_credentials: [{{ key: alice-key }}]
+  - username: bob
+    keyauth_credentials: [{{ key: bob-key }}]
+"#,
+            up.url()
+        ),
+        &[],
+    );
+    for (key, n) in [
+        ("alice-key", 2),
+        ("bob-key", 1),
+        ("alice-key", 1),
+        ("nope", 2),
+    ] {
+        for _ in 0..n {
+            request(&gw.proxy, "GET", "/items", &[("apikey", key)], "")
+                .await
+                .unwrap();
+        }
+    }
+    let text = get(&gw.status, "/metrics").await.text();
+    let count = |code: u16, consumer: &str| {
+        let needle = format!(
+            r#"gatehouse_http_requests_total{{service="shop",route="items",code="{code}",consumer="{consumer}"}}"#
+        );
+        text.lines()
+            .find(|l| l.starts_with(&needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{needle} not in:\n{text}"))
+    };
+    assert_eq!(count(200, "alice"), "3");
+    assert_eq!(count(200, "bob"), "1");
+    assert_eq!(count(401, ""), "2");
+}
+
+#[tokio::test]
 async fn prometheus_metrics_on_the_status_listener() {
     let up = Upstream::start("a");
     let (_d, gw) = setup(
@@ -887,6 +940,10 @@ plugins:
     assert!(
         line(r#"gatehouse_rate_limit_decisions_total{route="items",decision="limited"}"#)
             .ends_with(" 2")
+    );
+    assert!(
+        line(r#"gatehouse_rate_limit_decisions_total{route="items",decision="allowed"}"#)
+            .ends_with(" 3")
     );
     assert!(
         line(r#"gatehouse_latency_ms_count{service="shop",route="items",kind="upstream"}"#)

@@ -146,6 +146,11 @@ struct RouteHandles {
     gateway: Histogram,
     egress: Counter,
     ingress: Counter,
+    /// Request counts by status (without per-consumer labels): a route sees few statuses,
+    /// so a short list searched in order beats a second hash lookup.
+    by_status: Vec<(u16, Counter)>,
+    /// Rate-limit decisions: `[limited, allowed]`.
+    limits: [Option<Counter>; 2],
 }
 
 /// Route, status and (with `per_consumer`) consumer of a request count.
@@ -165,8 +170,8 @@ struct Compiled {
 #[derive(Default)]
 struct LocalHandles {
     routes: HashMap<(u64, Uuid), RouteHandles, Fast>,
+    /// Request counts with per-consumer labels (too many to keep per route).
     requests: HashMap<(u64, RequestKey), Counter, Fast>,
-    limits: HashMap<(u64, Uuid, bool), Counter, Fast>,
 }
 
 /// Entries per map after which a thread's cache starts over (old generations pile up
@@ -183,7 +188,7 @@ fn cached<K: std::hash::Hash + Eq, V>(
     map: &mut HashMap<K, V, Fast>,
     key: K,
     make: impl FnOnce() -> V,
-) -> &V {
+) -> &mut V {
     if map.len() >= LOCAL_LIMIT && !map.contains_key(&key) {
         map.clear();
     }
@@ -239,30 +244,31 @@ impl Compiled {
         let m = metrics();
         let ctx = rec.ctx;
         let gen = self.generation;
-        let consumer = if self.cfg.per_consumer {
-            ctx.consumer.as_ref().map(|c| c.id)
-        } else {
-            None
-        };
-        let key = (ctx.route_id, rec.status.as_u16(), consumer);
-        cached(&mut local.requests, (gen, key), || {
-            let (service, route) = names(rec);
-            let consumer = ctx.consumer.as_ref().filter(|_| self.cfg.per_consumer);
-            let consumer = consumer.map_or_else(String::new, |c| {
-                c.username
-                    .as_deref()
-                    .map_or_else(|| c.id.to_string(), str::to_string)
-            });
-            m.requests
-                .get_or_create(&RequestLabels {
-                    service,
-                    route,
-                    code: rec.status.as_u16(),
-                    consumer,
-                })
-                .clone()
-        })
-        .inc();
+        let code = rec.status.as_u16();
+        if self.cfg.per_consumer {
+            let consumer = ctx.consumer.as_ref().map(|c| c.id);
+            cached(
+                &mut local.requests,
+                (gen, (ctx.route_id, code, consumer)),
+                || {
+                    let (service, route) = names(rec);
+                    let consumer = ctx.consumer.as_ref().map_or_else(String::new, |c| {
+                        c.username
+                            .as_deref()
+                            .map_or_else(|| c.id.to_string(), str::to_string)
+                    });
+                    m.requests
+                        .get_or_create(&RequestLabels {
+                            service,
+                            route,
+                            code,
+                            consumer,
+                        })
+                        .clone()
+                },
+            )
+            .inc();
+        }
         let h = cached(&mut local.routes, (gen, ctx.route_id), || {
             let (service, route) = names(rec);
             let lat = |kind| {
@@ -289,8 +295,31 @@ impl Compiled {
                 gateway: lat("gateway"),
                 egress: by("egress"),
                 ingress: by("ingress"),
+                by_status: Vec::new(),
+                limits: [None, None],
             }
         });
+        if !self.cfg.per_consumer {
+            match h.by_status.iter().find(|(c, _)| *c == code) {
+                Some((_, counter)) => {
+                    counter.inc();
+                }
+                None => {
+                    let (service, route) = names(rec);
+                    let counter = m
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            service,
+                            route,
+                            code,
+                            consumer: String::new(),
+                        })
+                        .clone();
+                    counter.inc();
+                    h.by_status.push((code, counter));
+                }
+            }
+        }
         if self.cfg.latency_metrics {
             let total = rec.total.as_secs_f64() * 1000.0;
             h.total.observe(total);
@@ -307,16 +336,17 @@ impl Compiled {
             }
         }
         if let Some(d) = ctx.limit {
-            cached(&mut local.limits, (gen, ctx.route_id, d.allowed), || {
-                let (_, route) = names(rec);
-                m.limits
-                    .get_or_create(&LimitLabels {
-                        route,
-                        decision: if d.allowed { "allowed" } else { "limited" },
-                    })
-                    .clone()
-            })
-            .inc();
+            h.limits[usize::from(d.allowed)]
+                .get_or_insert_with(|| {
+                    let (_, route) = names(rec);
+                    m.limits
+                        .get_or_create(&LimitLabels {
+                            route,
+                            decision: if d.allowed { "allowed" } else { "limited" },
+                        })
+                        .clone()
+                })
+                .inc();
         }
     }
 }
