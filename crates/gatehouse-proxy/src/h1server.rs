@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,6 +24,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::error::error_response;
 use crate::h1::{decode_chunk, header_map, last_token_is, poll_fill, Chunk, ChunkState, Span};
 use crate::handler::{AfterHeaders, ConnInfo, Worker, X_REQUEST_ID};
+use crate::plugin::AddedValue;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -684,16 +685,18 @@ async fn write_response(
         {
             continue;
         }
-        put_header(wbuf, name, value);
+        put_header(wbuf, name, value.as_bytes());
     }
     if let Some(after) = after {
+        let mut number = itoa::Buffer::new();
         for (name, value) in &after.headers {
-            wbuf.put_slice(name.as_str().as_bytes());
-            wbuf.put_slice(b": ");
-            value.write_to(wbuf);
-            wbuf.put_slice(b"\r\n");
+            let bytes = match value {
+                AddedValue::Value(v) => v.as_bytes(),
+                AddedValue::Number(n) => number.format(*n).as_bytes(),
+            };
+            put_header(wbuf, name, bytes);
         }
-        put_header(wbuf, &X_REQUEST_ID, &after.request_id);
+        put_header(wbuf, &X_REQUEST_ID, after.request_id.as_bytes());
     }
     if !h.contains_key(header::DATE) {
         wbuf.put_slice(b"date: ");
@@ -785,10 +788,10 @@ async fn write_response(
     true
 }
 
-fn put_header(wbuf: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+fn put_header(wbuf: &mut BytesMut, name: &HeaderName, value: &[u8]) {
     wbuf.put_slice(name.as_str().as_bytes());
     wbuf.put_slice(b": ");
-    wbuf.put_slice(value.as_bytes());
+    wbuf.put_slice(value);
     wbuf.put_slice(b"\r\n");
 }
 

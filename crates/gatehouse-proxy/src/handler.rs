@@ -451,18 +451,11 @@ impl Worker {
             parts.uri = upstream_uri(route, &norm, path_changed, m.matched_len, &parts.uri)?;
         } else {
             let started = std::time::Instant::now();
-            let ctx = Box::new(RequestCtx {
-                request_id: rid.clone(),
-                client_ip: client_ip(conn, &parts.headers, &self.shared.settings),
-                route_id: route.id,
-                service_id: svc.id,
-                consumer: None,
-                credential: None,
-                response_headers: Vec::new(),
-                body_limit: None,
-                extensions: http::Extensions::new(),
-                limit: None,
-                request: RequestInfo {
+            let ctx = Box::new(RequestCtx::new(
+                rid.clone(),
+                client_ip(conn, &parts.headers, &self.shared.settings),
+                (route.id, svc.id),
+                RequestInfo {
                     method: parts.method.clone(),
                     path: norm.into_owned(),
                     host: orig_host.clone(),
@@ -472,10 +465,8 @@ impl Worker {
                     started,
                     started_unix_ms: self.coarse.unix_ms(started),
                 },
-                upstream_latency: None,
-                params: std::mem::take(&mut m.params),
-                upstream_path: None,
-            });
+                std::mem::take(&mut m.params),
+            ));
             let r = run.insert(PluginRun {
                 ctx,
                 chain: route.chains.base.clone(),

@@ -60,16 +60,6 @@ impl AddedValue {
             AddedValue::Number(n) => HeaderValue::from(*n),
         }
     }
-
-    /// Appends the value's bytes to `out`.
-    pub fn write_to(&self, out: &mut bytes::BytesMut) {
-        match self {
-            AddedValue::Value(v) => out.extend_from_slice(v.as_bytes()),
-            AddedValue::Number(n) => {
-                out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes())
-            }
-        }
-    }
 }
 
 impl From<HeaderValue> for AddedValue {
@@ -159,6 +149,32 @@ pub struct CallRecord<'a> {
 }
 
 impl RequestCtx {
+    /// The context of a request before any plugin ran: no consumer, nothing decided yet.
+    pub fn new(
+        request_id: HeaderValue,
+        client_ip: IpAddr,
+        (route_id, service_id): (Uuid, Uuid),
+        request: RequestInfo,
+        params: Vec<(String, String)>,
+    ) -> RequestCtx {
+        RequestCtx {
+            request_id,
+            client_ip,
+            route_id,
+            service_id,
+            consumer: None,
+            credential: None,
+            response_headers: Vec::new(),
+            body_limit: None,
+            extensions: http::Extensions::new(),
+            limit: None,
+            request,
+            upstream_latency: None,
+            params,
+            upstream_path: None,
+        }
+    }
+
     /// An early answer in the common JSON error shape.
     pub fn reject(&self, status: StatusCode, code: &str, message: &str) -> Flow {
         Flow::Respond(Box::new(error_response(

@@ -840,6 +840,13 @@ consumers:
     );
 }
 
+/// The sample line of a metric series in Prometheus text (panics with the text if absent).
+fn metric_line<'t>(text: &'t str, series: &str) -> &'t str {
+    text.lines()
+        .find(|l| l.contains(series) && !l.starts_with('#'))
+        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+}
+
 #[tokio::test]
 async fn prometheus_per_consumer_labels() {
     let up = Upstream::start("a");
@@ -879,14 +886,14 @@ consumers:
     }
     let text = get(&gw.status, "/metrics").await.text();
     let count = |code: u16, consumer: &str| {
-        let needle = format!(
+        let series = format!(
             r#"gatehouse_http_requests_total{{service="shop",route="items",code="{code}",consumer="{consumer}"}}"#
         );
-        text.lines()
-            .find(|l| l.starts_with(&needle))
-            .and_then(|l| l.rsplit(' ').next())
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("{needle} not in:\n{text}"))
+        metric_line(&text, &series)
+            .rsplit(' ')
+            .next()
+            .unwrap_or("")
+            .to_string()
     };
     assert_eq!(count(200, "alice"), "3");
     assert_eq!(count(200, "bob"), "1");
@@ -920,12 +927,7 @@ plugins:
     let m = get(&gw.status, "/metrics").await;
     assert_eq!(m.status, 200);
     let text = m.text();
-    let line = |needle: &str| {
-        text.lines()
-            .find(|l| l.contains(needle) && !l.starts_with('#'))
-            .unwrap_or_else(|| panic!("{needle} not in:\n{text}"))
-            .to_string()
-    };
+    let line = |needle: &str| metric_line(&text, needle).to_string();
     assert!(
         line(
             r#"gatehouse_http_requests_total{service="shop",route="items",code="200",consumer=""}"#

@@ -274,18 +274,11 @@ mod tests {
     }
 
     fn ctx(route: (uuid::Uuid, &Arc<str>), consumer: Option<&Arc<ConsumerRt>>) -> RequestCtx {
-        RequestCtx {
-            request_id: http::HeaderValue::from_static("abc"),
-            client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            route_id: route.0,
-            service_id: uuid::Uuid::nil(),
-            consumer: consumer.cloned(),
-            credential: None,
-            response_headers: Vec::new(),
-            body_limit: None,
-            extensions: http::Extensions::new(),
-            limit: None,
-            request: gatehouse_proxy::plugin::RequestInfo {
+        let mut ctx = RequestCtx::new(
+            http::HeaderValue::from_static("abc"),
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            (route.0, uuid::Uuid::nil()),
+            gatehouse_proxy::plugin::RequestInfo {
                 method: http::Method::GET,
                 path: "/".into(),
                 host: None,
@@ -295,10 +288,10 @@ mod tests {
                 started: std::time::Instant::now(),
                 started_unix_ms: 0,
             },
-            upstream_latency: None,
-            params: Vec::new(),
-            upstream_path: None,
-        }
+            Vec::new(),
+        );
+        ctx.consumer = consumer.cloned();
+        ctx
     }
 
     /// The per-thread fragment cache never hands out another route's or consumer's text,

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap as StdHashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -116,12 +116,15 @@ impl PurgeableCache for Store {
 }
 
 impl Store {
+    /// The keys being filled, each with its waiters' `Notify` and the filling request's id.
+    fn filling(&self) -> MutexGuard<'_, StdHashMap<String, (Arc<Notify>, HeaderValue)>> {
+        self.filling.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Gives up a claim this request made in `wait_before_access` but will not fill.
     fn release_if_owner(&self, key: &str, request_id: &HeaderValue) {
         let owned = self
-            .filling
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .filling()
             .get(key)
             .is_some_and(|(_, owner)| owner == request_id);
         if owned {
@@ -130,12 +133,7 @@ impl Store {
     }
 
     fn release(&self, key: &str) {
-        if let Some(n) = self
-            .filling
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key)
-        {
+        if let Some(n) = self.filling().remove(key) {
             n.0.notify_waiters();
         }
     }
@@ -318,11 +316,7 @@ impl Plugin for Compiled {
         // Check and claim under one lock: with several workers, two first requests for a
         // key must not both find it unclaimed and both go upstream.
         let notify = {
-            let mut filling = self
-                .store
-                .filling
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut filling = self.store.filling();
             match filling.get(&key) {
                 Some((n, _)) => n.clone(),
                 None => {
@@ -339,9 +333,7 @@ impl Plugin for Compiled {
             notified.as_mut().enable();
             // Filled (and released) before this waiter was registered: nothing to wait for.
             let still_filling = store
-                .filling
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+                .filling()
                 .get(&key)
                 .is_some_and(|(n, _)| Arc::ptr_eq(n, &notify));
             if still_filling {
@@ -383,11 +375,7 @@ impl Plugin for Compiled {
         }
         Self::mark(ctx, if refresh { "Refresh" } else { "Miss" }, Some(&key));
         let leader = {
-            let mut filling = self
-                .store
-                .filling
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut filling = self.store.filling();
             match filling.get(&key) {
                 // Claimed by this request just before (wait_before_access).
                 Some((_, owner)) => *owner == ctx.request_id,
