@@ -106,6 +106,11 @@ pub struct Route {
     /// Forward the client's Host header instead of the target's.
     #[serde(default, skip_serializing_if = "is_false")]
     pub preserve_host: bool,
+    /// Let WebSocket upgrades through to the service (off by default: an upgrade request on
+    /// a route without it gets 400 `websocket_not_enabled`). No other upgrade is ever
+    /// tunnelled.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub websocket: bool,
     /// Higher wins among routes of the same precedence class.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i64,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Line and column (both 1-based) of a value in a source document.
@@ -51,17 +51,37 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// Largest document accepted, in bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024 * 1024;
+/// Deepest nesting of sequences and mappings accepted (aliases included).
+pub const MAX_DEPTH: usize = 64;
+/// Most values that aliases may add to a document when expanded (an alias bomb of a few
+/// hundred bytes would otherwise expand to gigabytes).
+pub const MAX_ALIAS_EXPANSION: usize = 100_000;
+
+/// A sequence or mapping being built: its values, its field path (and, for a mapping, the
+/// key waiting for its value), then its [`Shape`] and anchor.
 enum Frame {
-    Seq(Vec<Value>, String, usize),
-    Map(Map<String, Value>, String, Option<String>, usize),
+    Seq(Vec<Value>, String, Shape, usize),
+    Map(Map<String, Value>, String, Option<String>, Shape, usize),
+}
+
+/// How big a value is: values it holds (itself included) for the alias budget, and levels
+/// of nesting for the depth limit (an alias copies both).
+#[derive(Clone, Copy)]
+struct Shape {
+    size: usize,
+    depth: usize,
 }
 
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Value>,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their shape.
+    anchors: HashMap<usize, (Value, Shape)>,
     positions: HashMap<String, Position>,
     error: Option<SyntaxError>,
+    expanded: usize,
 }
 
 fn pos(m: &Marker) -> Position {
@@ -103,28 +123,46 @@ fn resolve_plain(s: &str) -> Value {
 impl Builder {
     fn child_path(&self) -> Option<String> {
         match self.stack.last()? {
-            Frame::Seq(items, path, _) => Some(format!("{path}[{}]", items.len())),
-            Frame::Map(_, path, Some(key), _) => Some(if path.is_empty() {
+            Frame::Seq(items, path, _, _) => Some(format!("{path}[{}]", items.len())),
+            Frame::Map(_, path, Some(key), _, _) => Some(if path.is_empty() {
                 key.clone()
             } else {
                 format!("{path}.{key}")
             }),
-            Frame::Map(_, _, None, _) => None,
+            Frame::Map(_, _, None, _, _) => None,
         }
     }
 
-    fn push_value(&mut self, v: Value, anchor: usize, at: Position) {
+    fn fail(&mut self, at: Position, message: String) {
+        if self.error.is_none() {
+            self.error = Some(SyntaxError {
+                line: at.line,
+                column: at.column,
+                message,
+            });
+        }
+    }
+
+    /// Adds a finished value to the enclosing frame.
+    fn push_value(&mut self, v: Value, anchor: usize, at: Position, shape: Shape) {
         if anchor > 0 {
-            self.anchors.insert(anchor, v.clone());
+            self.anchors.insert(anchor, (v.clone(), shape));
+        }
+        match self.stack.last_mut() {
+            Some(Frame::Seq(_, _, outer, _)) | Some(Frame::Map(_, _, _, outer, _)) => {
+                outer.size = outer.size.saturating_add(shape.size);
+                outer.depth = outer.depth.max(shape.depth + 1);
+            }
+            None => {}
         }
         match self.stack.last_mut() {
             None => self.root = Some(v),
-            Some(Frame::Seq(items, path, _)) => {
+            Some(Frame::Seq(items, path, _, _)) => {
                 let p = format!("{path}[{}]", items.len());
                 self.positions.entry(p).or_insert(at);
                 items.push(v);
             }
-            Some(Frame::Map(map, path, key, _)) => match key.take() {
+            Some(Frame::Map(map, path, key, _, _)) => match key.take() {
                 Some(k) => {
                     if map.contains_key(&k) && self.error.is_none() {
                         self.error = Some(SyntaxError {
@@ -154,8 +192,11 @@ impl Builder {
     }
 }
 
-impl MarkedEventReceiver for Builder {
+impl Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
         let at = pos(&mark);
         match ev {
             Event::Scalar(s, style, anchor, _tag) => {
@@ -164,60 +205,112 @@ impl MarkedEventReceiver for Builder {
                 } else {
                     Value::String(s)
                 };
-                if let (Some(Frame::Map(_, _, Some(_), _)), Some(p)) =
+                if let (Some(Frame::Map(_, _, Some(_), _, _)), Some(p)) =
                     (self.stack.last(), self.child_path())
                 {
                     // Point a scalar field at its value rather than its key.
                     self.positions.insert(p, at);
                 }
-                self.push_value(v, anchor, at);
+                self.push_value(v, anchor, at, SCALAR);
             }
             Event::Alias(id) => {
-                let v = self.anchors.get(&id).cloned().unwrap_or(Value::Null);
-                self.push_value(v, 0, at);
+                let (v, shape) = self
+                    .anchors
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or((Value::Null, SCALAR));
+                self.expanded = self.expanded.saturating_add(shape.size);
+                if self.expanded > MAX_ALIAS_EXPANSION {
+                    return self.fail(
+                        at,
+                        format!(
+                            "aliases expand to more than {MAX_ALIAS_EXPANSION} values (an alias bomb?)"
+                        ),
+                    );
+                }
+                if self.stack.len() + shape.depth > MAX_DEPTH {
+                    return self.fail(at, format!("nesting deeper than {MAX_DEPTH} levels"));
+                }
+                self.push_value(v, 0, at, shape);
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    return self.fail(at, format!("nesting deeper than {MAX_DEPTH} levels"));
+                }
                 let path = self.child_path().unwrap_or_default();
                 self.positions.entry(path.clone()).or_insert(at);
-                self.stack.push(Frame::Seq(Vec::new(), path, anchor));
+                self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
+                    Frame::Seq(Vec::new(), path, SCALAR, anchor)
+                } else {
+                    Frame::Map(Map::new(), path, None, SCALAR, anchor)
+                });
             }
-            Event::MappingStart(anchor, _) => {
-                let path = self.child_path().unwrap_or_default();
-                self.positions.entry(path.clone()).or_insert(at);
-                self.stack.push(Frame::Map(Map::new(), path, None, anchor));
-            }
-            Event::SequenceEnd => {
-                if let Some(Frame::Seq(items, _, anchor)) = self.stack.pop() {
-                    self.push_value(Value::Array(items), anchor, at);
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Frame::Seq(items, _, shape, anchor)) => {
+                    self.push_value(Value::Array(items), anchor, at, shape)
                 }
-            }
-            Event::MappingEnd => {
-                if let Some(Frame::Map(map, _, _, anchor)) = self.stack.pop() {
-                    self.push_value(Value::Object(map), anchor, at);
+                Some(Frame::Map(map, _, _, shape, anchor)) => {
+                    self.push_value(Value::Object(map), anchor, at, shape)
                 }
-            }
+                None => {}
+            },
             _ => {}
         }
     }
 }
 
-/// Parses YAML or JSON text into a [`Spanned`] value.
+/// The shape of a scalar (and of an empty collection before its values arrive).
+const SCALAR: Shape = Shape { size: 1, depth: 0 };
+
+/// Parses YAML or JSON text (one document) into a [`Spanned`] value. The document is
+/// bounded before it is built: size, nesting depth and alias expansion, so a hostile
+/// document gets an error rather than the node's stack or memory.
 pub fn parse(text: &str) -> Result<Spanned, SyntaxError> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(SyntaxError {
+            line: 1,
+            column: 1,
+            message: format!(
+                "the document is larger than {} MiB",
+                MAX_DOCUMENT_BYTES / (1024 * 1024)
+            ),
+        });
+    }
     let mut b = Builder {
         stack: Vec::new(),
         root: None,
         anchors: HashMap::new(),
         positions: HashMap::new(),
         error: None,
+        expanded: 0,
     };
+    // Events are pulled one by one: yaml-rust2's own `load` recurses once per nesting level
+    // (a 10 KB document of `- - - …` overflowed the stack).
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut b, false).map_err(|e| SyntaxError {
-        line: e.marker().line(),
-        column: e.marker().col() + 1,
-        message: e.info().to_string(),
-    })?;
-    if let Some(e) = b.error {
-        return Err(e);
+    let mut documents = 0;
+    loop {
+        let (ev, mark) = parser.next_token().map_err(|e| SyntaxError {
+            line: e.marker().line(),
+            column: e.marker().col() + 1,
+            message: e.info().to_string(),
+        })?;
+        match ev {
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(SyntaxError {
+                        line: mark.line(),
+                        column: mark.col() + 1,
+                        message: "only one YAML document is allowed".into(),
+                    });
+                }
+            }
+            ev => b.on_event(ev, mark),
+        }
+        if let Some(e) = b.error.take() {
+            return Err(e);
+        }
     }
     Ok(Spanned {
         value: b.root.unwrap_or(Value::Null),
@@ -287,6 +380,63 @@ mod tests {
         let e = parse("a: 1\na: 2\n").unwrap_err();
         assert!(e.message.contains("duplicate"), "{e}");
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // A 10 KB document of nested block sequences and one of flow sequences: both used to
+        // overflow the control thread's stack (yaml-rust2's `load` recurses per level).
+        let block: String = "- ".repeat(5000) + "x\n";
+        let e = parse(&block).unwrap_err();
+        assert!(e.message.contains("nesting deeper than 64"), "{e}");
+        let flow = "[".repeat(100_000) + &"]".repeat(100_000);
+        let e = parse(&flow).unwrap_err();
+        // yaml-rust2's scanner has a flow-level limit of its own; either error will do.
+        assert!(
+            e.message.contains("nesting deeper") || e.message.contains("recursion limit"),
+            "{e}"
+        );
+        let ok = "a:\n  b: [[[[1]]]]\n";
+        assert!(parse(ok).is_ok());
+        let at_limit = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(parse(&at_limit).is_ok());
+        let over = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(parse(&over).is_err());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        // "Billion laughs": nine levels of ten aliases each.
+        let mut doc = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            doc.push_str(&format!(
+                "{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+            ));
+        }
+        assert!(doc.len() < 1000);
+        let e = parse(&doc).unwrap_err();
+        assert!(e.message.contains("alias bomb"), "{e}");
+        // Aliases that nest deep are caught by the depth limit.
+        let mut deep = String::from("a0: &a0 [1]\n");
+        for i in 1..40 {
+            deep.push_str(&format!("a{i}: &a{i} [*a{}, *a{}]\n", i - 1, i - 1));
+        }
+        assert!(parse(&deep).is_err());
+        // Ordinary anchors still work.
+        let s = parse("base: &b {x: 1}\nother: *b\n").unwrap();
+        assert_eq!(s.value["other"]["x"], 1);
+    }
+
+    #[test]
+    fn one_document_only() {
+        let e = parse("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(e.message.contains("one YAML document"), "{e}");
+        assert_eq!(parse("").unwrap().value, Value::Null);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub const TICK: Duration = Duration::from_millis(50);
 
 /// One deadline being waited for.
 pub struct Waiter {
-    deadline: u64,
+    deadline: Cell<u64>,
     expired: Cell<bool>,
     waker: RefCell<Option<Waker>>,
 }
@@ -64,7 +64,7 @@ impl Coarse {
         }
         self.waiting.borrow_mut().retain(|w| match w.upgrade() {
             None => false,
-            Some(w) if w.deadline <= now => {
+            Some(w) if w.deadline.get() <= now => {
                 w.expired.set(true);
                 if let Some(k) = w.waker.borrow_mut().take() {
                     k.wake();
@@ -104,19 +104,35 @@ impl Coarse {
         self.draining.get()
     }
 
-    /// Runs `fut` with a timeout of `limit` (rounded up to the next tick or two).
-    pub fn timeout<F: Future>(&self, limit: Duration, fut: F) -> Timed<F> {
-        let ticks = limit.as_millis().div_ceil(TICK.as_millis()) as u64 + 1;
+    fn ticks_for(limit: Duration) -> u64 {
+        limit.as_millis().div_ceil(TICK.as_millis()) as u64 + 1
+    }
+
+    /// A registered deadline `limit` from now (rounded up to the next tick or two), for
+    /// [`Coarse::with_deadline`] when the deadline must move while it is awaited.
+    pub fn deadline(&self, limit: Duration) -> Rc<Waiter> {
         let w = Rc::new(Waiter {
-            deadline: self.ticks.get() + ticks,
+            deadline: Cell::new(self.ticks.get() + Self::ticks_for(limit)),
             expired: Cell::new(false),
             waker: RefCell::new(None),
         });
         self.waiting.borrow_mut().push(Rc::downgrade(&w));
-        Timed {
-            inner: fut,
-            waiter: w,
-        }
+        w
+    }
+
+    /// Moves a deadline that has not expired yet to `limit` from now.
+    pub fn reset(&self, w: &Waiter, limit: Duration) {
+        w.deadline.set(self.ticks.get() + Self::ticks_for(limit));
+    }
+
+    /// Runs `fut` until `waiter`'s deadline.
+    pub fn with_deadline<F: Future>(&self, waiter: Rc<Waiter>, fut: F) -> Timed<F> {
+        Timed { inner: fut, waiter }
+    }
+
+    /// Runs `fut` with a timeout of `limit` (rounded up to the next tick or two).
+    pub fn timeout<F: Future>(&self, limit: Duration, fut: F) -> Timed<F> {
+        self.with_deadline(self.deadline(limit), fut)
     }
 }
 

@@ -41,6 +41,9 @@ pub enum ProxyError {
     /// The client's body stream broke.
     #[error("the request body could not be read")]
     ClientAborted,
+    /// A WebSocket upgrade on a route that does not allow it.
+    #[error("WebSocket upgrades are not enabled on this route")]
+    WebSocketNotEnabled,
 }
 
 impl ProxyError {
@@ -57,6 +60,7 @@ impl ProxyError {
             ProxyError::UpstreamError => (StatusCode::BAD_GATEWAY, "upstream_error"),
             ProxyError::ClientTimeout => (StatusCode::REQUEST_TIMEOUT, "request_body_timeout"),
             ProxyError::ClientAborted => (StatusCode::BAD_REQUEST, "bad_request_body"),
+            ProxyError::WebSocketNotEnabled => (StatusCode::BAD_REQUEST, "websocket_not_enabled"),
         }
     }
 

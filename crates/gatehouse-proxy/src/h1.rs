@@ -19,6 +19,10 @@ use tokio::net::TcpStream;
 
 use crate::body::{BodyError, BoxError, IdleTimer};
 use crate::pool::Release;
+use crate::wire::{
+    self, contains_token, decode_chunk, is_hop_by_hop_name, parse_content_length, Chunk,
+    ChunkState, TransferCodings,
+};
 
 /// Largest upstream response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -57,11 +61,37 @@ pub struct Conn {
     pub uses: u32,
 }
 
-/// How the request body is sent.
+/// How the request body is sent: decided by the gateway from the body itself, never copied
+/// from the client's Content-Length or Transfer-Encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReqFraming {
+    /// No body and no Content-Length.
     None,
-    Length,
+    /// Exactly this many bytes, announced with Content-Length.
+    Length(u64),
+    /// Chunked (the size is not known in advance).
     Chunked,
+}
+
+impl ReqFraming {
+    fn of<B: Body>(req: &Request<B>) -> ReqFraming {
+        let body = req.body();
+        match body.size_hint().exact() {
+            Some(0) | None if body.is_end_stream() => {
+                // A bodyless POST/PUT/PATCH (or one that said Content-Length: 0) still
+                // tells the upstream its body is empty.
+                let says_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+                    || req.headers().contains_key(header::CONTENT_LENGTH);
+                if says_body {
+                    ReqFraming::Length(0)
+                } else {
+                    ReqFraming::None
+                }
+            }
+            Some(n) => ReqFraming::Length(n),
+            None => ReqFraming::Chunked,
+        }
+    }
 }
 
 impl Conn {
@@ -98,8 +128,11 @@ impl Conn {
     }
 
     /// Serializes the request head into the write buffer: the request's own end-to-end
-    /// headers, minus those `extra` replaces, then `extra`. Returns how the body is framed.
+    /// headers, minus those `extra` replaces, then `extra`, then the framing the gateway
+    /// chose. The client's Content-Length, Transfer-Encoding and every hop-by-hop header are
+    /// never copied (the server side already dropped what the client's `Connection` named).
     fn encode_head<B: Body>(&mut self, req: &Request<B>, extra: &Extra) -> ReqFraming {
+        let framing = ReqFraming::of(req);
         let w = &mut self.wbuf;
         w.clear();
         w.put_slice(req.method().as_str().as_bytes());
@@ -107,19 +140,8 @@ impl Conn {
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
         w.put_slice(pq.as_bytes());
         w.put_slice(b" HTTP/1.1\r\n");
-        let named = req
-            .headers()
-            .get(header::CONNECTION)
-            .map(HeaderValue::as_bytes);
-        // A body the client sent chunked is forwarded chunked; a Content-Length that came with
-        // Transfer-Encoding is dropped, never forwarded beside it (request smuggling).
-        let chunked_in = req.headers().contains_key(header::TRANSFER_ENCODING);
         for (name, value) in req.headers() {
-            if is_hop_by_hop(name)
-                || extra.replaces(name)
-                || (chunked_in && name == header::CONTENT_LENGTH)
-                || named.is_some_and(|list| contains_token(list, name.as_str().as_bytes()))
-            {
+            if is_hop_by_hop(name) || name == header::CONTENT_LENGTH || extra.replaces(name) {
                 continue;
             }
             w.put_slice(name.as_str().as_bytes());
@@ -133,14 +155,15 @@ impl Conn {
             w.put_slice(value.as_bytes());
             w.put_slice(b"\r\n");
         }
-        let framing = if req.headers().contains_key(header::CONTENT_LENGTH) && !chunked_in {
-            ReqFraming::Length
-        } else if req.body().is_end_stream() && !chunked_in {
-            ReqFraming::None
-        } else {
-            w.put_slice(b"transfer-encoding: chunked\r\n");
-            ReqFraming::Chunked
-        };
+        match framing {
+            ReqFraming::None => {}
+            ReqFraming::Length(n) => {
+                w.put_slice(b"content-length: ");
+                w.put_slice(itoa::Buffer::new().format(n).as_bytes());
+                w.put_slice(b"\r\n");
+            }
+            ReqFraming::Chunked => w.put_slice(b"transfer-encoding: chunked\r\n"),
+        }
         w.put_slice(b"\r\n");
         framing
     }
@@ -148,7 +171,8 @@ impl Conn {
     /// Writes the request (head and whole body). `Ok(true)` when a body was sent. Each body
     /// write must complete within `write_timeout` (an upstream that stops reading); a client
     /// that stops sending is the body's own idle timeout, so a long upload that keeps moving
-    /// is never cut.
+    /// is never cut. A body that turns out longer or shorter than the Content-Length sent is
+    /// an error (the connection is then never reused).
     pub async fn send<B>(
         &mut self,
         req: &mut Request<B>,
@@ -159,12 +183,12 @@ impl Conn {
         B: Body<Data = Bytes, Error = BoxError> + Unpin,
     {
         let framing = self.encode_head(req, extra);
-        if matches!(framing, ReqFraming::None) {
+        if matches!(framing, ReqFraming::None | ReqFraming::Length(0)) {
             self.io.write_all(&self.wbuf).await?;
             return Ok(false);
         }
         let body = req.body_mut();
-        let mut sent_body = false;
+        let mut sent: u64 = 0;
         loop {
             let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
             match frame {
@@ -175,7 +199,7 @@ impl Conn {
                     if data.is_empty() {
                         continue;
                     }
-                    sent_body = true;
+                    sent += data.len() as u64;
                     match framing {
                         ReqFraming::Chunked => {
                             self.wbuf
@@ -183,19 +207,30 @@ impl Conn {
                             self.wbuf.put_slice(&data);
                             self.wbuf.put_slice(b"\r\n");
                         }
+                        ReqFraming::Length(n) if sent > n => {
+                            return Err(H1Error::Body(
+                                "request body longer than its Content-Length".into(),
+                            ))
+                        }
                         _ => self.wbuf.put_slice(&data),
                     }
                     self.write_buffered(write_timeout).await?;
                 }
             }
         }
-        if matches!(framing, ReqFraming::Chunked) {
-            self.wbuf.put_slice(b"0\r\n\r\n");
+        match framing {
+            ReqFraming::Chunked => self.wbuf.put_slice(b"0\r\n\r\n"),
+            ReqFraming::Length(n) if sent != n => {
+                return Err(H1Error::Body(
+                    "request body shorter than its Content-Length".into(),
+                ))
+            }
+            _ => {}
         }
         if !self.wbuf.is_empty() {
             self.write_buffered(write_timeout).await?;
         }
-        Ok(sent_body)
+        Ok(sent > 0)
     }
 
     async fn write_buffered(&mut self, limit: std::time::Duration) -> Result<(), H1Error> {
@@ -265,7 +300,7 @@ impl Conn {
             let http10 = parsed.version == Some(0);
             let mut close = http10;
             let mut keep_alive_10 = false;
-            let mut chunked = false;
+            let mut codings = TransferCodings::default();
             let mut length: Option<u64> = None;
             let base = self.rbuf.as_ptr() as usize;
             let spans = &mut self.spans;
@@ -297,13 +332,10 @@ impl Conn {
                         continue;
                     }
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = last_token_is(v, b"chunked");
+                    codings.add(v);
                     continue;
                 } else if h.name.eq_ignore_ascii_case("content-length") {
-                    let n = std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok());
-                    match (n, length) {
+                    match (parse_content_length(v), length) {
                         (Some(n), None) => length = Some(n),
                         (Some(n), Some(m)) if n == m => {}
                         _ => {
@@ -326,8 +358,12 @@ impl Conn {
             let mut map =
                 header_map(&head, &self.spans, 0).map_err(|e| H1Error::Invalid(e.into()))?;
             if let (Some(list), false) = (named_in_connection, upgrade) {
-                // Headers the upstream named in `Connection` are hop-by-hop too (rare).
+                // Headers the upstream named in `Connection` are hop-by-hop too (rare); the
+                // framing headers stay the gateway's to judge.
                 for t in list.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if wire::is_protected_from_connection(t) {
+                        continue;
+                    }
                     if let Ok(n) = HeaderName::from_bytes(t) {
                         map.remove(n);
                     }
@@ -342,9 +378,25 @@ impl Conn {
                 || upgrade;
             let framing = if no_body {
                 BodyFraming::Length(0)
-            } else if chunked {
+            } else if codings.present {
+                // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length (and a message
+                // with both is not reused); chunked must be the one and final coding we
+                // can decode, else the body runs until the connection closes.
                 map.remove(header::CONTENT_LENGTH);
-                BodyFraming::Chunked(ChunkState::Size)
+                if length.is_some() {
+                    close = true;
+                }
+                if codings.chunked_final && !codings.chunked_early {
+                    if codings.other {
+                        return Err(H1Error::Invalid(
+                            "unsupported transfer coding in the response".into(),
+                        ));
+                    }
+                    BodyFraming::Chunked(ChunkState::Size)
+                } else {
+                    close = true;
+                    BodyFraming::UntilClose
+                }
             } else if let Some(n) = length {
                 BodyFraming::Length(n)
             } else {
@@ -365,28 +417,9 @@ impl Conn {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus `Expect` (100-continue is answered to the
-/// client by the server side) — never forwarded as they came.
+/// True for the hop-by-hop headers of [`wire::HOP_BY_HOP`]: never forwarded as they came.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     is_hop_by_hop_name(name.as_str().as_bytes())
-}
-
-/// [`is_hop_by_hop`] on a raw header name of any case (response heads are filtered before a
-/// `HeaderMap` is built).
-fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 10] = [
-        b"connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"expect",
-        b"keep-alive",
-        b"proxy-connection",
-    ];
-    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Headers the gateway sets on the way upstream, written after the request's own headers
@@ -474,30 +507,6 @@ pub(crate) fn header_map(
         map.append(name, value);
     }
     Ok(map)
-}
-
-pub(crate) fn contains_token(v: &[u8], token: &[u8]) -> bool {
-    v.split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-pub(crate) fn last_token_is(v: &[u8], token: &[u8]) -> bool {
-    v.split(|b| *b == b',')
-        .next_back()
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Chunked decoding state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkState {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk with this many bytes left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty line.
-    Trailers,
 }
 
 /// How a response body ends.
@@ -596,86 +605,6 @@ fn poll_fill_timed(
             BodyError::Idle(idle),
         ))),
         Poll::Pending => Poll::Pending,
-    }
-}
-
-fn find_crlf(b: &[u8]) -> Option<usize> {
-    b.windows(2).position(|w| w == b"\r\n")
-}
-
-/// One step of chunked decoding.
-pub(crate) enum Chunk {
-    /// Body bytes.
-    Data(Bytes),
-    /// The last chunk and the trailers were consumed.
-    End,
-    /// More input is needed.
-    More,
-}
-
-/// Decodes what `buf` holds of a chunked body (RFC 9112 §7.1): the next data, the end, or a
-/// request for more bytes. Chunk extensions and trailers are read and dropped.
-pub(crate) fn decode_chunk(
-    buf: &mut BytesMut,
-    state: &mut ChunkState,
-) -> Result<Chunk, &'static str> {
-    loop {
-        match *state {
-            ChunkState::Size => match find_crlf(buf) {
-                Some(i) => {
-                    let line = &buf[..i];
-                    let hex_end = line
-                        .iter()
-                        .position(|b| !b.is_ascii_hexdigit())
-                        .unwrap_or(line.len());
-                    let size = std::str::from_utf8(&line[..hex_end])
-                        .ok()
-                        .and_then(|s| u64::from_str_radix(s, 16).ok())
-                        .ok_or("bad chunk size")?;
-                    buf.advance(i + 2);
-                    *state = if size == 0 {
-                        ChunkState::Trailers
-                    } else {
-                        ChunkState::Data(size)
-                    };
-                }
-                None if buf.len() > 4096 => return Err("chunk size line too long"),
-                None => return Ok(Chunk::More),
-            },
-            ChunkState::Data(n) => {
-                if buf.is_empty() {
-                    return Ok(Chunk::More);
-                }
-                let take = (n.min(buf.len() as u64)) as usize;
-                let data = buf.split_to(take).freeze();
-                let left = n - take as u64;
-                *state = if left == 0 {
-                    ChunkState::DataEnd
-                } else {
-                    ChunkState::Data(left)
-                };
-                return Ok(Chunk::Data(data));
-            }
-            ChunkState::DataEnd => {
-                if buf.len() < 2 {
-                    return Ok(Chunk::More);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err("missing CRLF after chunk");
-                }
-                buf.advance(2);
-                *state = ChunkState::Size;
-            }
-            ChunkState::Trailers => match find_crlf(buf) {
-                Some(0) => {
-                    buf.advance(2);
-                    return Ok(Chunk::End);
-                }
-                Some(i) => buf.advance(i + 2),
-                None if buf.len() > MAX_HEAD => return Err("trailers too large"),
-                None => return Ok(Chunk::More),
-            },
-        }
     }
 }
 

@@ -22,9 +22,10 @@ use tokio::net::TcpStream;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::error_response;
-use crate::h1::{decode_chunk, header_map, last_token_is, poll_fill, Chunk, ChunkState, Span};
+use crate::h1::{header_map, poll_fill, Span};
 use crate::handler::{AfterHeaders, ConnInfo, Worker, X_REQUEST_ID};
 use crate::plugin::AddedValue;
+use crate::wire::{decode_chunk, Chunk, ChunkState};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -246,7 +247,7 @@ pub enum Ended {
 }
 
 /// Why a head could not be read.
-enum HeadError {
+pub(crate) enum HeadError {
     /// Idle connection closed by the client, or draining.
     Closed,
     /// Answer with this status and close.
@@ -256,7 +257,7 @@ enum HeadError {
 }
 
 /// A parsed request head.
-struct Head {
+pub(crate) struct Head {
     req: Request<()>,
     keep_alive: bool,
     body: BodyState,
@@ -273,19 +274,35 @@ pub async fn serve(worker: Rc<Worker>, conn: Rc<ConnInfo>, stream: TcpStream) ->
         continue_sent: None,
     }));
     let settings = worker.settings();
-    let max_head = settings.max_header_bytes.max(1024);
-    let max_headers = settings.max_headers.clamp(1, MAX_HEADER_SLOTS);
-    let read_timeout = settings.header_read_timeout;
+    let limits = HeadLimits {
+        max_head: settings.max_header_bytes.max(1024),
+        max_headers: settings.max_headers.clamp(1, MAX_HEADER_SLOTS),
+        allow_underscores: settings.allow_underscores_in_headers,
+    };
+    let (read_timeout, idle_timeout) = (settings.header_read_timeout, settings.idle_timeout);
     let mut wbuf = BytesMut::with_capacity(4096);
     let mut spans: Vec<Span> = Vec::new();
     let mut first = true;
     loop {
+        // The first request's head must arrive within the header-read timeout of the
+        // connection's start; later ones may wait the idle timeout for their first byte,
+        // then get the header-read timeout for the rest (one coarse deadline, moved once).
+        let waiting = !first && io.borrow().rbuf.is_empty();
+        let deadline = worker
+            .coarse
+            .deadline(if waiting { idle_timeout } else { read_timeout });
+        let mut started = !waiting;
         let head = worker
             .coarse
-            .timeout(
-                read_timeout,
+            .with_deadline(
+                deadline.clone(),
                 std::future::poll_fn(|cx| {
-                    poll_head(&io, &worker, cx, max_head, max_headers, &mut spans, first)
+                    let r = poll_head(&io, &worker, cx, limits, &mut spans, first);
+                    if !started && !io.borrow().rbuf.is_empty() {
+                        started = true;
+                        worker.coarse.reset(&deadline, read_timeout);
+                    }
+                    r
                 }),
             )
             .await;
@@ -370,9 +387,13 @@ pub async fn serve(worker: Rc<Worker>, conn: Rc<ConnInfo>, stream: TcpStream) ->
         if worker.coarse.draining() {
             keep_alive = false;
         }
-        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS && upgrade_tx.is_some();
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && upgrade_tx.is_none() {
+            // Only an upgrade this server agreed to may switch the connection.
+            return Ended::Done;
+        }
         let ok = write_response(
-            &io,
+            &Client::new(&io, &worker),
             &mut wbuf,
             parts,
             Some(&after),
@@ -419,8 +440,7 @@ fn poll_head(
     io: &Rc<RefCell<Io>>,
     worker: &Worker,
     cx: &mut Context<'_>,
-    max_head: usize,
-    max_headers: usize,
+    limits: HeadLimits,
     spans: &mut Vec<Span>,
     first: bool,
 ) -> Poll<Result<Parsed, HeadError>> {
@@ -440,9 +460,11 @@ fn poll_head(
                     }
                 }
             }
-            match parse_head(&mut io.rbuf, max_head, max_headers, spans) {
+            match parse_head(&mut io.rbuf, limits, spans) {
                 Ok(Some(h)) => return Poll::Ready(Ok(Parsed::Head(h))),
-                Ok(None) if io.rbuf.len() > max_head => return Poll::Ready(Err(too_large())),
+                Ok(None) if io.rbuf.len() > limits.max_head => {
+                    return Poll::Ready(Err(too_large()))
+                }
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -480,11 +502,60 @@ fn bad(msg: &'static str) -> HeadError {
     HeadError::Refuse(StatusCode::BAD_REQUEST, "bad_request", msg)
 }
 
+/// What the server side needs from the settings to read a head.
+#[derive(Clone, Copy)]
+pub(crate) struct HeadLimits {
+    /// Largest head in bytes.
+    pub max_head: usize,
+    /// Most header lines.
+    pub max_headers: usize,
+    /// Keep headers whose names contain `_` (dropped by default, as nginx does: CGI-style
+    /// backends read `X_Consumer_Id` and `X-Consumer-Id` as the same variable).
+    pub allow_underscores: bool,
+}
+
+fn not_implemented(msg: &'static str) -> HeadError {
+    HeadError::Refuse(StatusCode::NOT_IMPLEMENTED, "not_implemented", msg)
+}
+
+/// A Host value (or absolute-form authority): `uri-host [ ":" port ]` with no userinfo, path
+/// or whitespace. Empty is allowed (RFC 9112 §3.2: a target without an authority).
+pub fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    })
+}
+
 /// Parses a complete head out of `rbuf` (consuming it), `None` when more bytes are needed.
-fn parse_head(
+/// Everything RFC 9112 calls ambiguous is refused here, before any routing: bare LF line
+/// ends, several or no Host (HTTP/1.1), Transfer-Encoding other than a single final chunked
+/// (400, or 501 for codings Gatehouse does not decode), Transfer-Encoding with
+/// Content-Length, conflicting Content-Lengths. Headers the client's `Connection` names are
+/// dropped here, before plugins add theirs, and never framing headers or Host.
+pub(crate) fn parse_head(
     rbuf: &mut BytesMut,
-    max_head: usize,
-    max_headers: usize,
+    limits: HeadLimits,
     spans: &mut Vec<Span>,
 ) -> Result<Option<Head>, HeadError> {
     let mut slots =
@@ -493,7 +564,7 @@ fn parse_head(
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
         &mut parsed,
         rbuf,
-        &mut slots[..max_headers],
+        &mut slots[..limits.max_headers.clamp(1, MAX_HEADER_SLOTS)],
     ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -506,11 +577,25 @@ fn parse_head(
         }
         Err(_) => return Err(bad("malformed request head")),
     };
-    if len > max_head {
+    if len > limits.max_head {
         return Err(too_large());
+    }
+    // httparse takes a bare LF as a line end; a proxy in front may not (RFC 9112 §2.2).
+    // Leading empty lines before the request line are allowed (§2.2) and are CRLFs.
+    if crate::wire::bare_lf(&rbuf[..len]).is_some() {
+        return Err(bad(
+            "bare LF in the request head (lines must end with CRLF)",
+        ));
     }
     let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
         .map_err(|_| bad("invalid method"))?;
+    if method == Method::CONNECT {
+        return Err(HeadError::Refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "CONNECT is not supported",
+        ));
+    }
     let version = if parsed.version == Some(0) {
         Version::HTTP_10
     } else {
@@ -518,45 +603,70 @@ fn parse_head(
     };
     let base = rbuf.as_ptr() as usize;
     let target = parsed.path.unwrap_or("");
+    if target.contains('#') {
+        // RFC 9112 §3.2: a request target has no fragment; servers differ on where it ends.
+        return Err(bad("a request target must not contain a fragment (#)"));
+    }
     let target_span = (target.as_ptr() as usize - base, target.len());
     let mut keep_alive = version == Version::HTTP_11;
-    let mut chunked = false;
-    let mut te = false;
+    let mut codings = crate::wire::TransferCodings::default();
     let mut length: Option<u64> = None;
     let mut expect_continue = false;
-    let mut upgrade_header = false;
+    let mut upgrade_websocket = false;
+    let mut upgrade_other = false;
     let mut connection_upgrade = false;
+    let mut hosts = 0usize;
+    let mut named: Vec<(usize, usize)> = Vec::new();
     spans.clear();
     for h in parsed.headers.iter() {
         let v = h.value;
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(v)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
+            let n = crate::wire::parse_content_length(v)
                 .ok_or_else(|| bad("invalid Content-Length"))?;
             match length {
                 Some(m) if m != n => return Err(bad("conflicting Content-Length headers")),
                 _ => length = Some(n),
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te = true;
-            chunked = last_token_is(v, b"chunked");
+            codings.add(v);
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if !valid_host(v) {
+                return Err(bad("invalid Host header"));
+            }
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for t in v.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            let at = v.as_ptr() as usize - base;
+            let mut off = 0;
+            for t in v.split(|b| *b == b',') {
+                let start = off + (t.len() - t.trim_ascii_start().len());
+                off += t.len() + 1;
+                let t = t.trim_ascii();
                 if t.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        keep_alive = true;
+                    }
                 } else if t.eq_ignore_ascii_case(b"upgrade") {
                     connection_upgrade = true;
+                } else if !t.is_empty() && !crate::wire::is_protected_from_connection(t) {
+                    named.push((at + start, t.len()));
                 }
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect_continue = v.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade_header = true;
+            // Only a WebSocket upgrade is ever tunnelled; anything else (h2c, TLS…) is
+            // dropped as the hop-by-hop header it is and the request served as plain HTTP.
+            if v.trim_ascii().eq_ignore_ascii_case(b"websocket") {
+                upgrade_websocket = true;
+            } else {
+                upgrade_other = true;
+            }
+        }
+        if !limits.allow_underscores && name.contains(&b'_') {
+            continue;
         }
         spans.push((
             h.name.as_ptr() as usize - base,
@@ -565,19 +675,63 @@ fn parse_head(
             v.len(),
         ));
     }
-    // Request smuggling defences (RFC 9112 §6.1, §6.3): a Transfer-Encoding must end in
-    // chunked, never comes with Content-Length, and HTTP/1.0 has none.
-    if te && (length.is_some() || !chunked || version == Version::HTTP_10) {
-        return Err(bad(
-            "Transfer-Encoding must be chunked and not combined with Content-Length",
-        ));
+    // Request smuggling defences (RFC 9112 §6.1, §6.3): a Transfer-Encoding must be a single
+    // final chunked, never comes with Content-Length, and HTTP/1.0 has none.
+    if codings.present {
+        if length.is_some() {
+            return Err(bad(
+                "Transfer-Encoding and Content-Length must not be sent together",
+            ));
+        }
+        if version == Version::HTTP_10 {
+            return Err(bad("Transfer-Encoding is not allowed in HTTP/1.0"));
+        }
+        if !codings.chunked_final || codings.chunked_early {
+            return Err(bad("Transfer-Encoding must end with chunked, applied once"));
+        }
+        if codings.other {
+            return Err(not_implemented(
+                "transfer codings other than chunked are not supported",
+            ));
+        }
+    }
+    if hosts > 1 {
+        return Err(bad("more than one Host header"));
+    }
+    if hosts == 0 && version == Version::HTTP_11 {
+        return Err(bad("HTTP/1.1 requests need a Host header"));
+    }
+    if !named.is_empty() {
+        // Drop what the client's Connection header names (hop-by-hop by its say-so).
+        let buf = &rbuf[..];
+        spans.retain(|&(n0, nl, _, _)| {
+            let name = &buf[n0..n0 + nl];
+            !named
+                .iter()
+                .any(|&(t0, tl)| buf[t0..t0 + tl].eq_ignore_ascii_case(name))
+        });
     }
     let head = rbuf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target_span.0..target_span.0 + target_span.1))
         .map_err(|_| bad("invalid request target"))?;
     // Room for what auth and transform plugins add, so their inserts do not regrow the map.
-    let headers = header_map(&head, spans, 6).map_err(bad)?;
-    let body = if chunked {
+    let mut headers = header_map(&head, spans, 6).map_err(bad)?;
+    if let Some(authority) = uri.authority() {
+        // Absolute form (RFC 9112 §3.2.2): the target's authority is the host, whatever the
+        // Host header says — it is what routing, plugins and the upstream all see.
+        if !matches!(uri.scheme_str(), Some("http" | "https"))
+            || authority.as_str().contains('@')
+            || !valid_host(authority.as_str().as_bytes())
+        {
+            return Err(bad("invalid absolute-form request target"));
+        }
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| bad("invalid absolute-form request target"))?;
+        headers.insert(header::HOST, host);
+    } else if uri.path_and_query().is_none() || !uri.path().starts_with('/') {
+        return Err(bad("the request target must be an absolute path"));
+    }
+    let body = if codings.present {
         BodyState::Chunked(ChunkState::Size)
     } else {
         match length {
@@ -585,6 +739,12 @@ fn parse_head(
             Some(n) => BodyState::Length(n),
         }
     };
+    let websocket = upgrade_websocket
+        && !upgrade_other
+        && connection_upgrade
+        && version == Version::HTTP_11
+        && method == Method::GET
+        && body == BodyState::Done;
     let mut req = Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
@@ -595,7 +755,7 @@ fn parse_head(
         keep_alive,
         body,
         expect_continue,
-        upgrade: upgrade_header && connection_upgrade && version == Version::HTTP_11,
+        upgrade: websocket,
     }))
 }
 
@@ -614,7 +774,7 @@ async fn refuse(
     let (parts, body) = resp.into_parts();
     let mut keep_alive = false;
     let _ = write_response(
-        io,
+        &Client::new(io, worker),
         wbuf,
         parts,
         None,
@@ -639,7 +799,7 @@ enum Out {
 /// Writes the whole answer; false when the connection must be dropped.
 #[allow(clippy::too_many_arguments)]
 async fn write_response(
-    io: &Rc<RefCell<Io>>,
+    client: &Client<'_>,
     wbuf: &mut BytesMut,
     parts: http::response::Parts,
     after: Option<&AfterHeaders>,
@@ -721,7 +881,7 @@ async fn write_response(
     wbuf.put_slice(b"\r\n");
     if out == Out::None {
         drop(body);
-        return write_all(io, wbuf).await;
+        return write_all(client, wbuf).await;
     }
     // Head and the first chunk leave together when the chunk is already there.
     let mut pending_head = true;
@@ -740,7 +900,7 @@ async fn write_response(
         let frame = match frame {
             None => {
                 // Not ready yet (a streaming upstream): send the head now.
-                if !write_all(io, wbuf).await {
+                if !write_all(client, wbuf).await {
                     return false;
                 }
                 wbuf.clear();
@@ -754,7 +914,7 @@ async fn write_response(
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "response body failed; closing the client connection");
                 if pending_head {
-                    let _ = write_all(io, wbuf).await;
+                    let _ = write_all(client, wbuf).await;
                 }
                 return false;
             }
@@ -770,7 +930,7 @@ async fn write_response(
                 } else {
                     wbuf.put_slice(&data);
                 }
-                if !write_all(io, wbuf).await {
+                if !write_all(client, wbuf).await {
                     return false;
                 }
                 wbuf.clear();
@@ -781,7 +941,7 @@ async fn write_response(
     if out == Out::Chunked {
         wbuf.put_slice(b"0\r\n\r\n");
     }
-    if !wbuf.is_empty() && !write_all(io, wbuf).await {
+    if !wbuf.is_empty() && !write_all(client, wbuf).await {
         return false;
     }
     wbuf.clear();
@@ -795,18 +955,46 @@ fn put_header(wbuf: &mut BytesMut, name: &HeaderName, value: &[u8]) {
     wbuf.put_slice(b"\r\n");
 }
 
-async fn write_all(io: &Rc<RefCell<Io>>, buf: &[u8]) -> bool {
-    let mut off = 0;
-    while off < buf.len() {
-        let r = std::future::poll_fn(|cx| {
-            let mut io = io.borrow_mut();
-            Pin::new(&mut io.stream).poll_write(cx, &buf[off..])
-        })
-        .await;
-        match r {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => off += n,
+/// The client connection as the answer writer sees it: the socket and how long a write
+/// may wait for the client to take bytes.
+struct Client<'a> {
+    io: &'a Rc<RefCell<Io>>,
+    coarse: &'a crate::coarse::Coarse,
+    send_timeout: std::time::Duration,
+}
+
+impl<'a> Client<'a> {
+    fn new(io: &'a Rc<RefCell<Io>>, worker: &'a Worker) -> Client<'a> {
+        Client {
+            io,
+            coarse: &worker.coarse,
+            send_timeout: worker.settings().send_timeout,
         }
     }
-    true
+}
+
+/// Writes `buf` whole; false when the client is gone or took no bytes for the send timeout.
+/// The deadline is only registered when the socket does not take everything at once.
+async fn write_all(client: &Client<'_>, buf: &[u8]) -> bool {
+    let mut off = 0;
+    let mut poll_write = |cx: &mut Context<'_>, wait: bool| -> Poll<Option<bool>> {
+        let mut io = client.io.borrow_mut();
+        while off < buf.len() {
+            match Pin::new(&mut io.stream).poll_write(cx, &buf[off..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(false)),
+                Poll::Ready(Ok(n)) => off += n,
+                Poll::Pending if wait => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(None),
+            }
+        }
+        Poll::Ready(Some(true))
+    };
+    if let Some(done) = std::future::poll_fn(|cx| poll_write(cx, false)).await {
+        return done;
+    }
+    let rest = std::future::poll_fn(|cx| poll_write(cx, true).map(|r| r.unwrap_or(false)));
+    matches!(
+        client.coarse.timeout(client.send_timeout, rest).await,
+        Ok(true)
+    )
 }

@@ -11,9 +11,8 @@ use arc_swap::ArcSwap;
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
-use tokio::io::AsyncWriteExt;
 
 use crate::balancer::Balancer;
 use crate::body::{BodyError, ClientBody, LogCtx, LogState, LoggedBody, ProxyBody, RequestBody};
@@ -53,6 +52,9 @@ pub struct ConnInfo {
     pub trusted: bool,
     peer_ip: HeaderValue,
     local_port: HeaderValue,
+    /// The connection's place under the listener's connection cap, given back when the
+    /// last holder (the connection task, or a WebSocket tunnel it became) drops this.
+    slot: Option<crate::server::ConnSlot>,
 }
 
 impl ConnInfo {
@@ -66,7 +68,14 @@ impl ConnInfo {
             peer_ip: HeaderValue::from_str(&ip.to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
             local_port: HeaderValue::from(local.port()),
+            slot: None,
         }
+    }
+
+    /// The same, holding a place under the listener's connection cap.
+    pub fn with_slot(mut self, slot: crate::server::ConnSlot) -> ConnInfo {
+        self.slot = Some(slot);
+        self
     }
 }
 
@@ -147,13 +156,15 @@ impl PluginRun {
             let Some(inst) = self.chain.get(i) else {
                 return Flow::Continue;
             };
-            if let Some(wait) = inst.plugin.wait_before_access(&self.ctx, req) {
-                wait.await;
+            if let Some(work) = inst.plugin.prepare(&self.ctx, req) {
+                self.ctx.prepared = work.await;
             }
             let Some(inst) = self.chain.get(i) else {
                 return Flow::Continue;
             };
-            if let Flow::Respond(r) = inst.plugin.access(&mut self.ctx, req) {
+            let flow = inst.plugin.access(&mut self.ctx, req);
+            self.ctx.prepared = None;
+            if let Flow::Respond(r) = flow {
                 return Flow::Respond(r);
             }
             i += 1;
@@ -370,8 +381,15 @@ impl Worker {
     pub async fn handle(
         self: Rc<Self>,
         conn: Rc<ConnInfo>,
-        req: Request<ClientBody>,
+        mut req: Request<ClientBody>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        if let Err(msg) = self.check_h2_head(&mut req) {
+            let rid = self.new_request_id();
+            let mut resp =
+                crate::error::error_response(StatusCode::BAD_REQUEST, "bad_request", msg, &rid);
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
+            return Ok(resp);
+        }
         let (mut resp, after) = self.serve(conn, req).await;
         let h = resp.headers_mut();
         for (n, v) in after.headers {
@@ -379,6 +397,38 @@ impl Worker {
         }
         h.insert(X_REQUEST_ID.clone(), after.request_id);
         Ok(resp)
+    }
+
+    /// The checks h1server makes while parsing, for a request hyper's HTTP/2 server parsed:
+    /// one Host at most, and the same as `:authority`; no headers with underscores unless
+    /// allowed.
+    fn check_h2_head(&self, req: &mut Request<ClientBody>) -> Result<(), &'static str> {
+        let hosts = req.headers().get_all(header::HOST);
+        let mut it = hosts.iter();
+        if let Some(h) = it.next() {
+            if it.next().is_some() {
+                return Err("more than one Host header");
+            }
+            if let Some(a) = req.uri().authority() {
+                if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) {
+                    return Err("the Host header differs from :authority");
+                }
+            }
+        }
+        if !self.shared.settings.allow_underscores_in_headers
+            && req.headers().keys().any(|k| k.as_str().contains('_'))
+        {
+            let h = req.headers_mut();
+            let names: Vec<HeaderName> = h
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .cloned()
+                .collect();
+            for n in names {
+                h.remove(n);
+            }
+        }
+        Ok(())
     }
 
     /// Serves one request; the headers in [`AfterHeaders`] are not in the response's map:
@@ -421,19 +471,21 @@ impl Worker {
     async fn proxy(
         &self,
         snap: &Snapshot,
-        conn: &ConnInfo,
+        conn: &Rc<ConnInfo>,
         rid: &HeaderValue,
         req: Request<ClientBody>,
         run: &mut Option<PluginRun>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // The upstream connection below is `conn`; a WebSocket tunnel keeps this one alive.
+        let conn_info = conn;
         let (mut parts, body) = req.into_parts();
-        let orig_host: Option<HeaderValue> =
-            parts.headers.get(header::HOST).cloned().or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
+        // The target's authority (HTTP/2 `:authority`; HTTP/1 absolute form, which h1server
+        // also put into Host) wins over a Host header.
+        let orig_host: Option<HeaderValue> = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned());
         let host = orig_host
             .as_ref()
             .and_then(|h| h.to_str().ok())
@@ -530,21 +582,17 @@ impl Worker {
             extra.set(&X_REAL_IP, conn.peer_ip.clone());
         }
         extra.set(&X_REQUEST_ID, rid.clone());
-        let upgrade = parts.version == Version::HTTP_11
-            && h.contains_key(header::UPGRADE)
-            && has_token(h, &header::CONNECTION, "upgrade");
-        if upgrade {
-            if let Some(p) = h.get(header::UPGRADE) {
-                extra.set(&UPGRADE, p.clone());
-                extra.set(&CONNECTION, HeaderValue::from_static("upgrade"));
+        // Only a WebSocket upgrade (h1server hands over the client connection for nothing
+        // else) is forwarded, and only on routes that allow it. Any other Upgrade, and
+        // HTTP2-Settings, were dropped as hop-by-hop: the request goes as plain HTTP.
+        let client_upgrade = parts.extensions.remove::<crate::h1server::UpgradeRx>();
+        if client_upgrade.is_some() {
+            if !route.websocket {
+                return Err(ProxyError::WebSocketNotEnabled);
             }
+            extra.set(&UPGRADE, HeaderValue::from_static("websocket"));
+            extra.set(&CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        // Only HTTP/1.1 upgrades (h1server); HTTP/2 has no Upgrade.
-        let client_upgrade = if upgrade {
-            parts.extensions.remove::<crate::h1server::UpgradeRx>()
-        } else {
-            None
-        };
         // The Host header is the last extra, set per target below.
         let host_slot = extra.len();
 
@@ -582,10 +630,7 @@ impl Worker {
                     Err(Flow::Continue) => return Err(ProxyError::ClientAborted),
                 }
             }
-            parts.headers.remove(header::TRANSFER_ENCODING);
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            // The upstream gets the new body's own Content-Length (h1::Conn frames it).
             body = RequestBody::buffered(bytes);
         }
         let mut req = Request::from_parts(parts, body);
@@ -679,21 +724,22 @@ impl Worker {
             };
             let (parts, ()) = resp.into_parts();
             if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                let Some(client) = client_upgrade else {
+                // A switch is only followed when the client asked for a WebSocket and the
+                // upstream agreed to exactly that.
+                let agreed = has_token(&parts.headers, &header::UPGRADE, "websocket");
+                let (Some(client), true) = (client_upgrade, agreed) else {
+                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), "upstream switched protocols unasked; refused");
                     return Err(ProxyError::UpstreamError);
                 };
-                let (mut upstream, leftover) = conn.into_parts();
+                let (upstream, leftover) = conn.into_parts();
+                let idle = svc.read_timeout;
+                let holder = conn_info.clone();
                 tokio::task::spawn_local(async move {
-                    let Some(mut c) = client.upgraded().await else {
+                    let _slot = holder;
+                    let Some(c) = client.upgraded().await else {
                         return;
                     };
-                    if !leftover.is_empty() && c.io.write_all(&leftover).await.is_err() {
-                        return;
-                    }
-                    if !c.leftover.is_empty() && upstream.write_all(&c.leftover).await.is_err() {
-                        return;
-                    }
-                    let _ = tokio::io::copy_bidirectional(&mut c.io, &mut upstream).await;
+                    crate::tunnel::run(c.io, c.leftover, upstream, leftover, idle).await;
                 });
                 return Ok(Response::from_parts(parts, ProxyBody::empty()));
             }

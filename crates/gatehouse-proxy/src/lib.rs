@@ -15,6 +15,8 @@ pub mod router;
 pub mod server;
 pub mod settings;
 pub mod snapshot;
+pub mod tunnel;
+pub mod wire;
 
 pub use handler::Shared;
 pub use server::{bind, start, Listener, ProxyHandle};

@@ -104,6 +104,8 @@ pub struct RequestCtx {
     /// Set by a plugin: the exact path (and query) to send upstream, replacing the route's
     /// strip_path and the service's base path.
     pub upstream_path: Option<String>,
+    /// The output of the running plugin's [`Plugin::prepare`], during its access phase.
+    pub prepared: Prepared,
 }
 
 /// The request as the log phase reports it (never headers or query: no credentials).
@@ -172,6 +174,7 @@ impl RequestCtx {
             upstream_latency: None,
             params,
             upstream_path: None,
+            prepared: None,
         }
     }
 
@@ -229,13 +232,11 @@ pub trait Plugin: Send + Sync + 'static {
     ) -> bytes::Bytes {
         body
     }
-    /// A wait before this plugin's access phase (e.g. for another request filling the same
-    /// cache entry). The future must end by itself (bounded wait); then `access` runs.
-    fn wait_before_access(
-        &self,
-        _ctx: &RequestCtx,
-        _req: &http::request::Parts,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> {
+    /// Work to await before this plugin's access phase, off the synchronous phase: waiting
+    /// for another request filling the same cache entry, or a password hash checked on the
+    /// blocking pool. The future must end by itself (bounded); its output is in
+    /// [`RequestCtx::prepared`] when `access` runs (and dropped after it).
+    fn prepare(&self, _ctx: &RequestCtx, _req: &http::request::Parts) -> Option<PrepareFuture> {
         None
     }
     /// On the response head (from the upstream, or an early answer).
@@ -256,6 +257,12 @@ pub struct ResponseHead {
     /// Headers (after the response phase).
     pub headers: http::HeaderMap,
 }
+
+/// What [`Plugin::prepare`] hands to the access phase.
+pub type Prepared = Option<Box<dyn Any>>;
+
+/// The future [`Plugin::prepare`] returns (runs on the worker's thread).
+pub type PrepareFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Prepared>>>;
 
 /// A cache the admin API can purge (`DELETE /proxy-cache`).
 pub trait PurgeableCache: Send + Sync {

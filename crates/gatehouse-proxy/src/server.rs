@@ -33,6 +33,151 @@ where
     }
 }
 
+/// A connection's place under a listener's connection cap; given back on drop.
+pub struct ConnSlot {
+    active: Rc<std::cell::Cell<usize>>,
+    all_closed: Rc<tokio::sync::Notify>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let n = self.active.get().saturating_sub(1);
+        self.active.set(n);
+        if n == 0 {
+            self.all_closed.notify_one();
+        }
+    }
+}
+
+/// The streams of one HTTP/2 connection: how many are open, and when the last one ended
+/// (for the idle timeout). A stream counts from its request until its response body is
+/// done or dropped.
+#[derive(Clone)]
+struct H2Activity(Rc<H2ActivityInner>);
+
+struct H2ActivityInner {
+    open: std::cell::Cell<usize>,
+    since: std::cell::Cell<tokio::time::Instant>,
+    any: std::cell::Cell<bool>,
+}
+
+impl H2Activity {
+    fn new() -> H2Activity {
+        H2Activity(Rc::new(H2ActivityInner {
+            open: std::cell::Cell::new(0),
+            since: std::cell::Cell::new(tokio::time::Instant::now()),
+            any: std::cell::Cell::new(false),
+        }))
+    }
+
+    fn enter(&self) -> StreamGuard {
+        self.0.open.set(self.0.open.get() + 1);
+        self.0.any.set(true);
+        StreamGuard(self.clone())
+    }
+}
+
+/// One open HTTP/2 stream; ends when dropped.
+struct StreamGuard(H2Activity);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let a = &self.0 .0;
+        a.open.set(a.open.get().saturating_sub(1));
+        a.since.set(tokio::time::Instant::now());
+    }
+}
+
+/// A response body that holds its stream open until it is done.
+struct Tracked {
+    inner: crate::body::ProxyBody,
+    _stream: StreamGuard,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves an HTTP/2 connection until it ends, the worker stops, or it has had no open
+/// stream for the idle timeout (the header-read timeout before its first stream: a client
+/// that sends only the preface, or half a HEADERS block, is not kept).
+async fn serve_h2(
+    h2: hyper::server::conn::http2::Builder<LocalExec>,
+    io: h1server::Replay,
+    worker: Rc<Worker>,
+    info: Rc<ConnInfo>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let settings = worker.settings().clone();
+    let activity = H2Activity::new();
+    let act = activity.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let stream = act.enter();
+        let fut = worker
+            .clone()
+            .handle(info.clone(), req.map(ClientBody::Hyper));
+        async move {
+            let resp = fut.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
+                inner,
+                _stream: stream,
+            }))
+        }
+    });
+    let conn = h2.serve_connection(TokioIo::new(io), svc);
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        let a = &activity.0;
+        let limit = if a.any.get() {
+            settings.idle_timeout
+        } else {
+            settings.header_read_timeout
+        };
+        let now = tokio::time::Instant::now();
+        let deadline = if a.open.get() > 0 {
+            now + limit
+        } else {
+            a.since.get() + limit
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "HTTP/2 client connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+                return;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if a.open.get() == 0 && a.since.get() + limit <= tokio::time::Instant::now() {
+                    tracing::debug!(?limit, "HTTP/2 connection idle; closing");
+                    conn.as_mut().graceful_shutdown();
+                    // A peer that never answers the GOAWAY does not hold the socket.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.as_mut()).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Sockets bound to one address, one per worker.
 pub struct Listener {
     /// The bound address (with the real port when 0 was asked for).
@@ -86,6 +231,13 @@ impl ProxyHandle {
 pub fn start(shared: Arc<Shared>, listener: Listener) -> io::Result<ProxyHandle> {
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
+    // The kernel spreads connections evenly over the workers' sockets; each takes its share
+    // of the node's cap.
+    let cap = shared
+        .settings
+        .max_connections
+        .div_ceil(listener.sockets.len().max(1))
+        .max(1);
     for (i, sock) in listener.sockets.into_iter().enumerate() {
         let shared = shared.clone();
         let rx = stop_rx.clone();
@@ -103,7 +255,7 @@ pub fn start(shared: Arc<Shared>, listener: Listener) -> io::Result<ProxyHandle>
                     }
                 };
                 let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, run_worker(shared, sock, rx));
+                local.block_on(&rt, run_worker(shared, sock, cap, rx));
             })?;
         threads.push(t);
     }
@@ -113,6 +265,7 @@ pub fn start(shared: Arc<Shared>, listener: Listener) -> io::Result<ProxyHandle>
 async fn run_worker(
     shared: Arc<Shared>,
     sock: std::net::TcpListener,
+    cap: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(sock) {
@@ -138,9 +291,13 @@ async fn run_worker(
     // handed to hyper's HTTP/2 server.
     let mut h2 = hyper::server::conn::http2::Builder::new(LocalExec);
     h2.timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(settings.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256);
     let active = Rc::new(std::cell::Cell::new(0usize));
     let all_closed = Rc::new(tokio::sync::Notify::new());
+    let mut refused_logged: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -154,35 +311,26 @@ async fn run_worker(
                         continue;
                     }
                 };
+                if active.get() >= cap {
+                    // Over the cap: closed at once (the client sees the connection end rather
+                    // than hang in the accept queue). Logged at most once a second.
+                    drop(stream);
+                    if refused_logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                        refused_logged = Some(tokio::time::Instant::now());
+                        tracing::warn!(cap, "connection cap reached; closing new connections");
+                    }
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
-                let info = Rc::new(ConnInfo::new(peer, local.unwrap_or(peer), &settings));
+                active.set(active.get() + 1);
+                let slot = ConnSlot { active: active.clone(), all_closed: all_closed.clone() };
+                let info = Rc::new(ConnInfo::new(peer, local.unwrap_or(peer), &settings).with_slot(slot));
                 let w = worker.clone();
                 let h2 = h2.clone();
-                let mut stop = stop.clone();
-                let (active, all_closed) = (active.clone(), all_closed.clone());
-                active.set(active.get() + 1);
+                let stop = stop.clone();
                 tokio::task::spawn_local(async move {
                     if let Ended::Http2(io) = h1server::serve(w.clone(), info.clone(), stream).await {
-                        let svc = service_fn(move |req: Request<Incoming>| {
-                            w.clone().handle(info.clone(), req.map(ClientBody::Hyper))
-                        });
-                        let conn = h2.serve_connection(TokioIo::new(io), svc);
-                        let mut conn = std::pin::pin!(conn);
-                        tokio::select! {
-                            r = conn.as_mut() => {
-                                if let Err(e) = r {
-                                    tracing::debug!(error = %e, "HTTP/2 client connection ended with an error");
-                                }
-                            }
-                            _ = stop.wait_for(|s| *s) => {
-                                conn.as_mut().graceful_shutdown();
-                                let _ = conn.await;
-                            }
-                        }
-                    }
-                    active.set(active.get() - 1);
-                    if active.get() == 0 {
-                        all_closed.notify_one();
+                        serve_h2(h2, io, w, info, stop).await;
                     }
                 });
             }

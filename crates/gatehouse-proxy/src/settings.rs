@@ -13,8 +13,23 @@ pub struct ProxySettings {
     pub max_header_bytes: usize,
     /// Most request headers accepted.
     pub max_headers: usize,
-    /// Time a client has to send the complete request head.
+    /// Time a client has to send the complete request head (from the connection's start for
+    /// the first request, from its first byte for later ones); also the time an HTTP/2
+    /// connection has to open its first stream.
     pub header_read_timeout: Duration,
+    /// How long a keep-alive HTTP/1 connection may wait for its next request, and an HTTP/2
+    /// connection may sit with no stream open, before the gateway closes it.
+    pub idle_timeout: Duration,
+    /// How long a client may take to accept any bytes of the answer before the gateway gives
+    /// up on it (a client that stops reading).
+    pub send_timeout: Duration,
+    /// Most client connections open at once on the proxy listener (all workers together;
+    /// WebSocket tunnels count). Connections over the cap are closed at once.
+    pub max_connections: usize,
+    /// Keep request headers whose names contain `_` (dropped by default).
+    pub allow_underscores_in_headers: bool,
+    /// Most concurrent streams per HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
     /// Default largest request body (routes may override).
     pub max_body_bytes: u64,
     /// How long idle upstream connections are kept.
@@ -32,6 +47,11 @@ impl Default for ProxySettings {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            max_connections: 16_384,
+            allow_underscores_in_headers: false,
+            h2_max_concurrent_streams: 128,
             max_body_bytes: 16 * 1024 * 1024,
             upstream_idle_timeout: Duration::from_secs(60),
             upstream_max_idle: 256,

@@ -77,6 +77,8 @@ pub struct RouteRt {
     pub strip_path: bool,
     /// Forward the client's Host header.
     pub preserve_host: bool,
+    /// WebSocket upgrades are tunnelled.
+    pub websocket: bool,
     /// Route-specific body limit.
     pub body_limit: Option<u64>,
     /// Plugins that apply to this route.
@@ -238,6 +240,7 @@ impl Snapshot {
                 service: service.clone(),
                 strip_path: r.strip_path,
                 preserve_host: r.preserve_host,
+                websocket: r.websocket,
                 body_limit: r.request_body_limit,
                 chains: chains_for(cfg, &built, r.id, service.id),
             });

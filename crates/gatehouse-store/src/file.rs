@@ -160,13 +160,6 @@ impl ConfigStore for FileStore {
     }
 
     fn set_admin_token_hash(&self, hash: String) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            if let Some(dir) = self.token_path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
-            }
-            std::fs::write(&self.token_path, hash)
-                .map_err(|e| StoreError::Io(self.token_path.display().to_string(), e))
-        })
+        Box::pin(async move { crate::private::write(&self.token_path, hash.as_bytes()) })
     }
 }

@@ -4,6 +4,9 @@
 
 pub mod diff;
 pub mod file;
+pub mod keyring;
+pub mod private;
+pub mod sealed;
 pub mod sqlite;
 
 use std::future::Future;
@@ -44,6 +47,9 @@ pub enum StoreError {
     /// File system failure.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    /// A secret field could not be sealed or opened (keyring missing a key, tampering).
+    #[error("secrets at rest: {0}")]
+    Keyring(String),
     /// Stored data that no longer parses.
     #[error("corrupt stored {kind} {id}: {message}")]
     Corrupt {

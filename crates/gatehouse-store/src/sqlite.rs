@@ -10,6 +10,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::watch;
 
 use crate::diff::entities;
+use crate::keyring::Keyring;
+use crate::sealed;
 use crate::{Change, ConfigStore, Entity, StoreError, StoreFuture, Versioned};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -18,6 +20,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct SqliteStore {
     pool: SqlitePool,
     tx: watch::Sender<u64>,
+    keyring: std::sync::Arc<Keyring>,
 }
 
 fn now() -> i64 {
@@ -42,7 +45,13 @@ async fn bump(tx: &mut Transaction<'_, Sqlite>) -> Result<u64, StoreError> {
     Ok(v)
 }
 
-async fn put(tx: &mut Transaction<'_, Sqlite>, e: &Entity) -> Result<(), StoreError> {
+async fn put(
+    tx: &mut Transaction<'_, Sqlite>,
+    e: &Entity,
+    keyring: &Keyring,
+) -> Result<(), StoreError> {
+    let mut body = e.to_json();
+    sealed::seal(e.kind(), &mut body, keyring)?;
     let pos: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'next_position'")
         .fetch_one(&mut **tx)
         .await?;
@@ -54,7 +63,7 @@ async fn put(tx: &mut Transaction<'_, Sqlite>, e: &Entity) -> Result<(), StoreEr
     .bind(e.kind().as_str())
     .bind(e.id().to_string())
     .bind(pos)
-    .bind(e.to_json().to_string())
+    .bind(body.to_string())
     .bind(now())
     .bind(now())
     .execute(&mut **tx)
@@ -67,8 +76,24 @@ async fn put(tx: &mut Transaction<'_, Sqlite>, e: &Entity) -> Result<(), StoreEr
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating if needed) the database at `path`.
-    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    /// Opens (creating and migrating if needed) the database at `path`; secret fields are
+    /// sealed with `keyring`, and any sealed with an older key (or not at all) are sealed
+    /// again with its first key.
+    pub async fn open(
+        path: &Path,
+        keyring: std::sync::Arc<Keyring>,
+    ) -> Result<SqliteStore, StoreError> {
+        // The database holds secrets: 0600, and SQLite gives its -wal and -shm files the
+        // database file's mode.
+        if let Some(dir) = path.parent() {
+            crate::private::create_dir(dir)?;
+        }
+        crate::private::ensure_file(path)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            crate::private::restrict(Path::new(&p))?;
+        }
         let url = format!("sqlite://{}", path.display());
         let opts = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
@@ -81,10 +106,84 @@ impl SqliteStore {
             .await?;
         MIGRATOR.run(&pool).await?;
         let (tx, _) = watch::channel(0);
-        let store = SqliteStore { pool, tx };
+        let store = SqliteStore { pool, tx, keyring };
         let v = store.current_version().await?;
         store.tx.send_replace(v);
+        let resealed = store.reseal().await?;
+        if resealed > 0 {
+            tracing::info!(
+                entities = resealed,
+                key = %store.keyring.primary_id(),
+                "sealed secrets at rest with the keyring's first key"
+            );
+        }
         Ok(store)
+    }
+
+    /// Seals again every entity whose secrets are plain or sealed with a key other than the
+    /// keyring's first; returns how many. The config itself (and its version) is unchanged.
+    pub async fn reseal(&self) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT kind, id, body FROM entities WHERE kind IN ('consumer', 'certificate')",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut n = 0;
+        for row in rows {
+            let (kind, id, body): (String, String, String) = (
+                row.try_get("kind")?,
+                row.try_get("id")?,
+                row.try_get("body")?,
+            );
+            let Some(k) = Kind::parse(&kind) else {
+                continue;
+            };
+            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            if !sealed::needs_reseal(k, &mut v, &self.keyring) {
+                continue;
+            }
+            sealed::seal(k, &mut v, &self.keyring).map_err(|e| StoreError::Corrupt {
+                kind: kind.clone(),
+                id: id.clone(),
+                message: e.to_string(),
+            })?;
+            sqlx::query("UPDATE entities SET body = ? WHERE kind = ? AND id = ?")
+                .bind(v.to_string())
+                .bind(&kind)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The keyring key ids that sealed secrets in the database name.
+    pub async fn sealed_key_ids(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, body FROM entities WHERE kind IN ('consumer', 'certificate')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (kind, body): (String, String) = (row.try_get("kind")?, row.try_get("body")?);
+            if let (Some(k), Ok(mut v)) = (
+                Kind::parse(&kind),
+                serde_json::from_str::<serde_json::Value>(&body),
+            ) {
+                for id in sealed::key_ids(k, &mut v) {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        Ok(ids)
     }
 
     async fn current_version(&self) -> Result<u64, StoreError> {
@@ -138,8 +237,9 @@ impl ConfigStore for SqliteStore {
                     message,
                 };
                 let k = Kind::parse(&kind).ok_or_else(|| corrupt("unknown kind".into()))?;
-                let v: serde_json::Value =
+                let mut v: serde_json::Value =
                     serde_json::from_str(&body).map_err(|e| corrupt(e.to_string()))?;
+                sealed::unseal(k, &mut v, &self.keyring).map_err(|e| corrupt(e.to_string()))?;
                 changes.push(Change::Put(
                     Entity::from_json(k, v).map_err(|e| corrupt(e.to_string()))?,
                 ));
@@ -163,7 +263,7 @@ impl ConfigStore for SqliteStore {
             }
             for c in &changes {
                 match c {
-                    Change::Put(e) => put(&mut tx, e).await?,
+                    Change::Put(e) => put(&mut tx, e, &self.keyring).await?,
                     Change::Delete(k, id) => {
                         sqlx::query("DELETE FROM entities WHERE kind = ? AND id = ?")
                             .bind(k.as_str())
@@ -187,7 +287,7 @@ impl ConfigStore for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             for e in entities(&config) {
-                put(&mut tx, &e).await?;
+                put(&mut tx, &e, &self.keyring).await?;
             }
             let v = bump(&mut tx).await?;
             tx.commit().await?;

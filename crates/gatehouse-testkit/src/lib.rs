@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod recorder;
 pub mod upstream;
 
 pub use client::{get, request, Reply};

@@ -27,6 +27,30 @@ pub enum Command {
     },
     /// Print the JSON Schema of the declarative config format.
     Schema,
+    /// Manage the keyring that encrypts secrets at rest (`<data dir>/keyring`).
+    Keyring {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeyringAction,
+    },
+}
+
+/// `gatehouse keyring …`
+#[derive(Debug, Subcommand)]
+pub enum KeyringAction {
+    /// Put a new key first in the keyring file and seal every secret in the database with
+    /// it (older keys stay, so running nodes keep reading what they wrote).
+    Rotate {
+        /// The data directory holding `keyring` and `gatehouse.db`.
+        #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = ".")]
+        data_dir: PathBuf,
+    },
+    /// Drop from the keyring file every key no sealed secret in the database uses.
+    Prune {
+        /// The data directory holding `keyring` and `gatehouse.db`.
+        #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = ".")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Log output format.
@@ -61,8 +85,16 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = ".")]
     pub data_dir: PathBuf,
     /// Admin API token; without it one is generated on first start and printed once.
+    /// Visible in `ps` as a flag: prefer `--admin-token-file` or the environment variable.
     #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Read the admin API token from this file (first line; the file should be 0600).
+    #[arg(
+        long,
+        env = "GATEHOUSE_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<PathBuf>,
     /// Run DB-less from this declarative YAML/JSON file (watched; SIGHUP reloads).
     #[arg(long, env = "GATEHOUSE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -81,9 +113,28 @@ pub struct ServeArgs {
     /// Most request headers accepted.
     #[arg(long, env = "GATEHOUSE_MAX_HEADERS", default_value_t = 100)]
     pub max_headers: usize,
-    /// Seconds a client has to send its request head.
+    /// Seconds a client has to send its request head (on every listener; for HTTP/2, to open
+    /// its first stream).
     #[arg(long, env = "GATEHOUSE_HEADER_READ_TIMEOUT", default_value_t = 10)]
     pub header_read_timeout: u64,
+    /// Seconds a keep-alive connection may wait for its next request (HTTP/2: with no stream
+    /// open) before it is closed, on every listener.
+    #[arg(long, env = "GATEHOUSE_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Seconds a client may take to accept any bytes of an answer before it is cut off.
+    #[arg(long, env = "GATEHOUSE_SEND_TIMEOUT", default_value_t = 60)]
+    pub send_timeout: u64,
+    /// Most open client connections on the proxy listener (WebSocket tunnels count); more
+    /// are closed at once.
+    #[arg(long, env = "GATEHOUSE_MAX_CONNECTIONS", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most open connections on each of the admin and status listeners.
+    #[arg(long, env = "GATEHOUSE_ADMIN_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub admin_max_connections: u32,
+    /// Keep request headers whose names contain `_` (dropped by default, as nginx does:
+    /// CGI-style backends read `X_User` and `X-User` as the same variable).
+    #[arg(long, env = "GATEHOUSE_ALLOW_UNDERSCORES_IN_HEADERS")]
+    pub allow_underscores_in_headers: bool,
     /// Default largest request body in bytes (routes override with `request_body_limit`).
     #[arg(long, env = "GATEHOUSE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: u64,

@@ -2,6 +2,7 @@
 //! signals and graceful shutdown.
 
 mod cli;
+mod listen;
 mod serve;
 
 use std::process::ExitCode;
@@ -68,6 +69,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        cli::Command::Keyring { action } => match keyring(action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gatehouse: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         cli::Command::Schema => {
             println!(
                 "{:#}",
@@ -76,4 +84,51 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `gatehouse keyring rotate|prune`: works on the data dir's keyring file and database.
+fn keyring(action: cli::KeyringAction) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use gatehouse_store::keyring::{prune_file, rotate_file, Keyring, ENV};
+    anyhow::ensure!(
+        std::env::var_os(ENV).is_none(),
+        "{ENV} is set: the keyring comes from the environment; rotate by putting a new key first there and restarting (see docs/security.md)"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    rt.block_on(async move {
+        let (data_dir, rotate) = match &action {
+            cli::KeyringAction::Rotate { data_dir } => (data_dir, true),
+            cli::KeyringAction::Prune { data_dir } => (data_dir, false),
+        };
+        let db = data_dir.join("gatehouse.db");
+        anyhow::ensure!(db.exists(), "no database at {}", db.display());
+        if rotate {
+            let id = rotate_file(data_dir).context("rotating the keyring")?;
+            let ring = std::sync::Arc::new(Keyring::load(data_dir)?);
+            // Opening the store seals every secret again with the new first key.
+            gatehouse_store::sqlite::SqliteStore::open(&db, ring)
+                .await
+                .with_context(|| format!("opening {}", db.display()))?;
+            println!(
+                "new keyring key {id}; every secret in {} is sealed with it",
+                db.display()
+            );
+        } else {
+            let ring = std::sync::Arc::new(Keyring::load(data_dir)?);
+            let store = gatehouse_store::sqlite::SqliteStore::open(&db, ring)
+                .await
+                .with_context(|| format!("opening {}", db.display()))?;
+            let used = store.sealed_key_ids().await?;
+            let dropped = prune_file(data_dir, &used)?;
+            println!(
+                "dropped {} unused key(s): {}",
+                dropped.len(),
+                dropped.join(", ")
+            );
+        }
+        Ok(())
+    })
 }

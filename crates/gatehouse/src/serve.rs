@@ -38,17 +38,38 @@ fn settings(args: &ServeArgs) -> ProxySettings {
         max_header_bytes: args.max_header_bytes as usize,
         max_headers: args.max_headers,
         header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        send_timeout: Duration::from_secs(args.send_timeout.max(1)),
+        max_connections: args.max_connections as usize,
+        allow_underscores_in_headers: args.allow_underscores_in_headers,
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         ..ProxySettings::default()
     }
 }
 
+/// The admin token from `--admin-token-file`: its first line.
+fn read_token_file(path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --admin-token-file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "--admin-token-file {} is empty",
+        path.display()
+    );
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        tracing::warn!(file = %path.display(), "the admin token file is readable by other users; chmod 600 it");
+    }
+    Ok(token)
+}
+
 async fn admin_token(store: &dyn ConfigStore, given: Option<&str>) -> Result<String> {
     if let Some(t) = given {
         anyhow::ensure!(
             t.len() >= 16,
-            "--admin-token must be at least 16 characters"
+            "the admin token must be at least 16 characters"
         );
         let h = sha256_hex(t);
         store
@@ -87,7 +108,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
+    gatehouse_store::private::create_dir(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let registry = Arc::new(gatehouse_plugins::registry());
     let catalog: Arc<dyn PluginCatalog> = registry.clone();
@@ -102,8 +123,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
         None => {
             let db = args.data_dir.join("gatehouse.db");
+            let keyring = Arc::new(
+                gatehouse_store::keyring::Keyring::load(&args.data_dir)
+                    .context("loading the keyring for secrets at rest")?,
+            );
             let s = Arc::new(
-                SqliteStore::open(&db)
+                SqliteStore::open(&db, keyring)
                     .await
                     .with_context(|| format!("opening {}", db.display()))?,
             );
@@ -111,7 +136,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             s
         }
     };
-    let token_hash = admin_token(&*store, args.admin_token.as_deref()).await?;
+    let given_token = match &args.admin_token_file {
+        Some(path) => Some(read_token_file(path)?),
+        None => args.admin_token.clone(),
+    };
+    let token_hash = admin_token(&*store, given_token.as_deref()).await?;
 
     let shared = Shared::new(Snapshot::empty(), settings(&args));
     let control = Control::new(store.clone(), shared.clone(), registry);
@@ -145,14 +174,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!("status listening on {status_addr}");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut rx1 = stop_rx.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(admin, admin_router)
-            .with_graceful_shutdown(async move {
-                let _ = rx1.changed().await;
-            })
-            .await;
-    });
+    let limits = crate::listen::Limits {
+        header_read_timeout: Duration::from_secs(args.header_read_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        max_connections: args.admin_max_connections as usize,
+    };
+    tokio::spawn(crate::listen::serve(
+        "admin",
+        admin,
+        admin_router,
+        limits,
+        stop_rx.clone(),
+    ));
     let ready_control = control.clone();
     let status_router = axum::Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -187,14 +220,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 }
             }),
         );
-    let mut rx2 = stop_rx.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(status, status_router)
-            .with_graceful_shutdown(async move {
-                let _ = rx2.changed().await;
-            })
-            .await;
-    });
+    tokio::spawn(crate::listen::serve(
+        "status",
+        status,
+        status_router,
+        limits,
+        stop_rx.clone(),
+    ));
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;

@@ -487,8 +487,8 @@ async fn websocket_upgrade_passes_through() {
     let up = Upstream::start("ws");
     let (_d, gw) = setup(
         &format!(
-            "services:\n  - url: {}\n    routes: [{{ paths: [\"/\"] }}]\n",
-            up.url()
+            "services:\n  - url: {u}\n    routes: [{{ paths: [\"/\"], websocket: true }}, {{ paths: [\"/plain\"] }}]\n  - url: {u}\n    read_timeout: 400\n    routes: [{{ paths: [\"/idle\"], strip_path: true, websocket: true }}]\n",
+            u = up.url()
         ),
         &[],
     );
@@ -505,6 +505,39 @@ async fn websocket_upgrade_passes_through() {
         assert_eq!(back.into_text().unwrap().as_str(), msg);
     }
     ws.close(None).await.unwrap();
+
+    // A route without `websocket: true` refuses the upgrade with the common error shape.
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/plain/ws", gw.proxy))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => {
+            assert_eq!(r.status(), 400);
+            let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("websocket_not_enabled"), "{body}");
+        }
+        e => panic!("expected a 400 answer, got {e}"),
+    }
+
+    // A tunnel is closed once nothing moved either way for the service's read_timeout.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/idle/ws", gw.proxy))
+        .await
+        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("one"))
+        .await
+        .unwrap();
+    assert!(ws.next().await.unwrap().is_ok());
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(m)) if m.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "an idle tunnel is closed");
 }
 
 #[tokio::test]

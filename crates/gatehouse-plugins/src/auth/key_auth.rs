@@ -129,10 +129,39 @@ fn digest_from_hex(h: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// A query parameter's name with its percent-escapes decoded (`api%6Bey` is `apikey` to
+/// most backends, so it must be to the gateway too).
+fn param_name(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains('%') {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
 fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
+        (param_name(k) == name).then_some(v)
     })
 }
 
@@ -143,32 +172,37 @@ impl Plugin for Compiled {
         }
         // Find the key (headers first, then the query string); only its digest is kept.
         let digest = |k: &str| <[u8; 32]>::from(Sha256::digest(k.as_bytes()));
-        let mut found: Option<([u8; 32], Option<usize>)> = None; // (digest, index of query name)
+        let mut found: Option<[u8; 32]> = None;
         if self.cfg.key_in_header {
-            for n in &self.header_names {
-                if let Some(v) = req.headers.get(n).and_then(|v| v.to_str().ok()) {
-                    found = Some((digest(v), None));
-                    if self.cfg.hide_credentials {
-                        req.headers.remove(n);
-                    }
-                    break;
-                }
-            }
+            found = self
+                .header_names
+                .iter()
+                .find_map(|n| req.headers.get(n).and_then(|v| v.to_str().ok()))
+                .map(digest);
         }
         if found.is_none() && self.cfg.key_in_query {
             if let Some(q) = req.uri.query() {
-                for (i, n) in self.cfg.key_names.iter().enumerate() {
-                    if let Some(v) = query_value(q, n) {
-                        found = Some((digest(v), Some(i)));
-                        break;
-                    }
-                }
+                found = self
+                    .cfg
+                    .key_names
+                    .iter()
+                    .find_map(|n| query_value(q, n))
+                    .map(digest);
             }
         }
-        if let (Some((_, Some(i))), true) = (&found, self.cfg.hide_credentials) {
-            strip_query_param(req, &self.cfg.key_names[*i]);
+        if self.cfg.hide_credentials && found.is_some() {
+            // Every copy goes, wherever the key may be read from: a second key in the
+            // query beside the one in the header must not reach the upstream either.
+            if self.cfg.key_in_header {
+                for n in &self.header_names {
+                    req.headers.remove(n);
+                }
+            }
+            if self.cfg.key_in_query {
+                strip_query_params(req, &self.cfg.key_names);
+            }
         }
-        let matched = found.as_ref().and_then(|(d, _)| self.keys.get(d));
+        let matched = found.as_ref().and_then(|d| self.keys.get(d));
         // Same answer whether the key is unknown or belongs to nobody: no oracle.
         let result = match (matched, &found) {
             (Some(id), _) => Ok(id),
@@ -186,11 +220,15 @@ impl Plugin for Compiled {
     }
 }
 
-fn strip_query_param(req: &mut http::request::Parts, name: &str) {
+fn strip_query_params(req: &mut http::request::Parts, names: &[String]) {
     let Some(q) = req.uri.query() else { return };
     let kept: Vec<&str> = q
         .split('&')
-        .filter(|p| p.split_once('=').map_or(*p, |(k, _)| k) != name)
+        .filter(|p| {
+            let k = p.split_once('=').map_or(*p, |(k, _)| k);
+            let k = param_name(k);
+            !names.iter().any(|n| *n == k)
+        })
         .collect();
     let pq = if kept.is_empty() {
         req.uri.path().to_string()
@@ -199,5 +237,29 @@ fn strip_query_param(req: &mut http::request::Parts, name: &str) {
     };
     if let Ok(uri) = http::Uri::try_from(pq) {
         req.uri = uri;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_names_are_decoded_and_every_copy_stripped() {
+        assert_eq!(query_value("a=1&api%6Bey=k&b=2", "apikey"), Some("k"));
+        let mut req = http::Request::get("/p?apikey=1&x=2&api%6bey=3&key=4&apikey")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        strip_query_params(&mut req, &["apikey".into(), "key".into()]);
+        assert_eq!(req.uri.to_string(), "/p?x=2");
+        let mut req = http::Request::get("/p?apikey=1")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        strip_query_params(&mut req, &["apikey".into()]);
+        assert_eq!(req.uri.to_string(), "/p");
     }
 }

@@ -1,6 +1,7 @@
 //! Authentication plugins: identify a consumer, forward who it is upstream.
 
 pub mod basic_auth;
+pub mod hasher;
 pub mod hmac_auth;
 pub mod jwt;
 pub mod key_auth;

@@ -121,7 +121,7 @@ impl Store {
         self.filling.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Gives up a claim this request made in `wait_before_access` but will not fill.
+    /// Gives up a claim this request made in `prepare` but will not fill.
     fn release_if_owner(&self, key: &str, request_id: &HeaderValue) {
         let owned = self
             .filling()
@@ -301,11 +301,11 @@ impl Compiled {
 }
 
 impl Plugin for Compiled {
-    fn wait_before_access(
+    fn prepare(
         &self,
         ctx: &RequestCtx,
         req: &http::request::Parts,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> {
+    ) -> Option<gatehouse_proxy::plugin::PrepareFuture> {
         if !self.methods.contains(&req.method) {
             return None;
         }
@@ -339,6 +339,7 @@ impl Plugin for Compiled {
             if still_filling {
                 let _ = tokio::time::timeout(limit, notified).await;
             }
+            None
         }))
     }
 
@@ -377,7 +378,7 @@ impl Plugin for Compiled {
         let leader = {
             let mut filling = self.store.filling();
             match filling.get(&key) {
-                // Claimed by this request just before (wait_before_access).
+                // Claimed by this request just before (prepare).
                 Some((_, owner)) => *owner == ctx.request_id,
                 None => {
                     filling.insert(
