@@ -406,20 +406,18 @@ mod tests {
 
     #[test]
     fn alias_bombs_are_refused() {
-        // "Billion laughs": nine levels of ten aliases each.
-        let mut doc = String::from(
-            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
-        );
-        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
-            .iter()
-            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
-        {
-            doc.push_str(&format!(
-                "{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
-            ));
-        }
+        // "Billion laughs", 390 bytes: nine anchors of nine aliases each (9^9 strings).
+        let doc = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n\
+                   b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n\
+                   c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n\
+                   d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n\
+                   e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n\
+                   f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n\
+                   g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n\
+                   h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n\
+                   i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
         assert!(doc.len() < 1000);
-        let e = parse(&doc).unwrap_err();
+        let e = parse(doc).unwrap_err();
         assert!(e.message.contains("alias bomb"), "{e}");
         // Aliases that nest deep are caught by the depth limit.
         let mut deep = String::from("a0: &a0 [1]\n");

@@ -110,6 +110,7 @@ impl Coarse {
 
     /// A registered deadline `limit` from now (rounded up to the next tick or two), for
     /// [`Coarse::with_deadline`] when the deadline must move while it is awaited.
+    #[inline]
     pub fn deadline(&self, limit: Duration) -> Rc<Waiter> {
         let w = Rc::new(Waiter {
             deadline: Cell::new(self.ticks.get() + Self::ticks_for(limit)),

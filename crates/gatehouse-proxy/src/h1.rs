@@ -271,149 +271,154 @@ impl Conn {
         &mut self,
         method: &Method,
     ) -> Result<Option<(Response<()>, BodyFraming)>, H1Error> {
-        loop {
-            if self.rbuf.is_empty() {
-                return Ok(None);
-            }
-            // Uninitialized header slots: zeroing 128 of them per response measured as a
-            // visible share of a proxied request.
-            let mut slots =
-                [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
-            let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut parsed,
-                &self.rbuf,
-                &mut slots,
-            ) {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(e) => return Err(H1Error::Invalid(e.to_string())),
-            };
-            let code = parsed.code.unwrap_or(0);
-            let status = StatusCode::from_u16(code)
-                .map_err(|_| H1Error::Invalid(format!("status {code}")))?;
-            if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-                self.rbuf.advance(len);
-                continue;
-            }
-            let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
-            let http10 = parsed.version == Some(0);
-            let mut close = http10;
-            let mut keep_alive_10 = false;
-            let mut codings = TransferCodings::default();
-            let mut length: Option<u64> = None;
-            let base = self.rbuf.as_ptr() as usize;
-            let spans = &mut self.spans;
-            spans.clear();
-            // Framing and connection headers are read here; hop-by-hop headers never enter
-            // the map (except on a 101, whose Upgrade/Connection the client needs).
-            let mut named_in_connection: Option<Vec<u8>> = None;
-            for h in parsed.headers.iter() {
-                let v = h.value;
-                if h.name.eq_ignore_ascii_case("connection") {
-                    if contains_token(v, b"close") {
-                        close = true;
-                    }
-                    if contains_token(v, b"keep-alive") {
-                        keep_alive_10 = true;
-                    }
-                    let names_others = v.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|t| {
-                        !t.is_empty()
-                            && !t.eq_ignore_ascii_case(b"close")
-                            && !t.eq_ignore_ascii_case(b"keep-alive")
-                            && !t.eq_ignore_ascii_case(b"upgrade")
-                    });
-                    if names_others {
-                        let list = named_in_connection.get_or_insert_with(Vec::new);
-                        list.extend_from_slice(v);
-                        list.push(b',');
-                    }
-                    if !upgrade {
-                        continue;
-                    }
-                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    codings.add(v);
-                    continue;
-                } else if h.name.eq_ignore_ascii_case("content-length") {
-                    match (parse_content_length(v), length) {
-                        (Some(n), None) => length = Some(n),
-                        (Some(n), Some(m)) if n == m => {}
-                        _ => {
-                            return Err(H1Error::Invalid(
-                                "bad or conflicting Content-Length".into(),
-                            ))
-                        }
-                    }
-                } else if is_hop_by_hop_name(h.name.as_bytes())
-                    && !(upgrade && h.name.eq_ignore_ascii_case("upgrade"))
-                {
-                    continue;
-                }
-                // httparse hands out slices of `rbuf`; keep their offsets to slice the frozen head.
-                let n0 = h.name.as_ptr() as usize - base;
-                let v0 = v.as_ptr() as usize - base;
-                spans.push((n0, h.name.len(), v0, v.len()));
-            }
-            let head = self.rbuf.split_to(len).freeze();
-            let mut map =
-                header_map(&head, &self.spans, 0).map_err(|e| H1Error::Invalid(e.into()))?;
-            if let (Some(list), false) = (named_in_connection, upgrade) {
-                // Headers the upstream named in `Connection` are hop-by-hop too (rare); the
-                // framing headers stay the gateway's to judge.
-                for t in list.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                    if wire::is_protected_from_connection(t) {
-                        continue;
-                    }
-                    if let Ok(n) = HeaderName::from_bytes(t) {
-                        map.remove(n);
-                    }
-                }
-            }
-            if http10 && keep_alive_10 {
-                close = false;
-            }
-            let no_body = method == Method::HEAD
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED
-                || upgrade;
-            let framing = if no_body {
-                BodyFraming::Length(0)
-            } else if codings.present {
-                // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length (and a message
-                // with both is not reused); chunked must be the one and final coding we
-                // can decode, else the body runs until the connection closes.
-                map.remove(header::CONTENT_LENGTH);
-                if length.is_some() {
-                    close = true;
-                }
-                if codings.chunked_final && !codings.chunked_early {
-                    if codings.other {
-                        return Err(H1Error::Invalid(
-                            "unsupported transfer coding in the response".into(),
-                        ));
-                    }
-                    BodyFraming::Chunked(ChunkState::Size)
-                } else {
-                    close = true;
-                    BodyFraming::UntilClose
-                }
-            } else if let Some(n) = length {
-                BodyFraming::Length(n)
-            } else {
-                close = true;
-                BodyFraming::UntilClose
-            };
-            let mut resp = Response::new(());
-            *resp.status_mut() = status;
-            *resp.version_mut() = Version::HTTP_11;
-            *resp.headers_mut() = map;
-            return Ok(Some((resp, framing.with_close(close))));
-        }
+        parse_response_head(&mut self.rbuf, &mut self.spans, method)
     }
 
     /// Gives up the socket and any bytes read past the head (for upgrades).
     pub fn into_parts(self) -> (TcpStream, BytesMut) {
         (self.io, self.rbuf)
+    }
+}
+
+/// Parses a complete response head off the front of `rbuf` (consuming it; 1xx interim
+/// answers other than 101 are skipped), `None` when more bytes are needed. Hop-by-hop
+/// headers never enter the map; the body's framing follows RFC 9112 §6.3.
+pub fn parse_response_head(
+    rbuf: &mut BytesMut,
+    spans: &mut Vec<Span>,
+    method: &Method,
+) -> Result<Option<(Response<()>, BodyFraming)>, H1Error> {
+    loop {
+        if rbuf.is_empty() {
+            return Ok(None);
+        }
+        // Uninitialized header slots: zeroing 128 of them per response measured as a
+        // visible share of a proxied request.
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            rbuf,
+            &mut slots,
+        ) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(H1Error::Invalid(e.to_string())),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let status =
+            StatusCode::from_u16(code).map_err(|_| H1Error::Invalid(format!("status {code}")))?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            rbuf.advance(len);
+            continue;
+        }
+        let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+        let http10 = parsed.version == Some(0);
+        let mut close = http10;
+        let mut keep_alive_10 = false;
+        let mut codings = TransferCodings::default();
+        let mut length: Option<u64> = None;
+        let base = rbuf.as_ptr() as usize;
+        spans.clear();
+        // Framing and connection headers are read here; hop-by-hop headers never enter
+        // the map (except on a 101, whose Upgrade/Connection the client needs).
+        let mut named_in_connection: Option<Vec<u8>> = None;
+        for h in parsed.headers.iter() {
+            let v = h.value;
+            if h.name.eq_ignore_ascii_case("connection") {
+                if contains_token(v, b"close") {
+                    close = true;
+                }
+                if contains_token(v, b"keep-alive") {
+                    keep_alive_10 = true;
+                }
+                let names_others = v.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|t| {
+                    !t.is_empty()
+                        && !t.eq_ignore_ascii_case(b"close")
+                        && !t.eq_ignore_ascii_case(b"keep-alive")
+                        && !t.eq_ignore_ascii_case(b"upgrade")
+                });
+                if names_others {
+                    let list = named_in_connection.get_or_insert_with(Vec::new);
+                    list.extend_from_slice(v);
+                    list.push(b',');
+                }
+                if !upgrade {
+                    continue;
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                codings.add(v);
+                continue;
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                match (parse_content_length(v), length) {
+                    (Some(n), None) => length = Some(n),
+                    (Some(n), Some(m)) if n == m => {}
+                    _ => return Err(H1Error::Invalid("bad or conflicting Content-Length".into())),
+                }
+            } else if is_hop_by_hop_name(h.name.as_bytes())
+                && !(upgrade && h.name.eq_ignore_ascii_case("upgrade"))
+            {
+                continue;
+            }
+            // httparse hands out slices of `rbuf`; keep their offsets to slice the frozen head.
+            let n0 = h.name.as_ptr() as usize - base;
+            let v0 = v.as_ptr() as usize - base;
+            spans.push((n0, h.name.len(), v0, v.len()));
+        }
+        let head = rbuf.split_to(len).freeze();
+        let mut map = header_map(&head, spans, 0).map_err(|e| H1Error::Invalid(e.into()))?;
+        if let (Some(list), false) = (named_in_connection, upgrade) {
+            // Headers the upstream named in `Connection` are hop-by-hop too (rare); the
+            // framing headers stay the gateway's to judge.
+            for t in list.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if wire::is_protected_from_connection(t) {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t) {
+                    map.remove(n);
+                }
+            }
+        }
+        if http10 && keep_alive_10 {
+            close = false;
+        }
+        let no_body = method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || upgrade;
+        let framing = if no_body {
+            BodyFraming::Length(0)
+        } else if codings.present {
+            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length (and a message
+            // with both is not reused); chunked must be the one and final coding we
+            // can decode, else the body runs until the connection closes.
+            map.remove(header::CONTENT_LENGTH);
+            if length.is_some() {
+                close = true;
+            }
+            if codings.chunked_final && !codings.chunked_early {
+                if codings.other {
+                    return Err(H1Error::Invalid(
+                        "unsupported transfer coding in the response".into(),
+                    ));
+                }
+                BodyFraming::Chunked(ChunkState::Size)
+            } else {
+                close = true;
+                BodyFraming::UntilClose
+            }
+        } else if let Some(n) = length {
+            BodyFraming::Length(n)
+        } else {
+            close = true;
+            BodyFraming::UntilClose
+        };
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = Version::HTTP_11;
+        *resp.headers_mut() = map;
+        return Ok(Some((resp, framing.with_close(close))));
     }
 }
 
@@ -892,6 +897,63 @@ mod tests {
             conn.read_head(&Method::GET).await,
             Err(H1Error::Invalid(_))
         ));
+    }
+
+    fn head(raw: &[u8], method: Method) -> Result<Option<(Response<()>, BodyFraming)>, H1Error> {
+        let mut buf = BytesMut::from(raw);
+        parse_response_head(&mut buf, &mut Vec::new(), &method)
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        // Transfer-Encoding beats Content-Length, and such a response is never reused.
+        let (r, f) = head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(r.headers().get("content-length").is_none());
+        assert_eq!(f, BodyFraming::Closing(0, Some(ChunkState::Size)));
+        // A final coding other than chunked: the body runs until the connection closes.
+        let (_, f) = head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f, BodyFraming::UntilClose);
+        // Codings the gateway cannot pass on, and lenient lengths, are errors (502).
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        ] {
+            assert!(
+                head(bad, Method::GET).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // The upstream's Connection cannot remove framing headers from the answer.
+        let (r, f) = head(
+            b"HTTP/1.1 200 OK\r\nConnection: Content-Length, X-Private\r\nX-Private: 1\r\nContent-Length: 2\r\n\r\nok",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f, BodyFraming::Length(2));
+        assert_eq!(r.headers()["content-length"], "2");
+        assert!(r.headers().get("x-private").is_none());
+        // HEAD: no body whatever the length says.
+        let (_, f) = head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            Method::HEAD,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f, BodyFraming::Length(0));
     }
 
     #[tokio::test]

@@ -15,22 +15,24 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName};
-use http::{Method, Request, StatusCode, Uri, Version};
+use http::{Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::error_response;
-use crate::h1::{header_map, poll_fill, Span};
+use crate::h1::{poll_fill, Span};
 use crate::handler::{AfterHeaders, ConnInfo, Worker, X_REQUEST_ID};
 use crate::plugin::AddedValue;
-use crate::wire::{decode_chunk, Chunk, ChunkState};
+use crate::request_head::{
+    parse_head, too_large, BodyState, Head, HeadError, HeadLimits, MAX_HEADER_SLOTS,
+};
+use crate::wire::{decode_chunk, Chunk};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Header slots on the stack; `--max-headers` above this is capped here.
-const MAX_HEADER_SLOTS: usize = 256;
 const READ_CHUNK: usize = 8 * 1024;
 
 /// The client socket and what has been read from it, shared by the connection loop and the
@@ -42,15 +44,6 @@ struct Io {
     body: BodyState,
     /// Bytes of an owed `100 Continue` already written (`None`: none owed).
     continue_sent: Option<usize>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyState {
-    Done,
-    Length(u64),
-    Chunked(ChunkState),
-    /// The body broke (bad framing, client gone): the connection cannot be reused.
-    Broken,
 }
 
 impl Io {
@@ -246,25 +239,6 @@ pub enum Ended {
     Http2(Replay),
 }
 
-/// Why a head could not be read.
-pub(crate) enum HeadError {
-    /// Idle connection closed by the client, or draining.
-    Closed,
-    /// Answer with this status and close.
-    Refuse(StatusCode, &'static str, &'static str),
-    /// Give up silently (socket error).
-    Io,
-}
-
-/// A parsed request head.
-pub(crate) struct Head {
-    req: Request<()>,
-    keep_alive: bool,
-    body: BodyState,
-    expect_continue: bool,
-    upgrade: bool,
-}
-
 /// Serves one client connection until it closes.
 pub async fn serve(worker: Rc<Worker>, conn: Rc<ConnInfo>, stream: TcpStream) -> Ended {
     let io = Rc::new(RefCell::new(Io {
@@ -278,6 +252,7 @@ pub async fn serve(worker: Rc<Worker>, conn: Rc<ConnInfo>, stream: TcpStream) ->
         max_head: settings.max_header_bytes.max(1024),
         max_headers: settings.max_headers.clamp(1, MAX_HEADER_SLOTS),
         allow_underscores: settings.allow_underscores_in_headers,
+        trusted: conn.trusted,
     };
     let (read_timeout, idle_timeout) = (settings.header_read_timeout, settings.idle_timeout);
     let mut wbuf = BytesMut::with_capacity(4096);
@@ -488,275 +463,6 @@ fn poll_head(
             }
         }
     }
-}
-
-fn too_large() -> HeadError {
-    HeadError::Refuse(
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "request_header_too_large",
-        "the request head is larger than the gateway accepts",
-    )
-}
-
-fn bad(msg: &'static str) -> HeadError {
-    HeadError::Refuse(StatusCode::BAD_REQUEST, "bad_request", msg)
-}
-
-/// What the server side needs from the settings to read a head.
-#[derive(Clone, Copy)]
-pub(crate) struct HeadLimits {
-    /// Largest head in bytes.
-    pub max_head: usize,
-    /// Most header lines.
-    pub max_headers: usize,
-    /// Keep headers whose names contain `_` (dropped by default, as nginx does: CGI-style
-    /// backends read `X_Consumer_Id` and `X-Consumer-Id` as the same variable).
-    pub allow_underscores: bool,
-}
-
-fn not_implemented(msg: &'static str) -> HeadError {
-    HeadError::Refuse(StatusCode::NOT_IMPLEMENTED, "not_implemented", msg)
-}
-
-/// A Host value (or absolute-form authority): `uri-host [ ":" port ]` with no userinfo, path
-/// or whitespace. Empty is allowed (RFC 9112 §3.2: a target without an authority).
-pub fn valid_host(v: &[u8]) -> bool {
-    v.iter().all(|b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-                    | b':'
-                    | b'['
-                    | b']'
-            )
-    })
-}
-
-/// Parses a complete head out of `rbuf` (consuming it), `None` when more bytes are needed.
-/// Everything RFC 9112 calls ambiguous is refused here, before any routing: bare LF line
-/// ends, several or no Host (HTTP/1.1), Transfer-Encoding other than a single final chunked
-/// (400, or 501 for codings Gatehouse does not decode), Transfer-Encoding with
-/// Content-Length, conflicting Content-Lengths. Headers the client's `Connection` names are
-/// dropped here, before plugins add theirs, and never framing headers or Host.
-pub(crate) fn parse_head(
-    rbuf: &mut BytesMut,
-    limits: HeadLimits,
-    spans: &mut Vec<Span>,
-) -> Result<Option<Head>, HeadError> {
-    let mut slots =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_SLOTS];
-    let mut parsed = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut parsed,
-        rbuf,
-        &mut slots[..limits.max_headers.clamp(1, MAX_HEADER_SLOTS)],
-    ) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::Refuse(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "too_many_headers",
-                "the request has more headers than the gateway accepts",
-            ))
-        }
-        Err(_) => return Err(bad("malformed request head")),
-    };
-    if len > limits.max_head {
-        return Err(too_large());
-    }
-    // httparse takes a bare LF as a line end; a proxy in front may not (RFC 9112 §2.2).
-    // Leading empty lines before the request line are allowed (§2.2) and are CRLFs.
-    if crate::wire::bare_lf(&rbuf[..len]).is_some() {
-        return Err(bad(
-            "bare LF in the request head (lines must end with CRLF)",
-        ));
-    }
-    let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
-        .map_err(|_| bad("invalid method"))?;
-    if method == Method::CONNECT {
-        return Err(HeadError::Refuse(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "CONNECT is not supported",
-        ));
-    }
-    let version = if parsed.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let base = rbuf.as_ptr() as usize;
-    let target = parsed.path.unwrap_or("");
-    if target.contains('#') {
-        // RFC 9112 §3.2: a request target has no fragment; servers differ on where it ends.
-        return Err(bad("a request target must not contain a fragment (#)"));
-    }
-    let target_span = (target.as_ptr() as usize - base, target.len());
-    let mut keep_alive = version == Version::HTTP_11;
-    let mut codings = crate::wire::TransferCodings::default();
-    let mut length: Option<u64> = None;
-    let mut expect_continue = false;
-    let mut upgrade_websocket = false;
-    let mut upgrade_other = false;
-    let mut connection_upgrade = false;
-    let mut hosts = 0usize;
-    let mut named: Vec<(usize, usize)> = Vec::new();
-    spans.clear();
-    for h in parsed.headers.iter() {
-        let v = h.value;
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = crate::wire::parse_content_length(v)
-                .ok_or_else(|| bad("invalid Content-Length"))?;
-            match length {
-                Some(m) if m != n => return Err(bad("conflicting Content-Length headers")),
-                _ => length = Some(n),
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            codings.add(v);
-        } else if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-            if !valid_host(v) {
-                return Err(bad("invalid Host header"));
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            let at = v.as_ptr() as usize - base;
-            let mut off = 0;
-            for t in v.split(|b| *b == b',') {
-                let start = off + (t.len() - t.trim_ascii_start().len());
-                off += t.len() + 1;
-                let t = t.trim_ascii();
-                if t.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    if version == Version::HTTP_10 {
-                        keep_alive = true;
-                    }
-                } else if t.eq_ignore_ascii_case(b"upgrade") {
-                    connection_upgrade = true;
-                } else if !t.is_empty() && !crate::wire::is_protected_from_connection(t) {
-                    named.push((at + start, t.len()));
-                }
-            }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            expect_continue = v.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            // Only a WebSocket upgrade is ever tunnelled; anything else (h2c, TLS…) is
-            // dropped as the hop-by-hop header it is and the request served as plain HTTP.
-            if v.trim_ascii().eq_ignore_ascii_case(b"websocket") {
-                upgrade_websocket = true;
-            } else {
-                upgrade_other = true;
-            }
-        }
-        if !limits.allow_underscores && name.contains(&b'_') {
-            continue;
-        }
-        spans.push((
-            h.name.as_ptr() as usize - base,
-            h.name.len(),
-            v.as_ptr() as usize - base,
-            v.len(),
-        ));
-    }
-    // Request smuggling defences (RFC 9112 §6.1, §6.3): a Transfer-Encoding must be a single
-    // final chunked, never comes with Content-Length, and HTTP/1.0 has none.
-    if codings.present {
-        if length.is_some() {
-            return Err(bad(
-                "Transfer-Encoding and Content-Length must not be sent together",
-            ));
-        }
-        if version == Version::HTTP_10 {
-            return Err(bad("Transfer-Encoding is not allowed in HTTP/1.0"));
-        }
-        if !codings.chunked_final || codings.chunked_early {
-            return Err(bad("Transfer-Encoding must end with chunked, applied once"));
-        }
-        if codings.other {
-            return Err(not_implemented(
-                "transfer codings other than chunked are not supported",
-            ));
-        }
-    }
-    if hosts > 1 {
-        return Err(bad("more than one Host header"));
-    }
-    if hosts == 0 && version == Version::HTTP_11 {
-        return Err(bad("HTTP/1.1 requests need a Host header"));
-    }
-    if !named.is_empty() {
-        // Drop what the client's Connection header names (hop-by-hop by its say-so).
-        let buf = &rbuf[..];
-        spans.retain(|&(n0, nl, _, _)| {
-            let name = &buf[n0..n0 + nl];
-            !named
-                .iter()
-                .any(|&(t0, tl)| buf[t0..t0 + tl].eq_ignore_ascii_case(name))
-        });
-    }
-    let head = rbuf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target_span.0..target_span.0 + target_span.1))
-        .map_err(|_| bad("invalid request target"))?;
-    // Room for what auth and transform plugins add, so their inserts do not regrow the map.
-    let mut headers = header_map(&head, spans, 6).map_err(bad)?;
-    if let Some(authority) = uri.authority() {
-        // Absolute form (RFC 9112 §3.2.2): the target's authority is the host, whatever the
-        // Host header says — it is what routing, plugins and the upstream all see.
-        if !matches!(uri.scheme_str(), Some("http" | "https"))
-            || authority.as_str().contains('@')
-            || !valid_host(authority.as_str().as_bytes())
-        {
-            return Err(bad("invalid absolute-form request target"));
-        }
-        let host = http::HeaderValue::from_str(authority.as_str())
-            .map_err(|_| bad("invalid absolute-form request target"))?;
-        headers.insert(header::HOST, host);
-    } else if uri.path_and_query().is_none() || !uri.path().starts_with('/') {
-        return Err(bad("the request target must be an absolute path"));
-    }
-    let body = if codings.present {
-        BodyState::Chunked(ChunkState::Size)
-    } else {
-        match length {
-            Some(0) | None => BodyState::Done,
-            Some(n) => BodyState::Length(n),
-        }
-    };
-    let websocket = upgrade_websocket
-        && !upgrade_other
-        && connection_upgrade
-        && version == Version::HTTP_11
-        && method == Method::GET
-        && body == BodyState::Done;
-    let mut req = Request::new(());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = version;
-    *req.headers_mut() = headers;
-    Ok(Some(Head {
-        req,
-        keep_alive,
-        body,
-        expect_continue,
-        upgrade: websocket,
-    }))
 }
 
 /// Answers a request that could not be read with the common error shape, then the caller closes.

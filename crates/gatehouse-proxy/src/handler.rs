@@ -383,7 +383,7 @@ impl Worker {
         conn: Rc<ConnInfo>,
         mut req: Request<ClientBody>,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        if let Err(msg) = self.check_h2_head(&mut req) {
+        if let Err(msg) = self.check_h2_head(&mut req, conn.trusted) {
             let rid = self.new_request_id();
             let mut resp =
                 crate::error::error_response(StatusCode::BAD_REQUEST, "bad_request", msg, &rid);
@@ -400,14 +400,26 @@ impl Worker {
     }
 
     /// The checks h1server makes while parsing, for a request hyper's HTTP/2 server parsed:
-    /// one Host at most, and the same as `:authority`; no headers with underscores unless
-    /// allowed.
-    fn check_h2_head(&self, req: &mut Request<ClientBody>) -> Result<(), &'static str> {
+    /// one valid Host at most, and the same as `:authority`; no headers with underscores
+    /// unless allowed; no gateway-owned headers from an untrusted peer.
+    fn check_h2_head(
+        &self,
+        req: &mut Request<ClientBody>,
+        trusted: bool,
+    ) -> Result<(), &'static str> {
+        if let Some(a) = req.uri().authority() {
+            if a.as_str().contains('@') || !crate::wire::valid_host(a.as_str().as_bytes()) {
+                return Err("invalid :authority");
+            }
+        }
         let hosts = req.headers().get_all(header::HOST);
         let mut it = hosts.iter();
         if let Some(h) = it.next() {
             if it.next().is_some() {
                 return Err("more than one Host header");
+            }
+            if !crate::wire::valid_host(h.as_bytes()) {
+                return Err("invalid Host header");
             }
             if let Some(a) = req.uri().authority() {
                 if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) {
@@ -415,15 +427,14 @@ impl Worker {
                 }
             }
         }
-        if !self.shared.settings.allow_underscores_in_headers
-            && req.headers().keys().any(|k| k.as_str().contains('_'))
-        {
+        let underscores = !self.shared.settings.allow_underscores_in_headers;
+        let dropped = |k: &HeaderName| {
+            (underscores && k.as_str().contains('_'))
+                || (!trusted && crate::wire::is_gateway_owned(k.as_str().as_bytes()))
+        };
+        if req.headers().keys().any(dropped) {
             let h = req.headers_mut();
-            let names: Vec<HeaderName> = h
-                .keys()
-                .filter(|k| k.as_str().contains('_'))
-                .cloned()
-                .collect();
+            let names: Vec<HeaderName> = h.keys().filter(|k| dropped(k)).cloned().collect();
             for n in names {
                 h.remove(n);
             }

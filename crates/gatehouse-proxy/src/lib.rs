@@ -5,12 +5,15 @@ pub mod balancer;
 pub mod body;
 pub mod coarse;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod h1;
 pub mod h1server;
 pub mod handler;
 pub mod pathnorm;
 pub mod plugin;
 pub mod pool;
+pub mod request_head;
 pub mod router;
 pub mod server;
 pub mod settings;

@@ -327,11 +327,22 @@ pub const HOP_BY_HOP: [&str; 11] = [
     "http2-settings",
 ];
 
-/// [`HOP_BY_HOP`] membership for a raw header name of any case.
+/// [`HOP_BY_HOP`] membership for a raw header name of any case (runs for every header of
+/// every request and response: the length picks the candidates first).
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 => is(b"te"),
+        6 => is(b"expect"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        14 => is(b"http2-settings"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// Headers a `Connection` header may never remove, whoever sends it: the message's framing
@@ -345,6 +356,83 @@ pub fn is_protected_from_connection(name: &[u8]) -> bool {
     ]
     .iter()
     .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Headers only the gateway (or a trusted proxy in front of it) may set: who the client
+/// is and where the request came from. An untrusted client's copies are dropped when the
+/// head is read, on every route, so a backend can believe them: identity headers
+/// (`X-Consumer-*`, `X-Credential-Identifier`, `X-Anonymous-Consumer`), forwarding headers
+/// (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`) and the path overrides some frameworks obey
+/// (`X-Original-URL`, `X-Rewrite-URL`), which would let a request reach another path than
+/// the one the gateway routed and authorized.
+#[inline]
+pub fn is_gateway_owned(name: &[u8]) -> bool {
+    let starts = |p: &[u8]| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p);
+    match name.first() {
+        Some(b'x' | b'X') => {
+            starts(b"x-consumer-")
+                || starts(b"x-forwarded-")
+                || name.eq_ignore_ascii_case(b"x-credential-identifier")
+                || name.eq_ignore_ascii_case(b"x-anonymous-consumer")
+                || name.eq_ignore_ascii_case(b"x-real-ip")
+                || name.eq_ignore_ascii_case(b"x-original-url")
+                || name.eq_ignore_ascii_case(b"x-rewrite-url")
+        }
+        Some(b'f' | b'F') => name.eq_ignore_ascii_case(b"forwarded"),
+        _ => false,
+    }
+}
+
+/// True when a header name contains `_` (a plain loop: names are short, and a `memchr`
+/// call costs more than it saves on a dozen bytes).
+#[inline]
+pub fn has_underscore(name: &[u8]) -> bool {
+    let mut found = false;
+    for &b in name {
+        found |= b == b'_';
+    }
+    found
+}
+
+/// Bytes allowed in a Host value: unreserved, sub-delims, `%`, `:` and `[`/`]` (a table, as
+/// this runs on every request).
+const HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+                    | b':'
+                    | b'['
+                    | b']'
+            );
+        c += 1;
+    }
+    t
+};
+
+/// A Host value (or absolute-form authority): `uri-host [ ":" port ]` with no userinfo, path
+/// or whitespace. Empty is allowed (RFC 9112 §3.2: a target without an authority).
+#[inline]
+pub fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|b| HOST_BYTES[usize::from(*b)])
 }
 
 /// Offset of the first LF in `head` that is not preceded by CR, if any (RFC 9112 §2.2 lets a
@@ -462,6 +550,62 @@ mod tests {
         assert!(!t.chunked_final && t.chunked_early);
         assert!(tc(&[b""]).empty);
         assert!(tc(&[b" , "]).empty);
+    }
+
+    #[test]
+    fn hop_by_hop_lookup_matches_the_list() {
+        for n in HOP_BY_HOP {
+            assert!(is_hop_by_hop_name(n.as_bytes()), "{n}");
+            assert!(is_hop_by_hop_name(n.to_ascii_uppercase().as_bytes()), "{n}");
+        }
+        for n in ["tee", "host", "content-length", "upgrades", "x-connection"] {
+            assert!(!is_hop_by_hop_name(n.as_bytes()), "{n}");
+        }
+    }
+
+    #[test]
+    fn host_bytes() {
+        assert!(valid_host(b"api.example.com:8443"));
+        assert!(valid_host(b"[::1]:80"));
+        assert!(valid_host(b""));
+        for bad in [
+            &b"a b"[..],
+            b"a/b",
+            b"a@b",
+            b"a?b",
+            b"a#b",
+            b"a\\b",
+            b"\"a\"",
+        ] {
+            assert!(!valid_host(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn gateway_owned_names() {
+        for n in [
+            &b"X-Consumer-Username"[..],
+            b"x-consumer-id",
+            b"X-Forwarded-Prefix",
+            b"x-forwarded-for",
+            b"Forwarded",
+            b"X-Real-IP",
+            b"X-Original-URL",
+            b"x-rewrite-url",
+            b"X-Anonymous-Consumer",
+            b"x-credential-identifier",
+        ] {
+            assert!(is_gateway_owned(n), "{}", String::from_utf8_lossy(n));
+        }
+        for n in [
+            &b"x-request-id"[..],
+            b"x-consumer",
+            b"authorization",
+            b"forwarded-x",
+            b"x",
+        ] {
+            assert!(!is_gateway_owned(n), "{}", String::from_utf8_lossy(n));
+        }
     }
 
     #[test]

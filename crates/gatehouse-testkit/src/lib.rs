@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod hostile;
 pub mod recorder;
 pub mod upstream;
 

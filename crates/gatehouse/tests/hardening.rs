@@ -135,73 +135,38 @@ consumers:
 
     // Failures are limited per username: a correct pair verified before keeps working
     // (cached), everyone else with that name gets 429 without a hash being checked.
-    let ok = request(
-        &gw.proxy,
-        "GET",
-        "/limited",
-        &[("authorization", &basic("fast", "right-password"))],
-        "",
-    )
-    .await
-    .unwrap();
-    assert_eq!(ok.status, 200);
+    let limited = |user: &'static str, password: String| {
+        let proxy = gw.proxy.clone();
+        async move {
+            request(
+                &proxy,
+                "GET",
+                "/limited",
+                &[("authorization", &basic(user, &password))],
+                "",
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(limited("fast", "right-password".into()).await.status, 200);
     for i in 0..3 {
-        let r = request(
-            &gw.proxy,
-            "GET",
-            "/limited",
-            &[("authorization", &basic("fast", &format!("bad{i}")))],
-            "",
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(limited("fast", format!("bad{i}")).await.status, 401);
     }
-    let r = request(
-        &gw.proxy,
-        "GET",
-        "/limited",
-        &[("authorization", &basic("fast", "bad4"))],
-        "",
-    )
-    .await
-    .unwrap();
+    let r = limited("fast", "bad4".into()).await;
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "too_many_failures");
     assert_eq!(r.header("retry-after").as_deref(), Some("60"));
-    let ok = request(
-        &gw.proxy,
-        "GET",
-        "/limited",
-        &[("authorization", &basic("fast", "right-password"))],
-        "",
-    )
-    .await
-    .unwrap();
-    assert_eq!(ok.status, 200, "a cached correct pair is not locked out");
+    assert_eq!(
+        limited("fast", "right-password".into()).await.status,
+        200,
+        "a cached correct pair is not locked out"
+    );
     // The same limit applies to names that do not exist (no oracle).
     for i in 0..3 {
-        let r = request(
-            &gw.proxy,
-            "GET",
-            "/limited",
-            &[("authorization", &basic("ghost", &format!("x{i}")))],
-            "",
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status, 401);
+        assert_eq!(limited("ghost", format!("x{i}")).await.status, 401);
     }
-    let r = request(
-        &gw.proxy,
-        "GET",
-        "/limited",
-        &[("authorization", &basic("ghost", "x"))],
-        "",
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 429);
+    assert_eq!(limited("ghost", "x".into()).await.status, 429);
 }
 
 /// Finding 7: every copy of the key goes, wherever key-auth may read it from.
@@ -265,24 +230,15 @@ async fn hostile_config_documents_are_rejected_and_the_node_keeps_serving() {
     };
     // 10 KB of nested block sequences: used to overflow the control thread's stack and abort
     // the whole process.
-    let r = post("- ".repeat(5000) + "x\n").await;
+    let r = post(gatehouse_testkit::hostile::nested_sequences(5000)).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains(DEEP_ERR), "{}", r.text());
     // Nested flow sequences and JSON arrays too.
     let r = post("[".repeat(20_000) + &"]".repeat(20_000)).await;
     assert_eq!(r.status, 400, "{}", r.text());
     // A 400-byte alias bomb: used to cost ~356 MB that was never returned.
-    let mut bomb = String::from(
-        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
-    );
-    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
-        .iter()
-        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
-    {
-        bomb.push_str(&format!(
-            "{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
-        ));
-    }
+    let bomb = gatehouse_testkit::hostile::alias_bomb();
+    assert!(bomb.len() < 500);
     let r = post(bomb).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("alias bomb"), "{}", r.text());
@@ -308,7 +264,11 @@ async fn hostile_watched_file_is_rejected_and_the_node_keeps_serving() {
         up.url()
     );
     let gw = start_with_config(dir.path(), &good, &[]);
-    std::fs::write(dir.path().join("gatehouse.yaml"), "- ".repeat(5000) + "x\n").unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.yaml"),
+        gatehouse_testkit::hostile::nested_sequences(5000),
+    )
+    .unwrap();
     gw.signal("HUP");
     let start = Instant::now();
     loop {

@@ -381,3 +381,93 @@ async fn only_websocket_upgrades_are_tunnelled() {
         switcher.violations()
     );
 }
+
+/// Headers only the gateway sets (identity, forwarding, path overrides) are dropped from an
+/// untrusted client on every route — also where no authentication plugin runs — and over
+/// HTTP/2 too.
+#[tokio::test]
+async fn gateway_owned_headers_are_dropped_on_every_route() {
+    let rec = Recorder::start(Answer::Echo);
+    let ws = Upstream::start("ws");
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with_config(dir.path(), &config(&rec.url(), &rec.url(), &ws.url()), &[]);
+    let forged = "X-Consumer-Username: admin\r\nX-Consumer-ID: 1\r\nX-Anonymous-Consumer: false\r\nX-Credential-Identifier: x\r\nForwarded: for=10.0.0.1;proto=https\r\nX-Forwarded-Prefix: /evil\r\nX-Forwarded-For: 10.0.0.1\r\nX-Real-IP: 10.0.0.1\r\nX-Original-URL: /private/x\r\nX-Rewrite-URL: /private/x\r\nX-Kept: yes\r\n";
+    let r = send(
+        &gw.proxy,
+        format!("GET /public/a HTTP/1.1\r\nHost: x\r\n{forged}\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let seen = rec.settle(1, Duration::from_secs(3));
+    let got = &seen[0];
+    for h in [
+        "x-consumer-username",
+        "x-consumer-id",
+        "x-anonymous-consumer",
+        "x-credential-identifier",
+        "forwarded",
+        "x-forwarded-prefix",
+        "x-original-url",
+        "x-rewrite-url",
+    ] {
+        assert!(got.header(h).is_none(), "{h} reached the upstream: {got:?}");
+    }
+    assert_eq!(got.all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(got.all("x-real-ip"), vec!["127.0.0.1"]);
+    assert_eq!(got.header("x-kept"), Some("yes"));
+
+    // The same over HTTP/2 (curl, prior knowledge).
+    rec.clear();
+    let (ok, out, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-s",
+        "-H",
+        "X-Consumer-Username: admin",
+        "-H",
+        "X-Original-URL: /private/x",
+        "-H",
+        "Forwarded: for=10.0.0.1",
+        "-H",
+        "X_Consumer_Username: admin",
+        &format!("http://{}/public/h2", gw.proxy),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("/public/h2"), "{out}");
+    let seen = rec.settle(1, Duration::from_secs(3));
+    let got = &seen[0];
+    for h in [
+        "x-consumer-username",
+        "x-original-url",
+        "forwarded",
+        "x_consumer_username",
+    ] {
+        assert!(
+            got.header(h).is_none(),
+            "{h} reached the upstream over h2: {got:?}"
+        );
+    }
+}
+
+/// WebSocket smuggling: an upgrade the upstream refuses (or ignores) leaves the client
+/// connection plain HTTP, so the next request on it goes through routing and
+/// authentication again.
+#[tokio::test]
+async fn a_refused_upgrade_leaves_the_connection_plain_http() {
+    let rec = Recorder::start(Answer::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with_config(dir.path(), &config(&rec.url(), &rec.url(), &rec.url()), &[]);
+    let mut s = tokio::net::TcpStream::connect(&gw.proxy).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 1337\r\n\r\n")
+        .await
+        .unwrap();
+    let a = read_one(&mut s).await;
+    assert_eq!(a.status, 200, "{}", a.head);
+    s.write_all(b"GET /private/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let b = read_one(&mut s).await;
+    assert_eq!(b.status, 401, "{}\n{}", b.head, b.body);
+    let seen = rec.settle(1, Duration::from_secs(2));
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(rec.violations().is_empty(), "{:?}", rec.violations());
+}
