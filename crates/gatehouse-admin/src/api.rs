@@ -110,7 +110,7 @@ fn list_of<T: Ent>(
         T::list(&cur.config)
             .iter()
             .filter(|e| keep(e))
-            .map(entity::to_json)
+            .map(entity::to_public_json)
             .collect(),
         q,
     )
@@ -119,14 +119,14 @@ fn list_of<T: Ent>(
 fn get_one<T: Ent>(s: &AdminState, key: &str) -> ApiResult<Json<Value>> {
     let cur = s.control.current();
     let i = entity::must_find::<T>(&cur.config, key)?;
-    Ok(Json(entity::to_json(&T::list(&cur.config)[i])))
+    Ok(Json(entity::to_public_json(&T::list(&cur.config)[i])))
 }
 
 fn fetch<T: Ent>(cfg: &Config, id: Uuid) -> Value {
     T::list(cfg)
         .iter()
         .find(|e| e.id() == id)
-        .map(entity::to_json)
+        .map(entity::to_public_json)
         .unwrap_or(Value::Null)
 }
 
@@ -543,8 +543,10 @@ pub async fn post_config(State(s): St, body: Bytes) -> ApiResult<Response> {
             "the document must be UTF-8",
         )
     })?;
-    let cfg = gatehouse_model::parse_document(text, &**s.control.catalog())
-        .map_err(|e| ApiError::invalid(e.errors))?;
+    let cur = s.control.current();
+    let cfg =
+        gatehouse_model::parse_document_after(text, &**s.control.catalog(), Some(&cur.config))
+            .map_err(|e| ApiError::invalid(e.errors))?;
     let entities = counts(&cfg);
     let version = s.control.replace(cfg).await?;
     Ok((StatusCode::CREATED, Json(Applied { version, entities })).into_response())

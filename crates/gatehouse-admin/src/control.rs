@@ -139,7 +139,8 @@ impl Control {
         let mut cfg = cur.config.clone();
         let mut origins = Origins::new();
         let out = edit(&mut cfg, &mut origins)?;
-        let cfg = prepare(cfg, &origins, &*self.catalog).map_err(ControlError::from)?;
+        let cfg = gatehouse_model::prepare_after(cfg, &origins, &*self.catalog, Some(&cur.config))
+            .map_err(ControlError::from)?;
         let snap = Snapshot::compile(&cfg, 0, &self.catalog).map_err(ControlError::from)?;
         let changes = diff::diff(&cur.config, &cfg);
         let version = if changes.is_empty() {

@@ -144,9 +144,16 @@ pub fn parse<T: Ent>(body: Value) -> Result<T, ApiError> {
     })
 }
 
-/// JSON of an entity.
+/// JSON of an entity (with its secrets: for edits, never for answers).
 pub fn to_json<T: Ent>(e: &T) -> Value {
     serde_json::to_value(e).unwrap_or(Value::Null)
+}
+
+/// JSON of an entity as reads show it: write-only secrets redacted.
+pub fn to_public_json<T: Ent>(e: &T) -> Value {
+    let mut v = to_json(e);
+    gatehouse_model::secret::redact(T::KIND, &mut v);
+    v
 }
 
 /// Adds a new entity (fresh id unless given; 409 when the id is taken).

@@ -41,15 +41,37 @@ pub struct Service {
     /// Unique name, usable instead of the id everywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Where to send requests: `http://host:port/base-path`. Exclusive with `upstream`.
+    /// Where to send requests: `scheme://host:port/base-path`, scheme one of `http`,
+    /// `https`, `grpc`, `grpcs`, `h2c` (HTTP/2 without TLS), `h2` (HTTP/2 over TLS).
+    /// Exclusive with `upstream`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Name or id of an upstream (load-balanced pool). Exclusive with `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
-    /// Base path prepended to the forwarded path when `upstream` is used.
+    /// How to talk to the upstream's targets (with `upstream`, or Kong's split form); with
+    /// `url` the scheme says it. Default `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<ServiceProtocol>,
+    /// Kong's split form: the host (or the name of an upstream) instead of `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Kong's split form: the port (default 80, or 443 for TLS protocols).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Base path prepended to the forwarded path when `upstream` (or the split form) is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Verify the upstream's TLS certificate and name (default true). Turn off only for a
+    /// backend you reach over a network you trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// PEM CA bundles trusted for the upstream's certificate instead of the system roots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificates: Vec<String>,
+    /// Id of a `certificates` entity presented to the upstream (upstream mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
     /// Milliseconds to establish a TCP connection to a target.
     #[serde(default = "default_timeout")]
     pub connect_timeout: u64,
@@ -72,6 +94,83 @@ pub struct Service {
     /// Declarative files only: plugins scoped to this service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<Plugin>,
+}
+
+/// How a service's targets are spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProtocol {
+    /// HTTP/1.1 over TCP.
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// gRPC over HTTP/2 without TLS.
+    Grpc,
+    /// gRPC over HTTP/2 over TLS.
+    Grpcs,
+    /// HTTP/2 without TLS (prior knowledge).
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+}
+
+impl ServiceProtocol {
+    /// The URL scheme.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceProtocol::Http => "http",
+            ServiceProtocol::Https => "https",
+            ServiceProtocol::Grpc => "grpc",
+            ServiceProtocol::Grpcs => "grpcs",
+            ServiceProtocol::H2c => "h2c",
+            ServiceProtocol::H2 => "h2",
+        }
+    }
+    /// Parses a URL scheme.
+    pub fn parse(s: &str) -> Option<ServiceProtocol> {
+        Some(match s {
+            "http" => ServiceProtocol::Http,
+            "https" => ServiceProtocol::Https,
+            "grpc" => ServiceProtocol::Grpc,
+            "grpcs" => ServiceProtocol::Grpcs,
+            "h2c" => ServiceProtocol::H2c,
+            "h2" => ServiceProtocol::H2,
+            _ => return None,
+        })
+    }
+    /// True when the connection to the target is TLS.
+    pub fn tls(self) -> bool {
+        matches!(
+            self,
+            ServiceProtocol::Https | ServiceProtocol::Grpcs | ServiceProtocol::H2
+        )
+    }
+    /// True when the connection to the target is HTTP/2.
+    pub fn http2(self) -> bool {
+        !matches!(self, ServiceProtocol::Http | ServiceProtocol::Https)
+    }
+    /// The port used when none is given.
+    pub fn default_port(self) -> u16 {
+        if self.tls() {
+            443
+        } else {
+            80
+        }
+    }
+}
+
+/// Which client protocols a route accepts (Kong's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteProtocol {
+    /// Cleartext HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+    /// gRPC over cleartext HTTP/2.
+    Grpc,
+    /// gRPC over TLS.
+    Grpcs,
 }
 
 /// How requests reach a service: match conditions plus rewriting options.
@@ -106,6 +205,14 @@ pub struct Route {
     /// Forward the client's Host header instead of the target's.
     #[serde(default, skip_serializing_if = "is_false")]
     pub preserve_host: bool,
+    /// Client protocols the route accepts (default `http` and `https`). A cleartext request
+    /// to a route that accepts only TLS gets `https_redirect_status_code`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<RouteProtocol>,
+    /// Answer to a cleartext request on a TLS-only route: 426 (default), or a redirect to
+    /// the `https://` URL with 301, 302, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect_status_code: Option<u16>,
     /// Let WebSocket upgrades through to the service (off by default: an upgrade request on
     /// a route without it gets 400 `websocket_not_enabled`). No other upgrade is ever
     /// tunnelled.
@@ -207,6 +314,9 @@ pub struct Consumer {
     /// Keys for the `jwt` plugin: which tokens belong to this consumer and how to verify them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt_secrets: Vec<JwtSecret>,
+    /// Client-certificate identities for the `mtls-auth` plugin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mtls_credentials: Vec<MtlsCredential>,
     /// Groups for the `acl` plugin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acls: Vec<AclGroup>,
@@ -304,6 +414,22 @@ pub struct JwtSecret {
     pub tags: Vec<String>,
 }
 
+/// A client certificate identity: a verified certificate whose subject common name or one
+/// of whose subject alternative names equals `subject_name` belongs to the consumer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsCredential {
+    /// Stable identity; generated when absent.
+    #[serde(default, skip_serializing_if = "is_nil")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Uuid,
+    /// The CN or SAN (DNS name, e-mail, URI, IP) to match (unique across consumers).
+    pub subject_name: String,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
 /// A group a consumer belongs to, for the `acl` plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -365,9 +491,26 @@ pub struct Certificate {
     /// Server names this certificate answers for (`*.example.com` allowed).
     #[serde(default)]
     pub snis: Vec<String>,
+    /// PEM CA bundle for client certificates (mTLS) on these SNIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<String>,
+    /// With `client_ca`: whether a client certificate is `required` (default) or
+    /// `optional` (verified when sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+}
+
+/// Whether a TLS client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Verified when sent; a client without one is let through (plugins decide).
+    Optional,
+    /// The handshake fails without a valid client certificate.
+    Required,
 }
 
 /// A whole configuration: the declarative file format, and (flattened) what stores hold.

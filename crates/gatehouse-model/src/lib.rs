@@ -8,6 +8,7 @@ pub mod pathspec;
 pub mod plugin;
 pub mod schema;
 pub mod secret;
+pub mod tls;
 pub mod validate;
 pub mod yaml;
 
@@ -17,8 +18,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use entities::{
-    AclGroup, Algorithm, BasicAuthCredential, Certificate, Config, Consumer, HmacAuthCredential,
-    JwtSecret, KeyAuthCredential, Kind, Plugin, Route, Service, Target, Upstream,
+    AclGroup, Algorithm, BasicAuthCredential, Certificate, ClientAuth, Config, Consumer,
+    HmacAuthCredential, JwtSecret, KeyAuthCredential, Kind, MtlsCredential, Plugin, Route,
+    RouteProtocol, Service, ServiceProtocol, Target, Upstream,
 };
 pub use error::{ConfigError, FieldError};
 pub use normalize::Origins;
@@ -126,12 +128,26 @@ pub fn from_value(v: &Value, errors: &mut Vec<FieldError>) -> Config {
 /// Flattens, assigns ids, resolves references and validates. `extra_origins` overrides where
 /// errors for some entities point (the admin API points them at the request body).
 pub fn prepare(
-    mut cfg: Config,
+    cfg: Config,
     extra_origins: &Origins,
     catalog: &dyn PluginCatalog,
 ) -> Result<Config, ConfigError> {
+    prepare_after(cfg, extra_origins, catalog, None)
+}
+
+/// [`prepare`] for a config that replaces `previous`: write-only secrets that a read showed
+/// as [`secret::REDACTED`] keep their stored values (matched by id).
+pub fn prepare_after(
+    mut cfg: Config,
+    extra_origins: &Origins,
+    catalog: &dyn PluginCatalog,
+    previous: Option<&Config>,
+) -> Result<Config, ConfigError> {
     let mut errors = Vec::new();
     let mut origins = normalize::flatten(&mut cfg, &mut errors);
+    if let Some(p) = previous {
+        secret::restore_redacted(&mut cfg, p);
+    }
     origins.extend(extra_origins.iter().map(|(k, v)| (*k, v.clone())));
     errors.extend(validate::validate(&mut cfg, &origins, catalog));
     if errors.is_empty() {
@@ -144,6 +160,15 @@ pub fn prepare(
 /// Parses, flattens and validates a declarative document (YAML or JSON text). Errors carry
 /// line and column.
 pub fn parse_document(text: &str, catalog: &dyn PluginCatalog) -> Result<Config, ConfigError> {
+    parse_document_after(text, catalog, None)
+}
+
+/// [`parse_document`] for a document that replaces `previous` (see [`prepare_after`]).
+pub fn parse_document_after(
+    text: &str,
+    catalog: &dyn PluginCatalog,
+    previous: Option<&Config>,
+) -> Result<Config, ConfigError> {
     let spanned = yaml::parse(text).map_err(|e| {
         ConfigError::from(vec![FieldError {
             entity: "document".into(),
@@ -156,7 +181,7 @@ pub fn parse_document(text: &str, catalog: &dyn PluginCatalog) -> Result<Config,
     let mut errors = Vec::new();
     let cfg = from_value(&spanned.value, &mut errors);
     let result = if errors.is_empty() {
-        prepare(cfg, &HashMap::new(), catalog)
+        prepare_after(cfg, &HashMap::new(), catalog, previous)
     } else {
         Err(errors.into())
     };
@@ -208,6 +233,9 @@ pub fn to_document(cfg: &Config) -> Config {
         rename(&mut p.service);
         rename(&mut p.route);
         rename(&mut p.consumer);
+    }
+    for c in &mut out.certificates {
+        c.key = secret::REDACTED.into();
     }
     out
 }

@@ -50,6 +50,48 @@ fn fill(id: &mut Uuid, kind: Kind, key: &str) {
     }
 }
 
+/// Kong's split form (`protocol`, `host`, `port`, `path`) becomes `url` — or, when `host`
+/// names an upstream, `upstream` (as Kong resolves it).
+fn split_form(
+    s: &mut crate::entities::Service,
+    upstreams: &std::collections::HashSet<String>,
+    spath: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    let Some(host) = s.host.take() else {
+        if s.port.is_some() {
+            errors.push(FieldError::new(
+                label(Kind::Service, s.name.as_deref(), spath),
+                format!("{spath}.port"),
+                "`port` goes with `host` (Kong's split form); with `url`, put the port in it",
+            ));
+        }
+        return;
+    };
+    let ent = label(Kind::Service, s.name.as_deref(), spath);
+    if s.url.is_some() || s.upstream.is_some() {
+        errors.push(FieldError::new(
+            ent,
+            format!("{spath}.host"),
+            "set `url`, `upstream` or `host` (with `protocol`, `port`, `path`), only one",
+        ));
+        return;
+    }
+    if upstreams.contains(&host) && s.port.is_none() {
+        s.upstream = Some(host);
+        return;
+    }
+    let protocol = s.protocol.take().unwrap_or(crate::ServiceProtocol::Http);
+    let port = s.port.take().unwrap_or(protocol.default_port());
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let path = s.path.take().unwrap_or_default();
+    s.url = Some(format!("{}://{host}:{port}{path}", protocol.as_str()));
+}
+
 /// Flattens nested entities and assigns missing ids. Returns the origin path of every entity.
 pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
     USED.with(|u| {
@@ -61,8 +103,11 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
     let mut routes = Vec::new();
     let mut plugins = Vec::new();
 
+    let upstream_names: std::collections::HashSet<String> =
+        cfg.upstreams.iter().map(|u| u.name.clone()).collect();
     for (i, s) in cfg.services.iter_mut().enumerate() {
         let spath = format!("services[{i}]");
+        split_form(s, &upstream_names, &spath, errors);
         let key = s.name.clone().unwrap_or_else(|| spath.clone());
         fill(&mut s.id, Kind::Service, &key);
         origins.insert(s.id, spath.clone());
@@ -145,6 +190,14 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
                 &format!("{cid}:jwt:{}", cred.key),
             );
             origins.insert(cred.id, format!("{cpath}.jwt_secrets[{j}]"));
+        }
+        for (j, cred) in c.mtls_credentials.iter_mut().enumerate() {
+            fill(
+                &mut cred.id,
+                Kind::Consumer,
+                &format!("{cid}:mtls:{}", cred.subject_name),
+            );
+            origins.insert(cred.id, format!("{cpath}.mtls_credentials[{j}]"));
         }
         for (j, cred) in c.hmacauth_credentials.iter_mut().enumerate() {
             fill(

@@ -38,3 +38,28 @@ pub fn is_password_hash(hash: &str) -> bool {
     argon2::password_hash::PasswordHash::new(hash)
         .is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
 }
+
+/// What reads show in place of a write-only secret (a certificate's private key). Written
+/// back unchanged (a dump posted again, a PUT of what GET returned), it keeps the stored
+/// secret of the entity with the same id.
+pub const REDACTED: &str = "REDACTED";
+
+/// Hides the write-only secrets of an entity's JSON (of `kind`) for a read.
+pub fn redact(kind: crate::Kind, v: &mut serde_json::Value) {
+    if kind == crate::Kind::Certificate {
+        if let Some(k) = v.get_mut("key").filter(|k| k.is_string()) {
+            *k = serde_json::Value::String(REDACTED.into());
+        }
+    }
+}
+
+/// Puts back the secrets a read redacted: a certificate whose key is [`REDACTED`] gets the
+/// key of the certificate with the same id in `previous` (left as it is otherwise, so
+/// validation says the key is missing).
+pub fn restore_redacted(cfg: &mut crate::Config, previous: &crate::Config) {
+    for c in cfg.certificates.iter_mut().filter(|c| c.key == REDACTED) {
+        if let Some(old) = previous.certificates.iter().find(|o| o.id == c.id) {
+            c.key = old.key.clone();
+        }
+    }
+}

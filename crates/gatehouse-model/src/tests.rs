@@ -140,8 +140,33 @@ fn service_url_parsing() {
     );
     assert_eq!(parse_service_url("http://example.com").unwrap().port, 80);
     assert!(parse_service_url("http://h:0").is_err());
-    assert!(parse_service_url("https://h")
+    let u = parse_service_url("https://h").unwrap();
+    assert_eq!((u.protocol, u.port), (crate::ServiceProtocol::Https, 443));
+    assert_eq!(
+        parse_service_url("grpcs://h:50051").unwrap().protocol,
+        crate::ServiceProtocol::Grpcs
+    );
+    assert!(parse_service_url("ftp://h")
         .unwrap_err()
-        .contains("not supported yet"));
+        .contains("must start with http://"));
     assert!(parse_service_url("http://u@h").is_err());
+}
+
+#[test]
+fn kong_split_form_becomes_url_or_upstream() {
+    let doc = "_format_version: \"1\"\nupstreams:\n  - name: pool\n    targets: [{ target: \"127.0.0.1:1\" }]\nservices:\n  - name: a\n    protocol: https\n    host: api.example.com\n    path: /v1\n  - name: b\n    host: pool\n    path: /x\n  - name: c\n    url: http://h\n    host: other\n";
+    let e = parse_document(doc, &NoPlugins).unwrap_err();
+    assert_eq!(e.errors.len(), 1, "{e}");
+    assert_eq!(e.errors[0].path, "services[2].host");
+    let ok = doc.split("  - name: c").next().unwrap();
+    let cfg = parse_document(ok, &NoPlugins).unwrap();
+    assert_eq!(
+        cfg.services[0].url.as_deref(),
+        Some("https://api.example.com:443/v1")
+    );
+    assert_eq!(
+        cfg.services[1].upstream,
+        Some(cfg.upstreams[0].id.to_string())
+    );
+    assert_eq!(cfg.services[1].path.as_deref(), Some("/x"));
 }

@@ -114,6 +114,8 @@ pub fn parse_host_port(s: &str, default_port: u16) -> Result<(String, u16), Stri
 /// A service URL taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceUrl {
+    /// How to talk to it.
+    pub protocol: crate::ServiceProtocol,
     /// Host name or IP (IPv6 without brackets).
     pub host: String,
     /// TCP port.
@@ -124,16 +126,12 @@ pub struct ServiceUrl {
 
 /// Parses a service `url`.
 pub fn parse_service_url(url: &str) -> Result<ServiceUrl, String> {
-    let rest = if let Some(r) = url.strip_prefix("http://") {
-        r
-    } else if url.starts_with("https://") {
-        return Err(
-            "https:// upstreams are not supported yet (TLS to upstreams is planned); use http://"
-                .into(),
-        );
-    } else {
-        return Err(format!("`{url}` must start with http://"));
-    };
+    let (protocol, rest) = url
+        .split_once("://")
+        .and_then(|(scheme, rest)| Some((crate::ServiceProtocol::parse(scheme)?, rest)))
+        .ok_or_else(|| {
+            format!("`{url}` must start with http://, https://, grpc://, grpcs://, h2c:// or h2://")
+        })?;
     if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace()) {
         return Err("must not contain a query, a fragment or white space".into());
     }
@@ -144,9 +142,10 @@ pub fn parse_service_url(url: &str) -> Result<ServiceUrl, String> {
     if authority.contains('@') {
         return Err("must not contain user info".into());
     }
-    let (host, port) = parse_host_port(authority, 80)?;
+    let (host, port) = parse_host_port(authority, protocol.default_port())?;
     let path = path.trim_end_matches('/');
     Ok(ServiceUrl {
+        protocol,
         host,
         port,
         path: path.to_string(),
@@ -265,6 +264,7 @@ pub fn validate(
     }
 
     // --- services
+    let cfg_cert_ids: HashSet<Uuid> = cfg.certificates.iter().map(|c| c.id).collect();
     let mut service_ids = HashMap::new();
     let mut names = HashMap::new();
     for (i, s) in cfg.services.iter_mut().enumerate() {
@@ -305,6 +305,32 @@ pub fn validate(
                 Some(id) => s.upstream = Some(id.to_string()),
                 None => ctx.err(&ent, &base, "upstream", format!("no upstream named `{u}`")),
             },
+        }
+        if let (Some(url), Some(p)) = (&s.url, s.protocol) {
+            if parse_service_url(url).is_ok_and(|u| u.protocol != p) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    "protocol",
+                    "`protocol` differs from the scheme of `url`; give one of them",
+                );
+            }
+        }
+        for (j, pem) in s.ca_certificates.iter().enumerate() {
+            if let Err(e) = crate::tls::check_ca_bundle(pem) {
+                ctx.err(&ent, &base, &format!("ca_certificates[{j}]"), e);
+            }
+        }
+        if let Some(c) = &s.client_certificate {
+            match c.parse::<Uuid>() {
+                Ok(id) if cfg_cert_ids.contains(&id) => {}
+                _ => ctx.err(
+                    &ent,
+                    &base,
+                    "client_certificate",
+                    format!("no certificate with id `{c}`"),
+                ),
+            }
         }
         if let Some(p) = &s.path {
             if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
@@ -418,6 +444,16 @@ pub fn validate(
                 "must be at least 1 byte (omit it for the server default)",
             );
         }
+        if let Some(code) = r.https_redirect_status_code {
+            if ![426, 301, 302, 307, 308].contains(&code) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    "https_redirect_status_code",
+                    "must be 426, 301, 302, 307 or 308",
+                );
+            }
+        }
     }
 
     // --- consumers
@@ -427,6 +463,7 @@ pub fn validate(
     let mut key_hashes: HashMap<String, String> = HashMap::new();
     let mut basic_users: HashMap<&str, String> = HashMap::new();
     let mut hmac_users: HashMap<&str, String> = HashMap::new();
+    let mut mtls_subjects: HashMap<&str, String> = HashMap::new();
     let mut jwt_keys: HashMap<&str, String> = HashMap::new();
     for (i, c) in cfg.consumers.iter().enumerate() {
         let base = ctx.path(c.id, format!("consumers[{i}]"));
@@ -527,6 +564,22 @@ pub fn validate(
                     &base,
                     &format!("{cp}.rsa_public_key"),
                     "must be a PEM public key",
+                );
+            }
+        }
+        for (j, cred) in c.mtls_credentials.iter().enumerate() {
+            let f = format!("mtls_credentials[{j}].subject_name");
+            if cred.subject_name.trim().is_empty() {
+                ctx.err(&ent, &base, &f, "must not be empty");
+            } else {
+                check_unique(
+                    &mut ctx,
+                    &mut mtls_subjects,
+                    &cred.subject_name,
+                    &ent,
+                    &base,
+                    &f,
+                    "subject_name",
                 );
             }
         }
@@ -695,9 +748,20 @@ pub fn validate(
         if !ids.insert(c.id) {
             ctx.err(&ent, &base, "id", format!("id {} is used twice", c.id));
         }
-        if let Err(e) = check_pem(&c.cert, &c.key) {
-            let (f, m) = e;
+        if let Err((f, m)) = crate::tls::check_certificate(&c.cert, &c.key) {
             ctx.err(&ent, &base, f, m);
+        }
+        if let Some(ca) = &c.client_ca {
+            if let Err(e) = crate::tls::check_ca_bundle(ca) {
+                ctx.err(&ent, &base, "client_ca", e);
+            }
+        } else if c.client_auth.is_some() {
+            ctx.err(
+                &ent,
+                &base,
+                "client_auth",
+                "`client_auth` needs a `client_ca`",
+            );
         }
         for (j, s) in c.snis.iter().enumerate() {
             if let Err(e) = check_host_pattern(s) {
@@ -715,18 +779,4 @@ pub fn validate(
         }
     }
     ctx.errors
-}
-
-fn check_pem(cert: &str, key: &str) -> Result<(), (&'static str, String)> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(cert.as_bytes()).collect();
-    match certs {
-        Ok(c) if !c.is_empty() => {}
-        Ok(_) => return Err(("cert", "no PEM certificate found".into())),
-        Err(e) => return Err(("cert", format!("not a PEM certificate: {e}"))),
-    }
-    PrivateKeyDer::from_pem_slice(key.as_bytes())
-        .map_err(|e| ("key", format!("not a PEM private key: {e}")))?;
-    Ok(())
 }

@@ -21,6 +21,7 @@ pub fn registry() -> Registry {
         Arc::new(auth::hmac_auth::HmacAuth),
         Arc::new(auth::jwt::Jwt),
         Arc::new(auth::key_auth::KeyAuth),
+        Arc::new(auth::mtls_auth::MtlsAuth),
         Arc::new(security::acl::Acl),
         Arc::new(security::cors::Cors),
         Arc::new(security::ip_restriction::IpRestriction),

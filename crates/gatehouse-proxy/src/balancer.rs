@@ -71,6 +71,7 @@ mod tests {
     fn t(key: &str, weight: u32) -> Arc<TargetRt> {
         Arc::new(TargetRt {
             key: key.into(),
+            tls_name: None,
             host: "h".into(),
             port: 1,
             host_header: HeaderValue::from_static("h"),

@@ -298,8 +298,10 @@ impl TransformBody {
 pub enum ProxyBody {
     /// A complete body made by the gateway (errors, small answers).
     Full(Option<Bytes>),
-    /// Streamed from an upstream.
+    /// Streamed from an HTTP/1 upstream.
     Upstream(crate::h1::ResponseBody),
+    /// Streamed from an HTTP/2 upstream (trailers included).
+    H2(Box<crate::upstream::http2::H2Body>),
     /// Followed to its end for the log phase.
     Logged(Box<LoggedBody>),
     /// Rewritten whole by plugins.
@@ -331,6 +333,7 @@ impl Body for ProxyBody {
                 let r = ready!(Pin::new(u).poll_frame(cx));
                 Poll::Ready(r)
             }
+            ProxyBody::H2(u) => Pin::new(u.as_mut()).poll_frame(cx),
             ProxyBody::Transformed(t) => loop {
                 if t.done {
                     return Poll::Ready(None);
@@ -389,6 +392,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream(u) => u.is_end_stream(),
+            ProxyBody::H2(u) => u.is_end_stream(),
             ProxyBody::Logged(l) => l.inner.is_end_stream(),
             ProxyBody::Transformed(t) => t.done,
         }
@@ -399,6 +403,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Upstream(u) => u.size_hint(),
+            ProxyBody::H2(u) => u.size_hint(),
             ProxyBody::Logged(l) => l.inner.size_hint(),
             ProxyBody::Transformed(_) => SizeHint::default(),
         }

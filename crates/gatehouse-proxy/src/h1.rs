@@ -15,10 +15,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::body::{BodyError, BoxError, IdleTimer};
 use crate::pool::Release;
+use crate::stream::UpstreamStream;
 use crate::wire::{
     self, contains_token, decode_chunk, is_hop_by_hop_name, parse_content_length, Chunk,
     ChunkState, TransferCodings,
@@ -52,7 +52,7 @@ pub enum H1Error {
 
 /// An idle or busy HTTP/1.1 connection to an upstream.
 pub struct Conn {
-    io: TcpStream,
+    io: UpstreamStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// Header offsets of the response head being parsed (reused, never zeroed).
@@ -96,7 +96,7 @@ impl ReqFraming {
 
 impl Conn {
     /// Wraps a connected socket.
-    pub fn new(io: TcpStream) -> Conn {
+    pub fn new(io: UpstreamStream) -> Conn {
         Conn {
             io,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -106,21 +106,9 @@ impl Conn {
         }
     }
 
-    /// True when an idle connection looks usable: nothing (no EOF, no stray bytes) arrived
-    /// while it sat in the pool. Costs no system call unless the socket became readable.
-    pub fn is_reusable(&self) -> bool {
-        if !self.rbuf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+    /// True when an idle connection looks usable (see [`UpstreamStream::is_idle_clean`]).
+    pub fn is_reusable(&mut self) -> bool {
+        self.rbuf.is_empty() && self.io.is_idle_clean()
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -275,7 +263,7 @@ impl Conn {
     }
 
     /// Gives up the socket and any bytes read past the head (for upgrades).
-    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+    pub fn into_parts(self) -> (UpstreamStream, BytesMut) {
         (self.io, self.rbuf)
     }
 }
@@ -480,8 +468,8 @@ impl Extra {
 }
 
 /// Reads more from `io` into `buf`, growing it by `chunk` when nearly full.
-pub(crate) fn poll_fill(
-    io: &mut TcpStream,
+pub(crate) fn poll_fill<S: tokio::io::AsyncRead + Unpin>(
+    io: &mut S,
     buf: &mut BytesMut,
     chunk: usize,
     cx: &mut Context<'_>,
@@ -718,6 +706,7 @@ mod tests {
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+    use tokio::net::TcpStream;
 
     /// Runs one exchange against a raw server that answers with `chunks` (written with pauses,
     /// so the parser sees split reads) and then, if `close`, closes.
@@ -741,7 +730,9 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         });
-        let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let mut conn = Conn::new(UpstreamStream::Plain(
+            TcpStream::connect(addr).await.unwrap(),
+        ));
         let mut req = Request::builder()
             .method(method.clone())
             .uri("/x")
@@ -882,7 +873,9 @@ mod tests {
                 .await
                 .unwrap();
         });
-        let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let mut conn = Conn::new(UpstreamStream::Plain(
+            TcpStream::connect(addr).await.unwrap(),
+        ));
         let mut req = Request::get("/")
             .body(
                 http_body_util::Empty::<Bytes>::new()
@@ -960,7 +953,9 @@ mod tests {
     async fn idle_connection_closed_by_peer_is_not_reusable() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let mut conn = Conn::new(UpstreamStream::Plain(
+            TcpStream::connect(addr).await.unwrap(),
+        ));
         let (s, _) = l.accept().await.unwrap();
         assert!(conn.is_reusable());
         drop(s);

@@ -18,7 +18,6 @@ use http::header::{self, HeaderName};
 use http::{Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::error_response;
@@ -28,6 +27,7 @@ use crate::plugin::AddedValue;
 use crate::request_head::{
     parse_head, too_large, BodyState, Head, HeadError, HeadLimits, MAX_HEADER_SLOTS,
 };
+use crate::stream::ClientStream;
 use crate::wire::{decode_chunk, Chunk};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -38,7 +38,7 @@ const READ_CHUNK: usize = 8 * 1024;
 /// The client socket and what has been read from it, shared by the connection loop and the
 /// request body (never borrowed across an await).
 struct Io {
-    stream: TcpStream,
+    stream: ClientStream,
     rbuf: BytesMut,
     /// What is left of the current request's body.
     body: BodyState,
@@ -164,8 +164,8 @@ impl Body for ServerBody {
 /// The client connection after a `101 Switching Protocols`: the socket and any bytes the
 /// client sent past the upgrade request.
 pub struct Upgraded {
-    /// The client socket.
-    pub io: TcpStream,
+    /// The client connection.
+    pub io: ClientStream,
     /// Bytes already read from it.
     pub leftover: Bytes,
 }
@@ -186,7 +186,17 @@ impl UpgradeRx {
 /// A socket with bytes already read from it put back in front (for the HTTP/2 hand-over).
 pub struct Replay {
     pre: Bytes,
-    io: TcpStream,
+    io: ClientStream,
+}
+
+impl Replay {
+    /// A connection with nothing read from it yet (HTTP/2 chosen by ALPN).
+    pub fn new(io: ClientStream) -> Replay {
+        Replay {
+            pre: Bytes::new(),
+            io,
+        }
+    }
 }
 
 impl AsyncRead for Replay {
@@ -240,7 +250,7 @@ pub enum Ended {
 }
 
 /// Serves one client connection until it closes.
-pub async fn serve(worker: Rc<Worker>, conn: Rc<ConnInfo>, stream: TcpStream) -> Ended {
+pub async fn serve(worker: Rc<Worker>, conn: Rc<ConnInfo>, stream: ClientStream) -> Ended {
     let io = Rc::new(RefCell::new(Io {
         stream,
         rbuf: BytesMut::with_capacity(READ_CHUNK),

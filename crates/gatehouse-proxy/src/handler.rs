@@ -11,20 +11,19 @@ use arc_swap::ArcSwap;
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body::Body as _;
+use http::{Request, Response, StatusCode, Uri};
 
 use crate::balancer::Balancer;
-use crate::body::{BodyError, ClientBody, LogCtx, LogState, LoggedBody, ProxyBody, RequestBody};
+use crate::body::{ClientBody, LogCtx, LogState, LoggedBody, ProxyBody, RequestBody};
 use crate::error::ProxyError;
-use crate::h1::{Extra, H1Error, ResponseBody};
+use crate::h1::Extra;
 use crate::pathnorm;
 use crate::plugin::{
     AddedHeader, Chains, Flow, Instance, RequestCtx, RequestInfo, AUTH_PRIORITY_FLOOR,
 };
-use crate::pool::{ConnectError, Pool};
+use crate::pool::Pool;
 use crate::settings::ProxySettings;
-use crate::snapshot::{Backend, RouteRt, Snapshot, TargetRt};
+use crate::snapshot::{RouteRt, Snapshot};
 
 /// State shared by all workers: the current snapshot and node settings.
 pub struct Shared {
@@ -52,6 +51,8 @@ pub struct ConnInfo {
     pub trusted: bool,
     peer_ip: HeaderValue,
     local_port: HeaderValue,
+    /// What the TLS handshake established (TLS connections only).
+    pub tls: Option<Arc<crate::tls::server::TlsInfo>>,
     /// The connection's place under the listener's connection cap, given back when the
     /// last holder (the connection task, or a WebSocket tunnel it became) drops this.
     slot: Option<crate::server::ConnSlot>,
@@ -68,8 +69,15 @@ impl ConnInfo {
             peer_ip: HeaderValue::from_str(&ip.to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
             local_port: HeaderValue::from(local.port()),
+            tls: None,
             slot: None,
         }
+    }
+
+    /// The same, for a connection that completed a TLS handshake.
+    pub fn with_tls(mut self, tls: crate::tls::server::TlsInfo) -> ConnInfo {
+        self.tls = Some(Arc::new(tls));
+        self
     }
 
     /// The same, holding a place under the listener's connection cap.
@@ -83,7 +91,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-static HOST: HeaderName = header::HOST;
+pub(crate) static HOST: HeaderName = header::HOST;
 static UPGRADE: HeaderName = header::UPGRADE;
 static CONNECTION: HeaderName = header::CONNECTION;
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -241,8 +249,10 @@ pub struct Worker {
     // traffic); the Arc is cloned only when a new config is swapped in.
     #[allow(clippy::redundant_allocation)]
     cached: RefCell<Rc<Arc<Snapshot>>>,
-    pool: Rc<Pool>,
-    balancer: RefCell<Balancer>,
+    pub(crate) pool: Rc<Pool>,
+    pub(crate) balancer: RefCell<Balancer>,
+    /// HTTP/2 connections to upstreams.
+    pub(crate) h2: crate::upstream::H2Connections,
     id_prefix: u64,
     id_counter: Cell<u64>,
     ids: RefCell<BytesMut>,
@@ -258,7 +268,7 @@ fn hex16(v: u64, out: &mut [u8]) {
     }
 }
 
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
@@ -335,6 +345,7 @@ impl Worker {
             cached,
             pool,
             balancer: RefCell::new(Balancer::default()),
+            h2: crate::upstream::H2Connections::new(),
             id_prefix: rand::random(),
             id_counter: Cell::new(0),
             ids: RefCell::new(BytesMut::new()),
@@ -348,7 +359,7 @@ impl Worker {
     }
 
     #[allow(clippy::redundant_allocation)]
-    fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+    pub(crate) fn snapshot(&self) -> Rc<Arc<Snapshot>> {
         let current = self.shared.snapshot.load();
         let mut cached = self.cached.borrow_mut();
         if !Arc::ptr_eq(&current, &**cached) {
@@ -455,6 +466,7 @@ impl Worker {
         };
         let snap = self.snapshot();
         let method = req.method().clone();
+        let grpc = is_grpc(req.headers());
         let mut run: Option<PluginRun> = None;
         let mut resp = match self.proxy(&snap, &conn, &rid, req, &mut run).await {
             Ok(r) => r,
@@ -466,6 +478,10 @@ impl Worker {
                 e.to_response(&rid)
             }
         };
+        if grpc {
+            // Answers the gateway made itself go to gRPC clients as gRPC statuses.
+            resp = crate::error::to_grpc(resp);
+        }
         let mut headers = Vec::new();
         if let Some(run) = run {
             (resp, headers) = run.finish(resp);
@@ -479,6 +495,8 @@ impl Worker {
         )
     }
 
+    /// The request path, as a short list of stages: route, plugins, forwarding headers,
+    /// body, upstream exchange.
     async fn proxy(
         &self,
         snap: &Snapshot,
@@ -487,112 +505,30 @@ impl Worker {
         req: Request<ClientBody>,
         run: &mut Option<PluginRun>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        // The upstream connection below is `conn`; a WebSocket tunnel keeps this one alive.
-        let conn_info = conn;
         let (mut parts, body) = req.into_parts();
-        // The target's authority (HTTP/2 `:authority`; HTTP/1 absolute form, which h1server
-        // also put into Host) wins over a Host header.
-        let orig_host: Option<HeaderValue> = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .or_else(|| parts.headers.get(header::HOST).cloned());
-        let host = orig_host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let norm = pathnorm::normalize(parts.uri.path())?;
-        let path_changed = matches!(norm, std::borrow::Cow::Owned(_));
-        let mut m = snap
-            .router
-            .find(host, &parts.method, &norm, &parts.headers)
-            .ok_or(ProxyError::NoRoute)?;
-        let route = &snap.routes[m.route];
-        let svc = &*route.service;
-        // Plugins may change the request, so they get it once the path no longer borrows it.
+        let routed = route(snap, conn, &parts)?;
+        let route = &snap.routes[routed.index];
+        let host = routed.host.clone();
         if route.chains.is_empty() {
-            parts.uri = upstream_uri(route, &norm, path_changed, m.matched_len, &parts.uri)?;
+            // No plugin can change the request: the path may stay borrowed from it.
+            parts.uri = upstream_uri(
+                route,
+                &routed.path,
+                matches!(routed.path, std::borrow::Cow::Owned(_)),
+                routed.matched_len,
+                &parts.uri,
+            )?;
         } else {
-            let started = std::time::Instant::now();
-            let ctx = Box::new(RequestCtx::new(
-                rid.clone(),
-                client_ip(conn, &parts.headers, &self.shared.settings),
-                (route.id, svc.id),
-                RequestInfo {
-                    method: parts.method.clone(),
-                    path: norm.into_owned(),
-                    host: orig_host.clone(),
-                    route_name: route.name.clone(),
-                    service_name: svc.name.clone(),
-                    body_bytes: content_length(&parts.headers),
-                    started,
-                    started_unix_ms: self.coarse.unix_ms(started),
-                },
-                std::mem::take(&mut m.params),
-            ));
-            let r = run.insert(PluginRun {
-                ctx,
-                chain: route.chains.base.clone(),
-            });
-            if let Flow::Respond(early) = r.access(&route.chains, &mut parts).await {
-                return Ok(*early);
-            }
-            parts.uri = match r.ctx.upstream_path.take() {
-                Some(p) => Uri::try_from(p)
-                    .map_err(|_| ProxyError::BadPath(pathnorm::PathError::BadEscape))?,
-                None => upstream_uri(
-                    route,
-                    &r.ctx.request.path,
-                    path_changed,
-                    m.matched_len,
-                    &parts.uri,
-                )?,
-            };
-        }
-
-        let mut limit = route
-            .body_limit
-            .unwrap_or(self.shared.settings.max_body_bytes);
-        if let Some(l) = run.as_ref().and_then(|r| r.ctx.body_limit) {
-            limit = limit.min(l);
-        }
-        if content_length(&parts.headers).is_some_and(|n| n > limit) {
-            return Err(ProxyError::TooLarge(limit));
-        }
-
-        // Forwarding headers are written next to the request's own when the head is
-        // serialized (h1::Extra); the client's header map itself is left as it came.
-        let h = &parts.headers;
-        let trusted = conn.trusted;
-        let mut extra = Extra::default();
-        if trusted && h.contains_key(&X_FORWARDED_FOR) {
-            let mut joined = BytesMut::new();
-            for v in h.get_all(&X_FORWARDED_FOR) {
-                joined.put_slice(v.as_bytes());
-                joined.put_slice(b", ");
-            }
-            joined.put_slice(conn.peer_ip.as_bytes());
-            if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
-                extra.set(&X_FORWARDED_FOR, v);
-            }
-        } else {
-            extra.set(&X_FORWARDED_FOR, conn.peer_ip.clone());
-        }
-        if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-            extra.set(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        }
-        if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
-            if let Some(v) = &orig_host {
-                extra.set(&X_FORWARDED_HOST, v.clone());
+            let routed = routed.into_owned();
+            if let Some(early) = self
+                .plugins(conn, rid, routed, route, &mut parts, run)
+                .await?
+            {
+                return Ok(early);
             }
         }
-        if !(trusted && h.contains_key(&X_FORWARDED_PORT)) {
-            extra.set(&X_FORWARDED_PORT, conn.local_port.clone());
-        }
-        if !(trusted && h.contains_key(&X_REAL_IP)) {
-            extra.set(&X_REAL_IP, conn.peer_ip.clone());
-        }
-        extra.set(&X_REQUEST_ID, rid.clone());
+        let limit = self.body_limit(route, run, &parts)?;
+        let mut extra = forwarding_headers(conn, &parts.headers, host.as_ref(), rid);
         // Only a WebSocket upgrade (h1server hands over the client connection for nothing
         // else) is forwarded, and only on routes that allow it. Any other Upgrade, and
         // HTTP2-Settings, were dropped as hop-by-hop: the request goes as plain HTTP.
@@ -604,160 +540,270 @@ impl Worker {
             extra.set(&UPGRADE, HeaderValue::from_static("websocket"));
             extra.set(&CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        // The Host header is the last extra, set per target below.
-        let host_slot = extra.len();
+        let svc = &*route.service;
+        let head_timeout =
+            grpc_timeout(&parts.headers).map_or(svc.read_timeout, |t| t.min(svc.read_timeout));
+        let body = match request_body(body, limit, svc.write_timeout, run, &mut parts).await? {
+            Ok(b) => b,
+            Err(early) => return Ok(early),
+        };
+        let out = crate::upstream::Outbound {
+            route,
+            rid,
+            extra,
+            orig_host: host,
+            client_upgrade,
+            conn,
+            head_timeout,
+            latency: run.as_mut().map(|r| &mut r.ctx.upstream_latency),
+        };
+        crate::upstream::exchange(self, out, Request::from_parts(parts, body)).await
+    }
 
-        let method = parts.method.clone();
-        let idempotent = matches!(
-            method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::PUT
-                | Method::DELETE
-        );
-        let mut body = RequestBody::new(body, limit, svc.write_timeout);
-        if let Some(r) = run
-            .as_mut()
-            .filter(|r| r.chain.iter().any(|i| i.plugin.wants_request_body()))
-        {
-            // A plugin rewrites the body: read it whole (within the limit), hand it over.
-            let mut bytes = match http_body_util::BodyExt::collect(body).await {
-                Ok(c) => c.to_bytes(),
-                Err(e) => {
-                    return Err(match e.downcast_ref::<BodyError>() {
-                        Some(BodyError::TooLarge(n)) => ProxyError::TooLarge(*n),
-                        Some(BodyError::Idle(_)) => ProxyError::ClientTimeout,
-                        None => ProxyError::ClientAborted,
-                    })
-                }
-            };
-            let chain = r.chain.clone();
-            for inst in chain.iter().filter(|i| i.plugin.wants_request_body()) {
-                match inst.plugin.request_body(&mut r.ctx, &mut parts, bytes) {
-                    Ok(b) => bytes = b,
-                    Err(Flow::Respond(early)) => return Ok(*early),
-                    Err(Flow::Continue) => return Err(ProxyError::ClientAborted),
-                }
-            }
-            // The upstream gets the new body's own Content-Length (h1::Conn frames it).
-            body = RequestBody::buffered(bytes);
+    /// The plugins' access phase and the path to send upstream. `Some` is an early answer.
+    async fn plugins(
+        &self,
+        conn: &ConnInfo,
+        rid: &HeaderValue,
+        routed: Routed<'static>,
+        route: &RouteRt,
+        parts: &mut http::request::Parts,
+        run: &mut Option<PluginRun>,
+    ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+        let svc = &*route.service;
+        let started = std::time::Instant::now();
+        let path_changed = routed.changed;
+        let mut ctx = Box::new(RequestCtx::new(
+            rid.clone(),
+            client_ip(conn, &parts.headers, &self.shared.settings),
+            (route.id, svc.id),
+            RequestInfo {
+                method: parts.method.clone(),
+                path: routed.path.into_owned(),
+                host: routed.host,
+                route_name: route.name.clone(),
+                service_name: svc.name.clone(),
+                body_bytes: content_length(&parts.headers),
+                started,
+                started_unix_ms: self.coarse.unix_ms(started),
+            },
+            routed.params,
+        ));
+        ctx.tls = conn.tls.clone();
+        let r = run.insert(PluginRun {
+            ctx,
+            chain: route.chains.base.clone(),
+        });
+        if let Flow::Respond(early) = r.access(&route.chains, parts).await {
+            return Ok(Some(*early));
         }
-        let mut req = Request::from_parts(parts, body);
-        let has_body = !req.body().is_end_stream();
+        parts.uri = match r.ctx.upstream_path.take() {
+            Some(p) => {
+                Uri::try_from(p).map_err(|_| ProxyError::BadPath(pathnorm::PathError::BadEscape))?
+            }
+            None => upstream_uri(
+                route,
+                &r.ctx.request.path,
+                path_changed,
+                routed.matched_len,
+                &parts.uri,
+            )?,
+        };
+        Ok(None)
+    }
 
-        // Pick, connect (with retries), send, read the head.
-        let mut tried: Vec<usize> = Vec::new();
-        let mut failures = 0u32;
-        let mut stale = 0u32;
-        loop {
-            let (idx, target): (usize, &Arc<TargetRt>) = match &svc.backend {
-                Backend::Single(t) => (0, t),
-                Backend::Upstream { id, name, targets } => {
-                    if targets.is_empty() {
-                        return Err(ProxyError::NoTargets(name.to_string()));
-                    }
-                    if tried.len() >= targets.len() {
-                        tried.clear();
-                    }
-                    let mut b = self.balancer.borrow_mut();
-                    let i = b
-                        .pick(*id, targets, &tried)
-                        .ok_or_else(|| ProxyError::NoTargets(name.to_string()))?;
-                    (i, &targets[i])
-                }
-            };
-            extra.truncate(host_slot);
-            match (&orig_host, route.preserve_host) {
-                (Some(h), true) => extra.set(&HOST, h.clone()),
-                _ => extra.set(&HOST, target.host_header.clone()),
-            }
-            let lease = match self.pool.get(target, svc.connect_timeout, stale > 0).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), error = %e, "connect failed");
-                    failures += 1;
-                    if failures > svc.retries {
-                        return Err(match e {
-                            ConnectError::Timeout(_) => ProxyError::ConnectTimeout,
-                            ConnectError::Failed(..) => ProxyError::Unreachable,
-                        });
-                    }
-                    tried.push(idx);
-                    continue;
-                }
-            };
-            let mut conn = lease.conn;
-            let t0 = run.is_some().then(std::time::Instant::now);
-            let sent = conn.send(&mut req, &extra, svc.write_timeout).await;
-            let head = match sent {
-                Ok(_) => {
-                    match self
-                        .coarse
-                        .timeout(svc.read_timeout, conn.read_head(&method))
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => return Err(ProxyError::UpstreamTimeout),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            let (resp, framing) = match head {
-                Ok(h) => {
-                    if let (Some(r), Some(t0)) = (run.as_mut(), t0) {
-                        r.ctx.upstream_latency = Some(t0.elapsed());
-                    }
-                    h
-                }
-                Err(H1Error::Body(e)) => {
-                    return Err(match e.downcast_ref::<BodyError>() {
-                        Some(BodyError::TooLarge(n)) => ProxyError::TooLarge(*n),
-                        Some(BodyError::Idle(_)) => ProxyError::ClientTimeout,
-                        None => ProxyError::ClientAborted,
-                    });
-                }
-                Err(H1Error::WriteTimeout(_)) => return Err(ProxyError::UpstreamTimeout),
-                Err(e @ (H1Error::ClosedEarly | H1Error::Io(_)))
-                    if lease.reused && !has_body && idempotent && stale < 3 =>
-                {
-                    // The pooled connection was closed by the upstream as we reused it: the
-                    // request cannot have been processed; resend it on a fresh connection.
-                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), error = %e, "stale pooled connection; retrying");
-                    stale += 1;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), error = %e, reused = lease.reused, "upstream exchange failed");
-                    return Err(ProxyError::UpstreamError);
-                }
-            };
-            let (parts, ()) = resp.into_parts();
-            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                // A switch is only followed when the client asked for a WebSocket and the
-                // upstream agreed to exactly that.
-                let agreed = has_token(&parts.headers, &header::UPGRADE, "websocket");
-                let (Some(client), true) = (client_upgrade, agreed) else {
-                    tracing::debug!(request_id = %rid.to_str().unwrap_or(""), "upstream switched protocols unasked; refused");
-                    return Err(ProxyError::UpstreamError);
-                };
-                let (upstream, leftover) = conn.into_parts();
-                let idle = svc.read_timeout;
-                let holder = conn_info.clone();
-                tokio::task::spawn_local(async move {
-                    let _slot = holder;
-                    let Some(c) = client.upgraded().await else {
-                        return;
-                    };
-                    crate::tunnel::run(c.io, c.leftover, upstream, leftover, idle).await;
-                });
-                return Ok(Response::from_parts(parts, ProxyBody::empty()));
-            }
-            // Hop-by-hop headers were left out when the head was parsed (h1::Conn::parse_head).
-            let release = self.pool.release_to(target.key.clone());
-            let body = ResponseBody::new(conn, framing, release, svc.read_timeout);
-            return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
+    /// The body limit in force (route, or a plugin's smaller one); a Content-Length over it
+    /// is refused before anything is sent.
+    fn body_limit(
+        &self,
+        route: &RouteRt,
+        run: &Option<PluginRun>,
+        parts: &http::request::Parts,
+    ) -> Result<u64, ProxyError> {
+        let mut limit = route
+            .body_limit
+            .unwrap_or(self.shared.settings.max_body_bytes);
+        if let Some(l) = run.as_ref().and_then(|r| r.ctx.body_limit) {
+            limit = limit.min(l);
+        }
+        if content_length(&parts.headers).is_some_and(|n| n > limit) {
+            return Err(ProxyError::TooLarge(limit));
+        }
+        Ok(limit)
+    }
+}
+
+/// The route a request matched, and what routing learned about it.
+struct Routed<'a> {
+    index: usize,
+    /// The host the client asked for (the target's authority, else Host).
+    host: Option<HeaderValue>,
+    /// The normalized path (borrowed from the request when it already was normal).
+    path: std::borrow::Cow<'a, str>,
+    /// Normalization changed the path.
+    changed: bool,
+    matched_len: usize,
+    params: Vec<(String, String)>,
+}
+
+impl Routed<'_> {
+    /// The same with the path owned (plugins may change the request it borrowed from).
+    fn into_owned(self) -> Routed<'static> {
+        Routed {
+            index: self.index,
+            host: self.host,
+            path: std::borrow::Cow::Owned(self.path.into_owned()),
+            changed: self.changed,
+            matched_len: self.matched_len,
+            params: self.params,
         }
     }
+}
+
+/// Finds the route; refuses what its `protocols` do not accept.
+fn route<'a>(
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    parts: &'a http::request::Parts,
+) -> Result<Routed<'a>, ProxyError> {
+    // The target's authority (HTTP/2 `:authority`; HTTP/1 absolute form, which h1server also
+    // put into Host) wins over a Host header.
+    let host: Option<HeaderValue> = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned());
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+    let path = pathnorm::normalize(parts.uri.path())?;
+    let m = snap
+        .router
+        .find(host_str, &parts.method, &path, &parts.headers)
+        .ok_or(ProxyError::NoRoute)?;
+    let r = &snap.routes[m.route];
+    if conn.tls.is_some() {
+        if !r.tls {
+            return Err(ProxyError::NoRoute);
+        }
+    } else if !r.cleartext {
+        if r.https_redirect == StatusCode::UPGRADE_REQUIRED {
+            return Err(ProxyError::HttpsRequired);
+        }
+        let location = format!(
+            "https://{}{}",
+            host_str.split(':').next().unwrap_or(host_str),
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        return Err(ProxyError::Redirect(r.https_redirect, location));
+    }
+    Ok(Routed {
+        index: m.route,
+        host,
+        changed: matches!(path, std::borrow::Cow::Owned(_)),
+        matched_len: m.matched_len,
+        params: m.params,
+        path,
+    })
+}
+
+/// The headers the gateway sets upstream: X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP,
+/// X-Request-Id (those a trusted proxy sent are kept). Written next to the request's own
+/// when the head is serialized (`h1::Extra`): the client's header map is left as it came.
+fn forwarding_headers(
+    conn: &ConnInfo,
+    h: &HeaderMap,
+    host: Option<&HeaderValue>,
+    rid: &HeaderValue,
+) -> Extra {
+    let trusted = conn.trusted;
+    let mut extra = Extra::default();
+    if trusted && h.contains_key(&X_FORWARDED_FOR) {
+        let mut joined = BytesMut::new();
+        for v in h.get_all(&X_FORWARDED_FOR) {
+            joined.put_slice(v.as_bytes());
+            joined.put_slice(b", ");
+        }
+        joined.put_slice(conn.peer_ip.as_bytes());
+        if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
+            extra.set(&X_FORWARDED_FOR, v);
+        }
+    } else {
+        extra.set(&X_FORWARDED_FOR, conn.peer_ip.clone());
+    }
+    if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if conn.tls.is_some() { "https" } else { "http" };
+        extra.set(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
+        if let Some(v) = host {
+            extra.set(&X_FORWARDED_HOST, v.clone());
+        }
+    }
+    if !(trusted && h.contains_key(&X_FORWARDED_PORT)) {
+        extra.set(&X_FORWARDED_PORT, conn.local_port.clone());
+    }
+    if !(trusted && h.contains_key(&X_REAL_IP)) {
+        extra.set(&X_REAL_IP, conn.peer_ip.clone());
+    }
+    extra.set(&X_REQUEST_ID, rid.clone());
+    extra
+}
+
+/// The request body as it goes upstream: streamed within the limit, or — when a plugin
+/// rewrites bodies — read whole and rewritten (`Err` is a plugin's early answer).
+async fn request_body(
+    body: ClientBody,
+    limit: u64,
+    idle: std::time::Duration,
+    run: &mut Option<PluginRun>,
+    parts: &mut http::request::Parts,
+) -> Result<Result<RequestBody, Response<ProxyBody>>, ProxyError> {
+    let body = RequestBody::new(body, limit, idle);
+    let Some(r) = run
+        .as_mut()
+        .filter(|r| r.chain.iter().any(|i| i.plugin.wants_request_body()))
+    else {
+        return Ok(Ok(body));
+    };
+    let mut bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|e| crate::upstream::body_error(&e))?
+        .to_bytes();
+    let chain = r.chain.clone();
+    for inst in chain.iter().filter(|i| i.plugin.wants_request_body()) {
+        match inst.plugin.request_body(&mut r.ctx, parts, bytes) {
+            Ok(b) => bytes = b,
+            Err(Flow::Respond(early)) => return Ok(Err(*early)),
+            Err(Flow::Continue) => return Err(ProxyError::ClientAborted),
+        }
+    }
+    // The upstream gets the new body's own Content-Length (the connector frames it).
+    Ok(Ok(RequestBody::buffered(bytes)))
+}
+
+/// True for a gRPC request (not gRPC-Web, which a plugin translates).
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"application/grpc") && !v.starts_with(b"application/grpc-web")
+    })
+}
+
+/// The deadline a gRPC client set (`grpc-timeout: 5S`, units H M S m u n).
+fn grpc_timeout(h: &HeaderMap) -> Option<std::time::Duration> {
+    let v = h.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (n, unit) = v.split_at(v.len() - 1);
+    let n: u64 = n.parse().ok()?;
+    use std::time::Duration as D;
+    Some(match unit {
+        "H" => D::from_secs(n.saturating_mul(3600)),
+        "M" => D::from_secs(n.saturating_mul(60)),
+        "S" => D::from_secs(n),
+        "m" => D::from_millis(n),
+        "u" => D::from_micros(n),
+        "n" => D::from_nanos(n),
+        _ => return None,
+    })
 }

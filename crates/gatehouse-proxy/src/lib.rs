@@ -18,7 +18,10 @@ pub mod router;
 pub mod server;
 pub mod settings;
 pub mod snapshot;
+pub mod stream;
+pub mod tls;
 pub mod tunnel;
+pub mod upstream;
 pub mod wire;
 
 pub use handler::Shared;

@@ -106,6 +106,8 @@ pub struct RequestCtx {
     pub upstream_path: Option<String>,
     /// The output of the running plugin's [`Plugin::prepare`], during its access phase.
     pub prepared: Prepared,
+    /// The client connection's TLS (SNI, verified client certificate), if any.
+    pub tls: Option<Arc<crate::tls::server::TlsInfo>>,
 }
 
 /// The request as the log phase reports it (never headers or query: no credentials).
@@ -175,6 +177,7 @@ impl RequestCtx {
             params,
             upstream_path: None,
             prepared: None,
+            tls: None,
         }
     }
 

@@ -3,29 +3,18 @@
 //! connection is reused, checked for EOF before reuse, and dropped after the idle timeout.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt};
-use tokio::net::TcpStream;
 
 use crate::coarse::{Coarse, TICK};
 
 use crate::h1::Conn;
 use crate::snapshot::TargetRt;
 
-/// Why no connection could be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The connect did not finish in time.
-    #[error("connect to {0} timed out")]
-    Timeout(Arc<str>),
-    /// Refused, unreachable or not resolvable.
-    #[error("connect to {0}: {1}")]
-    Failed(Arc<str>, std::io::Error),
-}
+pub use crate::upstream::connect::ConnectError;
 
 struct Idle {
     conn: Conn,
@@ -95,10 +84,13 @@ impl Pool {
         }
     }
 
-    /// Takes a warm connection to `target` (`fresh` forces a new one), or opens one.
+    /// Takes a warm connection to `target` (`fresh` forces a new one), or opens one the way
+    /// `transport` says. Pool keys include the transport (TLS settings), so connections of
+    /// one service are never handed to another with other TLS settings.
     pub async fn get(
         &self,
         target: &TargetRt,
+        transport: &crate::upstream::Transport,
         connect_timeout: Duration,
         fresh: bool,
     ) -> Result<Lease, ConnectError> {
@@ -107,6 +99,7 @@ impl Pool {
             if let Some(list) = idle.get_mut(&*target.key) {
                 let now = self.clock.ticks();
                 while let Some(c) = list.pop() {
+                    let mut c = c;
                     if now - c.since < self.idle_ticks && c.conn.is_reusable() {
                         return Ok(Lease {
                             conn: c.conn,
@@ -116,26 +109,10 @@ impl Pool {
                 }
             }
         }
-        let conn = connect(target, connect_timeout).await?;
+        let stream = crate::upstream::connect::connect(target, transport, connect_timeout).await?;
         Ok(Lease {
-            conn,
+            conn: Conn::new(stream),
             reused: false,
         })
     }
-}
-
-async fn connect(target: &TargetRt, timeout: Duration) -> Result<Conn, ConnectError> {
-    let key = target.key.clone();
-    let fut = async {
-        match target.host.parse::<std::net::IpAddr>() {
-            Ok(ip) => TcpStream::connect(SocketAddr::new(ip, target.port)).await,
-            Err(_) => TcpStream::connect((&*target.host, target.port)).await,
-        }
-    };
-    let stream = tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| ConnectError::Timeout(key.clone()))?
-        .map_err(|e| ConnectError::Failed(key.clone(), e))?;
-    let _ = stream.set_nodelay(true);
-    Ok(Conn::new(stream))
 }

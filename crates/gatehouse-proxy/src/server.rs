@@ -19,10 +19,11 @@ use tokio::sync::watch;
 use crate::body::ClientBody;
 use crate::h1server::{self, Ended};
 use crate::handler::{ConnInfo, Shared, Worker};
+use crate::stream::ClientStream;
 
 /// Spawns hyper's HTTP/2 stream tasks on the worker's own thread.
 #[derive(Clone, Copy, Debug)]
-struct LocalExec;
+pub(crate) struct LocalExec;
 
 impl<F> hyper::rt::Executor<F> for LocalExec
 where
@@ -227,20 +228,27 @@ impl ProxyHandle {
     }
 }
 
-/// Starts one worker thread per socket.
-pub fn start(shared: Arc<Shared>, listener: Listener) -> io::Result<ProxyHandle> {
+/// Starts one worker thread per socket of `listener` (each also takes one socket of `tls`,
+/// the TLS listener, when there is one).
+pub fn start(
+    shared: Arc<Shared>,
+    listener: Listener,
+    tls: Option<Listener>,
+) -> io::Result<ProxyHandle> {
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
     // The kernel spreads connections evenly over the workers' sockets; each takes its share
-    // of the node's cap.
+    // of the node's cap (plain and TLS connections together).
     let cap = shared
         .settings
         .max_connections
         .div_ceil(listener.sockets.len().max(1))
         .max(1);
+    let mut tls_sockets = tls.map(|l| l.sockets.into_iter());
     for (i, sock) in listener.sockets.into_iter().enumerate() {
         let shared = shared.clone();
         let rx = stop_rx.clone();
+        let tls_sock = tls_sockets.as_mut().and_then(Iterator::next);
         let t = std::thread::Builder::new()
             .name(format!("gatehouse-worker-{i}"))
             .spawn(move || {
@@ -255,27 +263,85 @@ pub fn start(shared: Arc<Shared>, listener: Listener) -> io::Result<ProxyHandle>
                     }
                 };
                 let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, run_worker(shared, sock, cap, rx));
+                local.block_on(&rt, run_worker(shared, sock, tls_sock, cap, rx));
             })?;
         threads.push(t);
     }
     Ok(ProxyHandle { threads, stop })
 }
 
+/// A worker's listening sockets, made tokio's on its own runtime.
+struct Sockets {
+    plain: tokio::net::TcpListener,
+    tls: Option<tokio::net::TcpListener>,
+}
+
+impl Sockets {
+    /// The next connection on either listener, and whether it is the TLS one.
+    async fn accept(&self) -> (io::Result<(tokio::net::TcpStream, SocketAddr)>, bool) {
+        match &self.tls {
+            None => (self.plain.accept().await, false),
+            Some(tls) => tokio::select! {
+                a = self.plain.accept() => (a, false),
+                a = tls.accept() => (a, true),
+            },
+        }
+    }
+}
+
+/// The connections of one worker: how many, the cap, and who to tell when the last one
+/// closes (graceful stop).
+struct Admission {
+    active: Rc<std::cell::Cell<usize>>,
+    all_closed: Rc<tokio::sync::Notify>,
+    cap: usize,
+    refused_logged: Option<tokio::time::Instant>,
+}
+
+impl Admission {
+    /// A slot for a new connection, or `None` over the cap (the caller closes it: the client
+    /// sees the connection end rather than hang in the accept queue; logged once a second).
+    fn admit(&mut self) -> Option<ConnSlot> {
+        if self.active.get() >= self.cap {
+            if self
+                .refused_logged
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+            {
+                self.refused_logged = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    cap = self.cap,
+                    "connection cap reached; closing new connections"
+                );
+            }
+            return None;
+        }
+        self.active.set(self.active.get() + 1);
+        Some(ConnSlot {
+            active: self.active.clone(),
+            all_closed: self.all_closed.clone(),
+        })
+    }
+}
+
 async fn run_worker(
     shared: Arc<Shared>,
     sock: std::net::TcpListener,
+    tls_sock: Option<std::net::TcpListener>,
     cap: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let listener = match tokio::net::TcpListener::from_std(sock) {
-        Ok(l) => l,
+    let register = |s: std::net::TcpListener| match tokio::net::TcpListener::from_std(s) {
+        Ok(l) => Some(l),
         Err(e) => {
             tracing::error!(error = %e, "cannot register listener");
-            return;
+            None
         }
     };
-    let local = listener.local_addr().ok();
+    let Some(plain) = register(sock) else { return };
+    let sockets = Sockets {
+        plain,
+        tls: tls_sock.and_then(register),
+    };
     let settings = shared.settings.clone();
     let worker = Worker::new(shared);
     let coarse = worker.coarse.clone();
@@ -287,61 +353,61 @@ async fn run_worker(
             coarse.tick();
         }
     });
-    // HTTP/1 connections are served by h1server; one that opens with the HTTP/2 preface is
-    // handed to hyper's HTTP/2 server.
+    // HTTP/1 connections are served by h1server; one that opens with the HTTP/2 preface (or
+    // negotiated h2 by ALPN) is handed to hyper's HTTP/2 server.
     let mut h2 = hyper::server::conn::http2::Builder::new(LocalExec);
     h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(settings.h2_max_concurrent_streams)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(256);
-    let active = Rc::new(std::cell::Cell::new(0usize));
-    let all_closed = Rc::new(tokio::sync::Notify::new());
-    let mut refused_logged: Option<tokio::time::Instant> = None;
+    let mut admission = Admission {
+        active: Rc::new(std::cell::Cell::new(0usize)),
+        all_closed: Rc::new(tokio::sync::Notify::new()),
+        cap,
+        refused_logged: None,
+    };
     loop {
-        tokio::select! {
+        let ((accepted, tls), _) = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                if active.get() >= cap {
-                    // Over the cap: closed at once (the client sees the connection end rather
-                    // than hang in the accept queue). Logged at most once a second.
-                    drop(stream);
-                    if refused_logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
-                        refused_logged = Some(tokio::time::Instant::now());
-                        tracing::warn!(cap, "connection cap reached; closing new connections");
-                    }
-                    continue;
-                }
-                let _ = stream.set_nodelay(true);
-                active.set(active.get() + 1);
-                let slot = ConnSlot { active: active.clone(), all_closed: all_closed.clone() };
-                let info = Rc::new(ConnInfo::new(peer, local.unwrap_or(peer), &settings).with_slot(slot));
-                let w = worker.clone();
-                let h2 = h2.clone();
-                let stop = stop.clone();
-                tokio::task::spawn_local(async move {
-                    if let Ended::Http2(io) = h1server::serve(w.clone(), info.clone(), stream).await {
-                        serve_h2(h2, io, w, info, stop).await;
-                    }
-                });
+            a = sockets.accept() => (a, ()),
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
             }
+        };
+        let Some(slot) = admission.admit() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let info = ConnInfo::new(peer, local, &settings).with_slot(slot);
+        let (w, h2, stop) = (worker.clone(), h2.clone(), stop.clone());
+        if tls {
+            tokio::task::spawn_local(serve_tls(w, h2, info, stream, stop));
+        } else {
+            tokio::task::spawn_local(serve_conn(
+                w,
+                h2,
+                Rc::new(info),
+                ClientStream::Plain(stream),
+                false,
+                stop,
+            ));
         }
     }
-    drop(listener);
+    drop(sockets);
     let _keep_ticking_while_draining = &ticker;
     worker.coarse.drain();
     let drained = async {
-        while active.get() > 0 {
-            all_closed.notified().await;
+        while admission.active.get() > 0 {
+            admission.all_closed.notified().await;
         }
     };
     if tokio::time::timeout(settings.drain_timeout, drained)
@@ -351,4 +417,54 @@ async fn run_worker(
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
     ticker.abort();
+}
+
+/// Serves a connection as HTTP/1 (handing it to HTTP/2 on the preface) or, when ALPN chose
+/// `h2`, as HTTP/2 at once.
+async fn serve_conn(
+    w: Rc<Worker>,
+    h2: hyper::server::conn::http2::Builder<LocalExec>,
+    info: Rc<ConnInfo>,
+    stream: ClientStream,
+    alpn_h2: bool,
+    stop: watch::Receiver<bool>,
+) {
+    if alpn_h2 {
+        serve_h2(h2, h1server::Replay::new(stream), w, info, stop).await;
+        return;
+    }
+    if let Ended::Http2(io) = h1server::serve(w.clone(), info.clone(), stream).await {
+        serve_h2(h2, io, w, info, stop).await;
+    }
+}
+
+/// Completes the TLS handshake (certificate by SNI from the current snapshot, within the
+/// header-read timeout), then serves the connection.
+async fn serve_tls(
+    w: Rc<Worker>,
+    h2: hyper::server::conn::http2::Builder<LocalExec>,
+    info: ConnInfo,
+    stream: tokio::net::TcpStream,
+    stop: watch::Receiver<bool>,
+) {
+    let snap = w.snapshot();
+    let settings = w.settings();
+    let accepted = crate::tls::server::accept(
+        stream,
+        &snap.tls,
+        settings.default_tls.as_ref(),
+        settings.header_read_timeout,
+    )
+    .await;
+    drop(snap);
+    let (tls, tls_info) = match accepted {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    let alpn_h2 = tls_info.h2;
+    let info = Rc::new(info.with_tls(tls_info));
+    serve_conn(w, h2, info, ClientStream::Tls(Box::new(tls)), alpn_h2, stop).await;
 }

@@ -30,6 +30,9 @@ pub struct ProxySettings {
     pub allow_underscores_in_headers: bool,
     /// Most concurrent streams per HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
+    /// The TLS listener's certificate for SNIs no certificate entity covers (and clients
+    /// that send no SNI); without it such handshakes fail with an alert.
+    pub default_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Default largest request body (routes may override).
     pub max_body_bytes: u64,
     /// How long idle upstream connections are kept.
@@ -52,6 +55,7 @@ impl Default for ProxySettings {
             max_connections: 16_384,
             allow_underscores_in_headers: false,
             h2_max_concurrent_streams: 128,
+            default_tls: None,
             max_body_bytes: 16 * 1024 * 1024,
             upstream_idle_timeout: Duration::from_secs(60),
             upstream_max_idle: 256,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_model::validate::{parse_host_port, parse_service_url};
-use gatehouse_model::{Config, ConfigError, FieldError};
+use gatehouse_model::{Config, ConfigError, FieldError, RouteProtocol, ServiceProtocol};
 use http::HeaderValue;
 use uuid::Uuid;
 
@@ -15,8 +15,10 @@ use crate::router::{RouteSpec, Router};
 /// One place requests can be sent to.
 #[derive(Debug)]
 pub struct TargetRt {
-    /// `host:port`, also the connection-pool key.
+    /// `host:port` (plus the transport for TLS or HTTP/2), also the connection-pool key.
     pub key: Arc<str>,
+    /// The name sent as SNI and verified (TLS transports).
+    pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
     /// Host name or IP.
     pub host: Arc<str>,
     /// TCP port.
@@ -62,6 +64,8 @@ pub struct ServiceRt {
     pub write_timeout: Duration,
     /// Extra targets to try when connecting fails.
     pub retries: u32,
+    /// How the targets are spoken to.
+    pub transport: crate::upstream::Transport,
 }
 
 /// A route as the proxy uses it.
@@ -79,6 +83,12 @@ pub struct RouteRt {
     pub preserve_host: bool,
     /// WebSocket upgrades are tunnelled.
     pub websocket: bool,
+    /// Accepts cleartext requests (`http` or `grpc` in `protocols`).
+    pub cleartext: bool,
+    /// Accepts TLS requests (`https` or `grpcs` in `protocols`).
+    pub tls: bool,
+    /// The status for a cleartext request to a TLS-only route (426, or a redirect).
+    pub https_redirect: http::StatusCode,
     /// Route-specific body limit.
     pub body_limit: Option<u64>,
     /// Plugins that apply to this route.
@@ -93,24 +103,106 @@ pub struct Snapshot {
     pub router: Router,
     /// Routes, indexed like the router's.
     pub routes: Vec<RouteRt>,
+    /// Certificates for the TLS listener, by SNI.
+    pub tls: Arc<crate::tls::server::CertStore>,
 }
 
-fn target(host: &str, port: u16, weight: u32) -> Result<Arc<TargetRt>, String> {
+/// A target of a service spoken to over `transport` (identified by `transport_key` in pool
+/// keys when it is not plain HTTP/1).
+fn target(
+    host: &str,
+    port: u16,
+    weight: u32,
+    transport_key: &str,
+    tls: bool,
+) -> Result<Arc<TargetRt>, String> {
     let bracketed = if host.contains(':') {
         format!("[{host}]")
     } else {
         host.to_string()
     };
-    let key = format!("{bracketed}:{port}");
-    let hh = if port == 80 { bracketed } else { key.clone() };
+    let hostport = format!("{bracketed}:{port}");
+    let default_port = if tls { 443 } else { 80 };
+    let hh = if port == default_port {
+        bracketed
+    } else {
+        hostport.clone()
+    };
     let host_header = HeaderValue::from_str(&hh).map_err(|e| format!("host `{hh}`: {e}"))?;
+    let key = if transport_key.is_empty() {
+        hostport
+    } else {
+        format!("{transport_key}://{hostport}")
+    };
     Ok(Arc::new(TargetRt {
         key: key.into(),
+        tls_name: if tls {
+            Some(crate::tls::client::server_name(host)?)
+        } else {
+            None
+        },
         host: host.into(),
         port,
         host_header,
         weight,
     }))
+}
+
+/// The transport of a service, and the key that tells its pooled connections apart from
+/// other transports' to the same address (empty for plain HTTP/1).
+fn transport(
+    s: &gatehouse_model::Service,
+    protocol: ServiceProtocol,
+    cfg: &Config,
+) -> Result<(crate::upstream::Transport, String), (&'static str, String)> {
+    use std::hash::{Hash, Hasher};
+    if !protocol.tls() {
+        let key = if protocol.http2() { "h2c" } else { "" };
+        return Ok((
+            crate::upstream::Transport {
+                protocol,
+                tls: None,
+            },
+            key.to_string(),
+        ));
+    }
+    let client_cert = match &s.client_certificate {
+        None => None,
+        Some(id) => {
+            let c = cfg
+                .certificates
+                .iter()
+                .find(|c| c.id.to_string() == *id)
+                .ok_or((
+                    "client_certificate",
+                    format!("no certificate with id `{id}`"),
+                ))?;
+            Some((c.cert.as_str(), c.key.as_str()))
+        }
+    };
+    let spec = crate::tls::client::UpstreamTlsSpec {
+        verify: s.tls_verify.unwrap_or(true),
+        ca_certificates: &s.ca_certificates,
+        client_certificate: client_cert,
+        h2: protocol.http2(),
+    };
+    let config = crate::tls::client::client_config(&spec).map_err(|e| ("ca_certificates", e))?;
+    // Services with the same TLS settings share pooled connections; others never do.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        spec.verify,
+        spec.ca_certificates,
+        &s.client_certificate,
+        spec.h2,
+    )
+        .hash(&mut h);
+    Ok((
+        crate::upstream::Transport {
+            protocol,
+            tls: Some(config),
+        },
+        format!("{}-{:016x}", protocol.as_str(), h.finish()),
+    ))
 }
 
 impl Snapshot {
@@ -120,6 +212,7 @@ impl Snapshot {
             version: 0,
             router: Router::new(&[]).expect("empty router"),
             routes: Vec::new(),
+            tls: Arc::new(crate::tls::server::CertStore::default()),
         }
     }
 
@@ -149,8 +242,27 @@ impl Snapshot {
                 "service '{}'",
                 s.name.clone().unwrap_or_else(|| s.id.to_string())
             );
+            let protocol = match &s.url {
+                Some(url) => match parse_service_url(url) {
+                    Ok(u) => u.protocol,
+                    Err(e) => {
+                        errors.push(FieldError::new(ent, format!("services[{i}].url"), e));
+                        continue;
+                    }
+                },
+                None => s.protocol.unwrap_or(ServiceProtocol::Http),
+            };
+            let (transport, tkey) = match transport(s, protocol, cfg) {
+                Ok(t) => t,
+                Err((f, e)) => {
+                    errors.push(FieldError::new(ent, format!("services[{i}].{f}"), e));
+                    continue;
+                }
+            };
+            let tls = protocol.tls();
             let (backend, base_path) = if let Some(url) = &s.url {
-                match parse_service_url(url).and_then(|u| Ok((target(&u.host, u.port, 1)?, u.path)))
+                match parse_service_url(url)
+                    .and_then(|u| Ok((target(&u.host, u.port, 1, &tkey, tls)?, u.path)))
                 {
                     Ok((t, p)) => (Backend::Single(t), p),
                     Err(e) => {
@@ -173,7 +285,8 @@ impl Snapshot {
                 };
                 let mut targets = Vec::new();
                 for t in up.targets.iter().filter(|t| t.weight > 0) {
-                    match parse_host_port(&t.target, 80).and_then(|(h, p)| target(&h, p, t.weight))
+                    match parse_host_port(&t.target, protocol.default_port())
+                        .and_then(|(h, p)| target(&h, p, t.weight, &tkey, tls))
                     {
                         Ok(t) => targets.push(t),
                         Err(e) => errors.push(FieldError::new(
@@ -209,6 +322,7 @@ impl Snapshot {
                     read_timeout: ms(s.read_timeout),
                     write_timeout: ms(s.write_timeout),
                     retries: s.retries,
+                    transport,
                 }),
             );
         }
@@ -241,10 +355,35 @@ impl Snapshot {
                 strip_path: r.strip_path,
                 preserve_host: r.preserve_host,
                 websocket: r.websocket,
+                cleartext: r.protocols.is_empty()
+                    || r.protocols
+                        .iter()
+                        .any(|p| matches!(p, RouteProtocol::Http | RouteProtocol::Grpc)),
+                tls: r.protocols.is_empty()
+                    || r.protocols
+                        .iter()
+                        .any(|p| matches!(p, RouteProtocol::Https | RouteProtocol::Grpcs)),
+                https_redirect: http::StatusCode::from_u16(
+                    r.https_redirect_status_code.unwrap_or(426),
+                )
+                .unwrap_or(http::StatusCode::UPGRADE_REQUIRED),
                 body_limit: r.request_body_limit,
                 chains: chains_for(cfg, &built, r.id, service.id),
             });
         }
+        let tls = match crate::tls::server::CertStore::build(&cfg.certificates) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(errs) => {
+                for (i, f, m) in errs {
+                    errors.push(FieldError::new(
+                        format!("certificate at certificates[{i}]"),
+                        format!("certificates[{i}].{f}"),
+                        m,
+                    ));
+                }
+                None
+            }
+        };
         let router = match Router::new(&specs) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -256,13 +395,14 @@ impl Snapshot {
                 None
             }
         };
-        match router {
-            Some(router) if errors.is_empty() => {
+        match (router, tls) {
+            (Some(router), Some(tls)) if errors.is_empty() => {
                 registry.state.sweep(generation);
                 Ok(Snapshot {
                     version,
                     router,
                     routes,
+                    tls,
                 })
             }
             _ => Err(errors.into()),

@@ -11,16 +11,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::stream::{ClientStream, UpstreamStream};
+
 /// A stream that notes when bytes last moved through it.
-struct Watched {
-    io: TcpStream,
+struct Watched<S> {
+    io: S,
     last: Rc<Cell<Instant>>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -35,7 +36,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -54,9 +55,9 @@ impl AsyncWrite for Watched {
 /// Joins `client` and `upstream`, first passing on what each side sent before the switch
 /// (`from_client`, `from_upstream`), until both ends close or the tunnel is idle for `idle`.
 pub async fn run(
-    mut client: TcpStream,
+    mut client: ClientStream,
     from_client: bytes::Bytes,
-    mut upstream: TcpStream,
+    mut upstream: UpstreamStream,
     from_upstream: BytesMut,
     idle: Duration,
 ) {

@@ -361,7 +361,8 @@ pub fn is_protected_from_connection(name: &[u8]) -> bool {
 /// Headers only the gateway (or a trusted proxy in front of it) may set: who the client
 /// is and where the request came from. An untrusted client's copies are dropped when the
 /// head is read, on every route, so a backend can believe them: identity headers
-/// (`X-Consumer-*`, `X-Credential-Identifier`, `X-Anonymous-Consumer`), forwarding headers
+/// (`X-Consumer-*`, `X-Credential-Identifier`, `X-Anonymous-Consumer`, `X-Client-Cert-*`
+/// from mtls-auth), forwarding headers
 /// (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`) and the path overrides some frameworks obey
 /// (`X-Original-URL`, `X-Rewrite-URL`), which would let a request reach another path than
 /// the one the gateway routed and authorized.
@@ -372,6 +373,7 @@ pub fn is_gateway_owned(name: &[u8]) -> bool {
         Some(b'x' | b'X') => {
             starts(b"x-consumer-")
                 || starts(b"x-forwarded-")
+                || starts(b"x-client-cert-")
                 || name.eq_ignore_ascii_case(b"x-credential-identifier")
                 || name.eq_ignore_ascii_case(b"x-anonymous-consumer")
                 || name.eq_ignore_ascii_case(b"x-real-ip")

@@ -15,6 +15,8 @@ pub struct Gateway {
     child: Child,
     /// Proxy `host:port`.
     pub proxy: String,
+    /// TLS proxy `host:port`.
+    pub tls: String,
     /// Admin API `host:port`.
     pub admin: String,
     /// Status `host:port`.
@@ -63,6 +65,8 @@ impl Gateway {
             "serve".into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
+            "--tls-listen".into(),
+            "127.0.0.1:0".into(),
             "--admin-listen".into(),
             "127.0.0.1:0".into(),
             "--status-listen".into(),
@@ -105,7 +109,9 @@ impl Gateway {
             })
         };
         loop {
-            if let (Some(p), Some(a), Some(s)) = (find("proxy"), find("admin"), find("status")) {
+            if let (Some(p), Some(t), Some(a), Some(s)) =
+                (find("proxy"), find("tls"), find("admin"), find("status"))
+            {
                 let token = match (token, extra.iter().position(|a| *a == "--admin-token")) {
                     (Some(t), _) => t.to_string(),
                     (None, Some(i)) => extra[i + 1].to_string(),
@@ -114,6 +120,7 @@ impl Gateway {
                 return Gateway {
                     child,
                     proxy: p,
+                    tls: t,
                     admin: a,
                     status: s,
                     token,

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod gateway;
 pub mod hostile;
+pub mod pki;
 pub mod recorder;
 pub mod upstream;
 

@@ -224,6 +224,44 @@ async fn echo(
 impl Upstream {
     /// Starts an upstream named `name` on 127.0.0.1 (random port), on its own thread.
     pub fn start(name: &str) -> Upstream {
+        Upstream::serve(name, None)
+    }
+
+    /// Starts an HTTPS upstream (HTTP/1.1 and, by ALPN, HTTP/2) with `cert`/`key` (PEM);
+    /// with `client_ca` it requires a client certificate issued by that CA.
+    pub fn start_tls(name: &str, cert: &str, key: &str, client_ca: Option<&str>) -> Upstream {
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("cert pem");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key pem");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    roots.add(c.expect("ca pem")).expect("ca");
+                }
+                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("verifier");
+                builder.with_client_cert_verifier(v)
+            }
+        };
+        let mut cfg = builder.with_single_cert(certs, key).expect("server cert");
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Upstream::serve(name, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+    }
+
+    fn serve(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
@@ -248,12 +286,26 @@ impl Upstream {
                             let Ok((stream, _)) = acc else { continue };
                             c2.fetch_add(1, Ordering::SeqCst);
                             let (name, hits) = (name.clone(), h.clone());
+                            let tls = tls.clone();
                             tokio::spawn(async move {
                                 let svc = service_fn(move |req| handle(name.clone(), hits.clone(), req));
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), svc)
-                                    .with_upgrades()
-                                    .await;
+                                match tls {
+                                    None => {
+                                        let _ = hyper::server::conn::http1::Builder::new()
+                                            .serve_connection(TokioIo::new(stream), svc)
+                                            .with_upgrades()
+                                            .await;
+                                    }
+                                    Some(acceptor) => {
+                                        let Ok(tls) = acceptor.accept(stream).await else { return };
+                                        let builder = hyper_util::server::conn::auto::Builder::new(
+                                            hyper_util::rt::TokioExecutor::new(),
+                                        );
+                                        let _ = builder
+                                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                                            .await;
+                                    }
+                                }
                             });
                         }
                     }

@@ -68,6 +68,15 @@ pub struct ServeArgs {
     /// Proxy listener.
     #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// TLS proxy listener (HTTPS and HTTP/2 by ALPN; certificates by SNI), or `off`.
+    #[arg(long, env = "GATEHOUSE_TLS_LISTEN", default_value = "0.0.0.0:8443", value_parser = parse_listen)]
+    pub tls_listen: Listen,
+    /// PEM certificate chain for TLS clients whose SNI no certificate entity covers.
+    #[arg(long, env = "GATEHOUSE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "GATEHOUSE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Admin API listener (keep it private).
     #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", default_value = "127.0.0.1:9180")]
     pub admin_listen: SocketAddr,
@@ -141,6 +150,19 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, env = "GATEHOUSE_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,
+}
+
+/// A listener address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Listen(None));
+    }
+    s.parse::<SocketAddr>()
+        .map(|a| Listen(Some(a)))
+        .map_err(|_| format!("`{s}` is not an address:port (or `off`)"))
 }
 
 /// CIDR parsing for clap (a bare IP means a single host).

@@ -32,8 +32,27 @@ fn init_logging(args: &ServeArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
 }
 
-fn settings(args: &ServeArgs) -> ProxySettings {
-    ProxySettings {
+/// The TLS listener's default certificate from `--tls-cert`/`--tls-key`.
+fn default_tls(args: &ServeArgs) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let bad = |(field, msg): (&str, String)| {
+        let file = if field == "key" { key } else { cert };
+        anyhow::anyhow!("--tls-{field} {}: {msg}", file.display())
+    };
+    gatehouse_model::tls::check_certificate(&cert_pem, &key_pem).map_err(bad)?;
+    let cfg = gatehouse_proxy::tls::server::server_config(&cert_pem, &key_pem, None, None)
+        .map_err(bad)?;
+    Ok(Some(cfg))
+}
+
+fn settings(args: &ServeArgs) -> Result<ProxySettings> {
+    Ok(ProxySettings {
         trusted_proxies: args.trusted_proxies.iter().map(|n| n.0).collect(),
         max_header_bytes: args.max_header_bytes as usize,
         max_headers: args.max_headers,
@@ -44,8 +63,9 @@ fn settings(args: &ServeArgs) -> ProxySettings {
         allow_underscores_in_headers: args.allow_underscores_in_headers,
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        default_tls: default_tls(args)?,
         ..ProxySettings::default()
-    }
+    })
 }
 
 /// The admin token from `--admin-token-file`: its first line.
@@ -142,7 +162,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let token_hash = admin_token(&*store, given_token.as_deref()).await?;
 
-    let shared = Shared::new(Snapshot::empty(), settings(&args));
+    let shared = Shared::new(Snapshot::empty(), settings(&args)?);
     let control = Control::new(store.clone(), shared.clone(), registry);
     control.reload().await.context("loading the config")?;
     control.spawn_reloader();
@@ -154,6 +174,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let listener = gatehouse_proxy::bind(args.listen, workers)
         .with_context(|| format!("binding proxy listener {}", args.listen))?;
     let proxy_addr = listener.addr;
+    let tls_listener = match args.tls_listen.0 {
+        Some(addr) => Some(
+            gatehouse_proxy::bind(addr, workers)
+                .with_context(|| format!("binding TLS listener {addr}"))?,
+        ),
+        None => None,
+    };
+    let tls_addr = tls_listener.as_ref().map(|l| l.addr);
 
     let (admin_router, _) = gatehouse_admin::build(Arc::new(AdminState {
         control: control.clone(),
@@ -168,8 +196,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let admin_addr = admin.local_addr()?;
     let status_addr = status.local_addr()?;
 
-    let proxy = gatehouse_proxy::start(shared, listener).context("starting proxy workers")?;
+    let proxy =
+        gatehouse_proxy::start(shared, listener, tls_listener).context("starting proxy workers")?;
     tracing::info!("proxy listening on {proxy_addr} ({workers} workers)");
+    if let Some(a) = tls_addr {
+        tracing::info!("tls listening on {a}");
+    }
     tracing::info!("admin listening on {admin_addr}");
     tracing::info!("status listening on {status_addr}");
 

@@ -5,6 +5,7 @@ pub mod hasher;
 pub mod hmac_auth;
 pub mod jwt;
 pub mod key_auth;
+pub mod mtls_auth;
 
 use std::sync::Arc;
 
