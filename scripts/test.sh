@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# The whole test suite. Installs what the tests need on a fresh Debian machine (curl as the
-# real client, openssl to make test keys), then runs every test of the workspace against the
-# real binary.
+# The whole test suite. Installs what the tests need on a fresh Debian machine — curl (the
+# real HTTP client), openssl (test certificates, s_client) and a Python virtualenv with
+# grpcio (the real gRPC client and server) — then runs every test of the workspace against
+# the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gatehouse-target}"
 missing=""
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
 if [ -n "$missing" ]; then
   echo "installing:$missing"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null
 fi
+# Python clients and servers the tests drive (versions pinned in scripts/requirements-test.txt).
+VENV="${GATEHOUSE_TEST_VENV:-$HOME/.cache/gatehouse-venv}"
+if ! "$VENV/bin/python" -c 'import grpc' >/dev/null 2>&1 \
+   || ! cmp -s scripts/requirements-test.txt "$VENV/.requirements" 2>/dev/null; then
+  echo "preparing the test virtualenv in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt
+  cp scripts/requirements-test.txt "$VENV/.requirements"
+fi
+export GATEHOUSE_TEST_PYTHON="$VENV/bin/python"
 cargo test --workspace --locked "$@"

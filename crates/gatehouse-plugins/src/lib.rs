@@ -32,6 +32,7 @@ pub fn registry() -> Registry {
         Arc::new(traffic::rate_limiting::RateLimiting),
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),
+        Arc::new(transform::grpc_web::GrpcWeb),
         Arc::new(transform::request_transformer::RequestTransformer),
         Arc::new(transform::response_transformer::ResponseTransformer),
         Arc::new(observe::file_log::FileLog),

@@ -306,6 +306,22 @@ pub enum ProxyBody {
     Logged(Box<LoggedBody>),
     /// Rewritten whole by plugins.
     Transformed(Box<TransformBody>),
+    /// Streamed through plugins' frame filters.
+    Filtered(Box<FilteredBody>),
+}
+
+/// A response body passed through [`StreamFilter`](crate::plugin::StreamFilter)s frame by
+/// frame.
+pub struct FilteredBody {
+    inner: ProxyBody,
+    filters: Vec<Box<dyn crate::plugin::StreamFilter>>,
+}
+
+impl FilteredBody {
+    /// Streams `inner` through `filters` (in order).
+    pub fn new(inner: ProxyBody, filters: Vec<Box<dyn crate::plugin::StreamFilter>>) -> Self {
+        FilteredBody { inner, filters }
+    }
 }
 
 impl ProxyBody {
@@ -369,6 +385,40 @@ impl Body for ProxyBody {
                     }
                 }
             },
+            ProxyBody::Filtered(f) => loop {
+                let r = ready!(Pin::new(&mut f.inner).poll_frame(cx));
+                let frame = match r {
+                    Some(Ok(frame)) => frame,
+                    other => return Poll::Ready(other),
+                };
+                let frame = match frame.into_data() {
+                    Ok(mut d) => {
+                        for flt in &mut f.filters {
+                            d = flt.data(d);
+                        }
+                        Frame::data(d)
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(t) => {
+                            let mut out = None;
+                            for flt in &mut f.filters {
+                                if let Some(d) = flt.trailers(&t) {
+                                    out = Some(d);
+                                }
+                            }
+                            match out {
+                                Some(d) => Frame::data(d),
+                                None => Frame::trailers(t),
+                            }
+                        }
+                        Err(_) => continue,
+                    },
+                };
+                if frame.data_ref().is_some_and(Bytes::is_empty) {
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            },
             ProxyBody::Logged(l) => {
                 let r = ready!(Pin::new(&mut l.inner).poll_frame(cx));
                 match &r {
@@ -395,6 +445,7 @@ impl Body for ProxyBody {
             ProxyBody::H2(u) => u.is_end_stream(),
             ProxyBody::Logged(l) => l.inner.is_end_stream(),
             ProxyBody::Transformed(t) => t.done,
+            ProxyBody::Filtered(f) => f.inner.is_end_stream(),
         }
     }
 
@@ -405,7 +456,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(u) => u.size_hint(),
             ProxyBody::H2(u) => u.size_hint(),
             ProxyBody::Logged(l) => l.inner.size_hint(),
-            ProxyBody::Transformed(_) => SizeHint::default(),
+            ProxyBody::Transformed(_) | ProxyBody::Filtered(_) => SizeHint::default(),
         }
     }
 }

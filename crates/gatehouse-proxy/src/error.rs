@@ -118,16 +118,17 @@ pub fn grpc_status(status: StatusCode) -> u8 {
     }
 }
 
-/// Turns a gateway answer into a gRPC trailers-only answer: HTTP 200, `content-type:
-/// application/grpc`, `grpc-status` and a percent-encoded `grpc-message`, no body.
-pub fn to_grpc(resp: Response<ProxyBody>) -> Response<ProxyBody> {
+/// Turns a gateway answer into a gRPC trailers-only answer: HTTP 200, the request's gRPC
+/// content type (`application/grpc…` or `application/grpc-web…`), `grpc-status` and a
+/// percent-encoded `grpc-message`, no body.
+pub fn to_grpc(resp: Response<ProxyBody>, content_type: HeaderValue) -> Response<ProxyBody> {
     let Some(GatewayAnswer(message)) = resp.extensions().get::<GatewayAnswer>().cloned() else {
         return resp;
     };
     let code = grpc_status(resp.status());
     let mut out = Response::new(ProxyBody::empty());
     let h = out.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(CONTENT_TYPE, content_type);
     h.insert("grpc-status", HeaderValue::from(u16::from(code)));
     if let Ok(v) = HeaderValue::from_str(&grpc_message(&message)) {
         h.insert("grpc-message", v);

@@ -187,6 +187,15 @@ impl PluginRun {
             inst.plugin.response(&mut self.ctx, &mut parts);
         }
         let added = std::mem::take(&mut self.ctx.response_headers);
+        let streams: Vec<Box<dyn crate::plugin::StreamFilter>> = self
+            .chain
+            .iter()
+            .filter_map(|i| i.plugin.stream_response(&self.ctx, &parts))
+            .collect();
+        if !streams.is_empty() {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            body = ProxyBody::Filtered(Box::new(crate::body::FilteredBody::new(body, streams)));
+        }
         let filters: Vec<Arc<dyn crate::plugin::Plugin>> = self
             .chain
             .iter()
@@ -466,7 +475,7 @@ impl Worker {
         };
         let snap = self.snapshot();
         let method = req.method().clone();
-        let grpc = is_grpc(req.headers());
+        let grpc = grpc_content_type(req.headers());
         let mut run: Option<PluginRun> = None;
         let mut resp = match self.proxy(&snap, &conn, &rid, req, &mut run).await {
             Ok(r) => r,
@@ -478,9 +487,10 @@ impl Worker {
                 e.to_response(&rid)
             }
         };
-        if grpc {
-            // Answers the gateway made itself go to gRPC clients as gRPC statuses.
-            resp = crate::error::to_grpc(resp);
+        if let Some(ct) = grpc {
+            // Answers the gateway made itself go to gRPC (and gRPC-Web) clients as gRPC
+            // statuses.
+            resp = crate::error::to_grpc(resp, ct);
         }
         let mut headers = Vec::new();
         if let Some(run) = run {
@@ -780,12 +790,11 @@ async fn request_body(
     Ok(Ok(RequestBody::buffered(bytes)))
 }
 
-/// True for a gRPC request (not gRPC-Web, which a plugin translates).
-fn is_grpc(h: &HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.starts_with(b"application/grpc") && !v.starts_with(b"application/grpc-web")
-    })
+/// The content type of a gRPC or gRPC-Web request (what its error answers carry).
+fn grpc_content_type(h: &HeaderMap) -> Option<HeaderValue> {
+    h.get(header::CONTENT_TYPE)
+        .filter(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .cloned()
 }
 
 /// The deadline a gRPC client set (`grpc-timeout: 5S`, units H M S m u n).

@@ -242,6 +242,15 @@ pub trait Plugin: Send + Sync + 'static {
     fn prepare(&self, _ctx: &RequestCtx, _req: &http::request::Parts) -> Option<PrepareFuture> {
         None
     }
+    /// A filter the response body streams through, frame by frame (protocol bridges such
+    /// as gRPC-Web, which must not buffer a server stream). Asked after the response phase.
+    fn stream_response(
+        &self,
+        _ctx: &RequestCtx,
+        _resp: &http::response::Parts,
+    ) -> Option<Box<dyn StreamFilter>> {
+        None
+    }
     /// On the response head (from the upstream, or an early answer).
     fn response(&self, _ctx: &mut RequestCtx, _resp: &mut http::response::Parts) {}
     /// Once the response body has been sent (or abandoned); must not block.
@@ -250,6 +259,15 @@ pub trait Plugin: Send + Sync + 'static {
     fn wants_log(&self) -> bool {
         false
     }
+}
+
+/// Rewrites a response body as it streams: each data frame, then the trailers (if any),
+/// then the end. What it returns is sent as data.
+pub trait StreamFilter {
+    /// A data frame.
+    fn data(&mut self, data: bytes::Bytes) -> bytes::Bytes;
+    /// The trailers; `Some` is sent as data in their place (the trailers are dropped).
+    fn trailers(&mut self, trailers: &http::HeaderMap) -> Option<bytes::Bytes>;
 }
 
 /// The response head as it was sent, for the response-body phase.

@@ -107,6 +107,14 @@ pub struct Snapshot {
     pub tls: Arc<crate::tls::server::CertStore>,
 }
 
+/// True when a route accepts gRPC only.
+fn grpc_only(protocols: &[RouteProtocol]) -> bool {
+    !protocols.is_empty()
+        && protocols
+            .iter()
+            .all(|p| matches!(p, RouteProtocol::Grpc | RouteProtocol::Grpcs))
+}
+
 /// A target of a service spoken to over `transport` (identified by `transport_key` in pool
 /// keys when it is not plain HTTP/1).
 fn target(
@@ -352,7 +360,8 @@ impl Snapshot {
                 id: r.id,
                 name: r.name.as_deref().map(Arc::from),
                 service: service.clone(),
-                strip_path: r.strip_path,
+                // gRPC method paths are never stripped (Kong does not either).
+                strip_path: r.strip_path && !grpc_only(&r.protocols),
                 preserve_host: r.preserve_host,
                 websocket: r.websocket,
                 cleartext: r.protocols.is_empty()

@@ -254,3 +254,117 @@ async fn proxy_connection_cap_and_slow_readers() {
     let r = get(&gw.proxy, "/x").await;
     assert_eq!(r.status, 200);
 }
+
+/// One HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads frames until the connection closes (or `within`); returns (type, flags, payload).
+async fn h2_read_all(s: &mut TcpStream, within: Duration) -> Vec<(u8, u8, Vec<u8>)> {
+    let (bytes, _) = until_closed(s, within).await;
+    let mut out = Vec::new();
+    let mut b = &bytes[..];
+    while b.len() >= 9 {
+        let len = (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+        if b.len() < 9 + len {
+            break;
+        }
+        out.push((b[3], b[4], b[9..9 + len].to_vec()));
+        b = &b[9 + len..];
+    }
+    out
+}
+
+/// A request header block from HPACK's static table: GET http / (no authority needed).
+const GET_SLASH: &[u8] = &[0x82, 0x86, 0x84];
+
+#[tokio::test]
+async fn http2_abuse_is_cut_off_and_others_keep_being_served() {
+    let up = Upstream::start("a");
+    let (_d, gw) = setup(&up, &["--workers", "1"]);
+
+    // The server's SETTINGS announce the stream limit.
+    let mut s = TcpStream::connect(&gw.proxy).await.unwrap();
+    s.write_all(H2_PREFACE).await.unwrap();
+    s.write_all(SETTINGS).await.unwrap();
+    s.write_all(&h2_frame(7, 0, 0, &[0, 0, 0, 0, 0, 0, 0, 0]))
+        .await
+        .unwrap(); // GOAWAY
+    let frames = h2_read_all(&mut s, Duration::from_secs(5)).await;
+    let settings = frames
+        .iter()
+        .find(|f| f.0 == 4 && f.1 == 0)
+        .expect("server SETTINGS");
+    let params: Vec<(u16, u32)> = settings
+        .2
+        .chunks(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    assert!(
+        params.contains(&(3, 128)),
+        "MAX_CONCURRENT_STREAMS 128: {params:?}"
+    );
+
+    // Rapid reset (CVE-2023-44487): streams opened and cancelled at once, thousands of times.
+    let mut s = TcpStream::connect(&gw.proxy).await.unwrap();
+    let mut burst = H2_PREFACE.to_vec();
+    burst.extend_from_slice(SETTINGS);
+    for i in 0..2000u32 {
+        let id = 1 + 2 * i;
+        burst.extend(h2_frame(1, 0x4 | 0x1, id, GET_SLASH));
+        burst.extend(h2_frame(3, 0, id, &8u32.to_be_bytes()));
+    }
+    let _ = s.write_all(&burst).await;
+    let frames = h2_read_all(&mut s, Duration::from_secs(10)).await;
+    let goaway = frames
+        .iter()
+        .find(|f| f.0 == 7)
+        .expect("GOAWAY for rapid reset");
+    let code = u32::from_be_bytes([goaway.2[4], goaway.2[5], goaway.2[6], goaway.2[7]]);
+    assert_eq!(code, 0xb, "ENHANCE_YOUR_CALM");
+    // Meanwhile and afterwards everyone else is served.
+    assert_eq!(get(&gw.proxy, "/x").await.status, 200);
+
+    // CONTINUATION flood (CVE-2024-27316): a header block that never ends.
+    let mut s = TcpStream::connect(&gw.proxy).await.unwrap();
+    let mut flood = H2_PREFACE.to_vec();
+    flood.extend_from_slice(SETTINGS);
+    flood.extend(h2_frame(1, 0, 1, GET_SLASH));
+    // Literal header fields without indexing (0x00), new name: x-a: 16 KB of junk each.
+    let mut junk = vec![0x00, 0x03, b'x', b'-', b'a', 0x7f];
+    let value_len = 16_000u32 - 127;
+    let mut n = value_len;
+    while n >= 128 {
+        junk.push((n % 128) as u8 | 0x80);
+        n /= 128;
+    }
+    junk.push(n as u8);
+    junk.extend(std::iter::repeat_n(b'j', 16_000));
+    let mut sent = 0usize;
+    let mut closed_early = false;
+    for _ in 0..200 {
+        if s.write_all(&h2_frame(9, 0, 1, &junk)).await.is_err() {
+            closed_early = true;
+            break;
+        }
+        sent += junk.len();
+    }
+    if !closed_early {
+        let (_, closed) = until_closed(&mut s, Duration::from_secs(10)).await;
+        assert!(
+            closed,
+            "a header block of {sent} bytes must not be accepted"
+        );
+    }
+    assert_eq!(get(&gw.proxy, "/x").await.status, 200);
+}
