@@ -20,8 +20,12 @@ pub fn pem_private_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| format!("not a PEM private key: {e}"))
 }
 
-/// The crypto provider the gateway's TLS uses (also to check keys at validation).
+/// The crypto provider the gateway's TLS uses (also to check keys at validation): ring,
+/// or aws-lc-rs with the `aws-lc` feature (docs/tls.md has the measurements).
 pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    #[cfg(feature = "aws-lc")]
+    return std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    #[cfg(not(feature = "aws-lc"))]
     std::sync::Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -33,9 +33,19 @@ fn common() -> &'static Common {
     static COMMON: OnceLock<Common> = OnceLock::new();
     COMMON.get_or_init(|| Common {
         provider: provider(),
-        ticketer: rustls::crypto::ring::Ticketer::new().unwrap_or_else(|_| Arc::new(NoTickets)),
+        ticketer: ticketer().unwrap_or_else(|_| Arc::new(NoTickets)),
         sessions: ServerSessionMemoryCache::new(64 * 1024),
     })
+}
+
+#[cfg(not(feature = "aws-lc"))]
+fn ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
+    rustls::crypto::ring::Ticketer::new()
+}
+
+#[cfg(feature = "aws-lc")]
+fn ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
+    rustls::crypto::aws_lc_rs::Ticketer::new()
 }
 
 /// Used only if the system cannot make ticket keys (no randomness): resumption then goes
