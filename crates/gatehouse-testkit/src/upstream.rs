@@ -291,9 +291,12 @@ impl Upstream {
                                 let svc = service_fn(move |req| handle(name.clone(), hits.clone(), req));
                                 match tls {
                                     None => {
-                                        let _ = hyper::server::conn::http1::Builder::new()
-                                            .serve_connection(TokioIo::new(stream), svc)
-                                            .with_upgrades()
+                                        // HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
+                                        let builder = hyper_util::server::conn::auto::Builder::new(
+                                            hyper_util::rt::TokioExecutor::new(),
+                                        );
+                                        let _ = builder
+                                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                                             .await;
                                     }
                                     Some(acceptor) => {

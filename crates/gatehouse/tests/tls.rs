@@ -689,6 +689,26 @@ async fn https_upstreams_verify_send_sni_use_client_certificates_and_split_form(
     let r = get(&gw.proxy, "/trusted/x").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["upstream"], "tls");
+    assert_eq!(r.json()["version"], "HTTP/1.1");
+    // HTTP/2 to upstreams: over TLS by ALPN (h2), and without TLS by prior knowledge (h2c).
+    let plain = Upstream::start("h2c");
+    gw.admin_ok("POST", "/services", json!({"name": "h2", "url": format!("h2://localhost:{port}"), "ca_certificates": [pki.ca], "routes": [{"paths": ["/h2"]}]})).await;
+    gw.admin_ok("POST", "/services", json!({"name": "h2c", "url": format!("h2c://{}", plain.addr), "routes": [{"paths": ["/h2c"]}]})).await;
+    for (path, name) in [("/h2/x", "tls"), ("/h2c/x", "h2c")] {
+        let r = request(
+            &gw.proxy,
+            "POST",
+            path,
+            &[("content-type", "text/plain")],
+            "payload",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.json()["upstream"], name);
+        assert_eq!(r.json()["version"], "HTTP/2.0", "{path}");
+        assert_eq!(r.json()["body"], "payload");
+    }
     assert_eq!(r.json()["headers"]["host"][0], format!("localhost:{port}"));
     let r = get(&gw.proxy, "/system/x").await;
     assert_eq!(r.status, 502, "{}", r.text());
