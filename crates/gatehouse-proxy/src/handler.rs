@@ -477,7 +477,10 @@ impl Worker {
         let method = req.method().clone();
         let grpc = grpc_content_type(req.headers());
         let mut run: Option<PluginRun> = None;
-        let mut resp = match self.proxy(&snap, &conn, &rid, req, &mut run).await {
+        let mut resp = match self
+            .proxy(&snap, &conn, &rid, req, grpc.is_some(), &mut run)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 let (status, _) = e.status_code();
@@ -513,6 +516,7 @@ impl Worker {
         conn: &Rc<ConnInfo>,
         rid: &HeaderValue,
         req: Request<ClientBody>,
+        grpc: bool,
         run: &mut Option<PluginRun>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
@@ -538,7 +542,8 @@ impl Worker {
             }
         }
         let limit = self.body_limit(route, run, &parts)?;
-        let mut extra = forwarding_headers(conn, &parts.headers, host.as_ref(), rid);
+        let mut extra = Extra::default();
+        forwarding_headers(&mut extra, conn, &parts.headers, host.as_ref(), rid);
         // Only a WebSocket upgrade (h1server hands over the client connection for nothing
         // else) is forwarded, and only on routes that allow it. Any other Upgrade, and
         // HTTP2-Settings, were dropped as hop-by-hop: the request goes as plain HTTP.
@@ -551,23 +556,38 @@ impl Worker {
             extra.set(&CONNECTION, HeaderValue::from_static("upgrade"));
         }
         let svc = &*route.service;
-        let head_timeout =
-            grpc_timeout(&parts.headers).map_or(svc.read_timeout, |t| t.min(svc.read_timeout));
-        let body = match request_body(body, limit, svc.write_timeout, run, &mut parts).await? {
-            Ok(b) => b,
-            Err(early) => return Ok(early),
+        // Only a gRPC request has a deadline of its own (and only then is it looked up).
+        let head_timeout = match grpc.then(|| grpc_timeout(&parts.headers)).flatten() {
+            Some(t) => t.min(svc.read_timeout),
+            None => svc.read_timeout,
         };
-        let out = crate::upstream::Outbound {
+        let body = RequestBody::new(body, limit, svc.write_timeout);
+        let body = match run
+            .as_mut()
+            .filter(|r| r.chain.iter().any(|i| i.plugin.wants_request_body()))
+        {
+            None => body,
+            Some(r) => match rewrite_body(body, r, &mut parts).await? {
+                Ok(b) => b,
+                Err(early) => return Ok(early),
+            },
+        };
+        let mut out = crate::upstream::Outbound {
             route,
             rid,
-            extra,
+            extra: &mut extra,
             orig_host: host,
             client_upgrade,
             conn,
             head_timeout,
             latency: run.as_mut().map(|r| &mut r.ctx.upstream_latency),
         };
-        crate::upstream::exchange(self, out, Request::from_parts(parts, body)).await
+        let mut req = Request::from_parts(parts, body);
+        if svc.transport.protocol.http2() {
+            crate::upstream::exchange_h2(self, out, req).await
+        } else {
+            crate::upstream::exchange_h1(self, &mut out, &mut req).await
+        }
     }
 
     /// The plugins' access phase and the path to send upstream. `Some` is an early answer.
@@ -719,13 +739,13 @@ fn route<'a>(
 /// X-Request-Id (those a trusted proxy sent are kept). Written next to the request's own
 /// when the head is serialized (`h1::Extra`): the client's header map is left as it came.
 fn forwarding_headers(
+    extra: &mut Extra,
     conn: &ConnInfo,
     h: &HeaderMap,
     host: Option<&HeaderValue>,
     rid: &HeaderValue,
-) -> Extra {
+) {
     let trusted = conn.trusted;
-    let mut extra = Extra::default();
     if trusted && h.contains_key(&X_FORWARDED_FOR) {
         let mut joined = BytesMut::new();
         for v in h.get_all(&X_FORWARDED_FOR) {
@@ -755,25 +775,15 @@ fn forwarding_headers(
         extra.set(&X_REAL_IP, conn.peer_ip.clone());
     }
     extra.set(&X_REQUEST_ID, rid.clone());
-    extra
 }
 
-/// The request body as it goes upstream: streamed within the limit, or — when a plugin
-/// rewrites bodies — read whole and rewritten (`Err` is a plugin's early answer).
-async fn request_body(
-    body: ClientBody,
-    limit: u64,
-    idle: std::time::Duration,
-    run: &mut Option<PluginRun>,
+/// The request body for plugins that rewrite bodies: read whole (within the limit) and
+/// passed through them (`Err` is a plugin's early answer). Other requests stream.
+async fn rewrite_body(
+    body: RequestBody,
+    r: &mut PluginRun,
     parts: &mut http::request::Parts,
 ) -> Result<Result<RequestBody, Response<ProxyBody>>, ProxyError> {
-    let body = RequestBody::new(body, limit, idle);
-    let Some(r) = run
-        .as_mut()
-        .filter(|r| r.chain.iter().any(|i| i.plugin.wants_request_body()))
-    else {
-        return Ok(Ok(body));
-    };
     let mut bytes = http_body_util::BodyExt::collect(body)
         .await
         .map_err(|e| crate::upstream::body_error(&e))?

@@ -109,7 +109,14 @@ impl Pool {
                 }
             }
         }
-        let stream = crate::upstream::connect::connect(target, transport, connect_timeout).await?;
+        // Boxed: a TLS handshake's state is large, and every request's future would carry
+        // it though most requests reuse a pooled connection.
+        let stream = Box::pin(crate::upstream::connect::connect(
+            target,
+            transport,
+            connect_timeout,
+        ))
+        .await?;
         Ok(Lease {
             conn: Conn::new(stream),
             reused: false,

@@ -11,10 +11,10 @@ use crate::error::ProxyError;
 use crate::h1::{H1Error, ResponseBody};
 use crate::handler::{has_token, Worker, HOST};
 
-pub(super) async fn exchange(
+pub(crate) async fn exchange(
     worker: &Worker,
-    mut out: Outbound<'_>,
-    mut req: Request<RequestBody>,
+    out: &mut Outbound<'_>,
+    req: &mut Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let svc = &*out.route.service;
     let rid = out.rid;
@@ -32,7 +32,7 @@ pub(super) async fn exchange(
     loop {
         let (idx, target) = pick(worker, &svc.backend, &mut tried)?;
         out.extra.truncate(host_slot);
-        out.extra.set(&HOST, authority(&out, target));
+        out.extra.set(&HOST, authority(out, target));
         let lease = match worker
             .pool
             .get(target, &svc.transport, svc.connect_timeout, stale > 0)
@@ -51,7 +51,7 @@ pub(super) async fn exchange(
         };
         let mut conn = lease.conn;
         let t0 = out.latency.is_some().then(std::time::Instant::now);
-        let head = match conn.send(&mut req, &out.extra, svc.write_timeout).await {
+        let head = match conn.send(req, out.extra, svc.write_timeout).await {
             Ok(_) => match worker
                 .coarse
                 .timeout(out.head_timeout, conn.read_head(&method))
@@ -99,12 +99,12 @@ pub(super) async fn exchange(
 /// Follows a `101` only when the client asked for a WebSocket and the upstream agreed to
 /// exactly that; joins the two connections in a tunnel task.
 fn switch(
-    out: Outbound<'_>,
+    out: &mut Outbound<'_>,
     parts: http::response::Parts,
     conn: crate::h1::Conn,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let agreed = has_token(&parts.headers, &header::UPGRADE, "websocket");
-    let (Some(client), true) = (out.client_upgrade, agreed) else {
+    let (Some(client), true) = (out.client_upgrade.take(), agreed) else {
         tracing::debug!(request_id = %out.rid.to_str().unwrap_or(""), "upstream switched protocols unasked; refused");
         return Err(ProxyError::UpstreamError);
     };

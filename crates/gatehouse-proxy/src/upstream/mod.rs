@@ -1,10 +1,11 @@
 //! The upstream side of a request: pick a target, get a connection for the service's
 //! transport, send, and hand back the response head with a streaming body.
 //!
-//! One connector per transport behind [`exchange`]: HTTP/1.1 over TCP or TLS
-//! ([`http1`], pooled per worker by target and TLS settings, Gatehouse's own codec in
-//! `h1.rs`) and HTTP/2 over TCP or TLS ([`http2`], one multiplexed hyper connection per
-//! target and worker) for `grpc`, `grpcs`, `h2c` and `h2` services.
+//! One connector per transport: HTTP/1.1 over TCP or TLS ([`exchange_h1`], pooled per
+//! worker by target and TLS settings, Gatehouse's own codec in `h1.rs`) and HTTP/2 over TCP
+//! or TLS ([`exchange_h2`], one multiplexed hyper connection per target and worker) for
+//! `grpc`, `grpcs`, `h2c` and `h2` services. The handler picks one by the service's
+//! [`Transport`]; both take the same [`Outbound`] and request and give the same answer.
 
 pub mod connect;
 mod http1;
@@ -53,7 +54,7 @@ pub(crate) struct Outbound<'a> {
     /// The request id, for logs.
     pub rid: &'a HeaderValue,
     /// Headers the gateway sets upstream (the Host is added per target).
-    pub extra: Extra,
+    pub extra: &'a mut Extra,
     /// The client's host (for `preserve_host`).
     pub orig_host: Option<HeaderValue>,
     /// The client connection, when the request is a WebSocket upgrade.
@@ -67,17 +68,19 @@ pub(crate) struct Outbound<'a> {
     pub latency: Option<&'a mut Option<Duration>>,
 }
 
-/// Sends the request to one of the service's targets and returns the response.
-pub(crate) async fn exchange(
-    worker: &Worker,
-    out: Outbound<'_>,
+/// Sends the request over HTTP/1.1 to one of the service's targets.
+pub(crate) use http1::exchange as exchange_h1;
+
+/// Sends the request over HTTP/2 to one of the service's targets. Boxed: its state would
+/// otherwise make every HTTP/1 request's future larger (and moving it costlier).
+pub(crate) fn exchange_h2<'a>(
+    worker: &'a Worker,
+    out: Outbound<'a>,
     req: Request<RequestBody>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    if out.route.service.transport.protocol.http2() {
-        http2::exchange(worker, out, req).await
-    } else {
-        http1::exchange(worker, out, req).await
-    }
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, ProxyError>> + 'a>,
+> {
+    Box::pin(http2::exchange(worker, out, req))
 }
 
 /// Picks the next target to try, skipping the ones in `tried` while others remain.
