@@ -640,6 +640,49 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Puts every error answer in the common JSON shape — also those axum's extractors and
+/// router make (a query string that does not parse, 405, 413, 415), which are plain text.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, default) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this method is not allowed on this path",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("request_too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "unsupported content type")
+        }
+        StatusCode::NOT_FOUND => ("not_found", "no such path"),
+        s if s.is_server_error() => ("internal_error", "internal error"),
+        _ => ("bad_request", "bad request"),
+    };
+    let message = if text.is_empty() {
+        default.to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}
+
 async fn guard(State(s): St, req: Request, next: Next) -> Response {
     let rid = Uuid::new_v4().simple().to_string();
     let ok = token_of(req.headers())
@@ -664,7 +707,7 @@ async fn guard(State(s): St, req: Request, next: Next) -> Response {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return r;
             }
-            next.run(req).await
+            json_errors(next.run(req).await).await
         })
         .await;
     if let Ok(v) = HeaderValue::from_str(&rid2) {

@@ -84,6 +84,15 @@ pub struct Service {
     /// How many other targets to try when connecting fails (the request was not sent yet).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// A disabled service keeps its config, but its routes take no traffic (as in Kong).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+    /// When it was created (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    /// When it last changed (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<u64>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -221,9 +230,19 @@ pub struct Route {
     /// Higher wins among routes of the same precedence class.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i64,
+    /// Order among routes matched by regex paths (higher first), as Kong's field; see
+    /// docs/coming-from-kong.md for how regex and prefix paths rank.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub regex_priority: i64,
     /// Largest request body accepted in bytes (413 above it); overrides the server default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body_limit: Option<u64>,
+    /// When it was created (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    /// When it last changed (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<u64>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -261,6 +280,12 @@ pub struct Upstream {
     /// The members of the pool.
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// When it was created (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    /// When it last changed (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<u64>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -298,6 +323,12 @@ pub struct Consumer {
     /// Unique id from another system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_id: Option<String>,
+    /// When it was created (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    /// When it last changed (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<u64>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -467,6 +498,16 @@ pub struct Plugin {
     /// Scope: consumer username or id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
+    /// A name for this instance, unique among plugins (Kong's field; lets two instances of
+    /// one plugin be told apart in logs and the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_name: Option<String>,
+    /// When it was created (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    /// When it last changed (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<u64>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -498,6 +539,12 @@ pub struct Certificate {
     /// `optional` (verified when sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth: Option<ClientAuth>,
+    /// When it was created (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+    /// When it last changed (Unix seconds; set by the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<u64>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,

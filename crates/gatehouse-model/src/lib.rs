@@ -3,6 +3,7 @@
 
 pub mod entities;
 pub mod error;
+pub mod kong;
 pub mod normalize;
 pub mod pathspec;
 pub mod plugin;
@@ -26,31 +27,96 @@ pub use error::{ConfigError, FieldError};
 pub use normalize::Origins;
 pub use plugin::{NoPlugins, PluginCatalog};
 
+/// Removes the value at `path` (`a.b[2].c`, relative to `v`); false when there is none.
+fn remove_at(v: &mut Value, path: &str) -> bool {
+    let mut segs: Vec<String> = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            if i > 0 {
+                segs.push(rest[..i].to_string());
+            }
+            rest = &rest[i..];
+            while let Some(end) = rest.find(']') {
+                segs.push(rest[..=end].to_string());
+                rest = &rest[end + 1..];
+            }
+        } else if !rest.is_empty() {
+            segs.push(rest.to_string());
+        }
+    }
+    let Some((last, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut cur = v;
+    for s in parents {
+        let next = match s.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+            Some(i) => i.parse::<usize>().ok().and_then(|i| cur.get_mut(i)),
+            None => cur.get_mut(s.as_str()),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return false,
+        }
+    }
+    match last.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+        Some(i) => match (i.parse::<usize>(), cur.as_array_mut()) {
+            (Ok(i), Some(a)) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        None => cur
+            .as_object_mut()
+            .is_some_and(|o| o.remove(last.as_str()).is_some()),
+    }
+}
+
+/// Deserializes one entity, reporting every field that does not fit: the offending field is
+/// taken out and the rest tried again (a few times), so the entity survives with defaults
+/// for its bad fields and the rest of validation still runs on it (its references, its
+/// uniqueness) — one run of `validate` reports everything.
 fn deserialize_at<T: DeserializeOwned>(
     v: &Value,
     path: &str,
     kind: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let full = match (path.is_empty(), inner.as_str()) {
-                (_, ".") | (_, "") => path.to_string(),
-                (true, p) => p.to_string(),
-                (false, p) if p.starts_with('[') => format!("{path}{p}"),
-                (false, p) => format!("{path}.{p}"),
-            };
-            let name = v
-                .get("name")
-                .or_else(|| v.get("username"))
-                .and_then(Value::as_str);
-            let entity = normalize::label_str(kind, name, path);
-            errors.push(FieldError::new(entity, full, e.inner().to_string()));
-            None
+    let mut v = v.clone();
+    for _ in 0..16 {
+        match serde_path_to_error::deserialize::<_, T>(&v) {
+            Ok(t) => return Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let full = match (path.is_empty(), inner.as_str()) {
+                    (_, ".") | (_, "") => path.to_string(),
+                    (true, p) => p.to_string(),
+                    (false, p) if p.starts_with('[') => format!("{path}{p}"),
+                    (false, p) => format!("{path}.{p}"),
+                };
+                let name = v
+                    .get("name")
+                    .or_else(|| v.get("username"))
+                    .and_then(Value::as_str);
+                let entity = normalize::label_str(kind, name, path);
+                let message = e.inner().to_string();
+                errors.push(FieldError::new(entity, full, message.clone()));
+                if inner == "." || inner.is_empty() || !remove_at(&mut v, &inner) {
+                    // Nothing to take out (a required field is missing): keep the entity's
+                    // identity so positions and references stay right; the error stands.
+                    let mut ident = serde_json::Map::new();
+                    for k in ["id", "name", "username"] {
+                        if let Some(x) = v.get(k) {
+                            ident.insert(k.to_string(), x.clone());
+                        }
+                    }
+                    return serde_json::from_value(Value::Object(ident)).ok();
+                }
+            }
         }
     }
+    None
 }
 
 /// Reads a JSON value shaped like the declarative format into a [`Config`], collecting a
@@ -138,23 +204,62 @@ pub fn prepare(
 /// [`prepare`] for a config that replaces `previous`: write-only secrets that a read showed
 /// as [`secret::REDACTED`] keep their stored values (matched by id).
 pub fn prepare_after(
-    mut cfg: Config,
+    cfg: Config,
     extra_origins: &Origins,
     catalog: &dyn PluginCatalog,
     previous: Option<&Config>,
 ) -> Result<Config, ConfigError> {
+    check(cfg, Some(extra_origins), catalog, previous)
+}
+
+/// Flattens and validates; `edit` is `None` for a document (errors point where the
+/// document wrote each entity) or what an edit wrote (see [`relative_origins`]).
+fn check(
+    mut cfg: Config,
+    edit: Option<&Origins>,
+    catalog: &dyn PluginCatalog,
+    previous: Option<&Config>,
+) -> Result<Config, ConfigError> {
     let mut errors = Vec::new();
-    let mut origins = normalize::flatten(&mut cfg, &mut errors);
+    let flat = normalize::flatten(&mut cfg, &mut errors);
     if let Some(p) = previous {
         secret::restore_redacted(&mut cfg, p);
     }
-    origins.extend(extra_origins.iter().map(|(k, v)| (*k, v.clone())));
+    let origins = match edit {
+        None => flat,
+        Some(extra) => relative_origins(&flat, extra),
+    };
     errors.extend(validate::validate(&mut cfg, &origins, catalog));
     if errors.is_empty() {
         Ok(cfg)
     } else {
         Err(errors.into())
     }
+}
+
+/// Where each entity of an edited config was written, as the editor saw it. `extra` names
+/// what the edit wrote (the admin API: the body's entity, at `""`); the positions `flat`
+/// gives inside the flattened config mean nothing to that user, except beneath an edited
+/// entity (`routes[0]` nested in a service body): those stay, relative to it. Entities the
+/// edit did not write are named by name or id.
+fn relative_origins(flat: &Origins, extra: &Origins) -> Origins {
+    let mut out = Origins::new();
+    for (id, base) in extra {
+        out.insert(*id, base.clone());
+        let Some(at) = flat.get(id) else { continue };
+        let prefix = format!("{at}.");
+        for (k, v) in flat {
+            if let Some(rest) = v.strip_prefix(&prefix) {
+                let path = if base.is_empty() {
+                    rest.to_string()
+                } else {
+                    format!("{base}.{rest}")
+                };
+                out.entry(*k).or_insert(path);
+            }
+        }
+    }
+    out
 }
 
 /// Parses, flattens and validates a declarative document (YAML or JSON text). Errors carry
@@ -169,6 +274,25 @@ pub fn parse_document_after(
     catalog: &dyn PluginCatalog,
     previous: Option<&Config>,
 ) -> Result<Config, ConfigError> {
+    parse_document_noted(text, catalog, previous).map(|p| p.config)
+}
+
+/// A document read into a config, with what was noted on the way.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The flat, validated config.
+    pub config: Config,
+    /// Fields accepted whose behaviour differs from the format they came from (a Kong
+    /// file's `request_buffering`, …), with line and column.
+    pub notes: Vec<FieldError>,
+}
+
+/// [`parse_document_after`], also returning the notes (see [`kong`]).
+pub fn parse_document_noted(
+    text: &str,
+    catalog: &dyn PluginCatalog,
+    previous: Option<&Config>,
+) -> Result<Parsed, ConfigError> {
     let spanned = yaml::parse(text).map_err(|e| {
         ConfigError::from(vec![FieldError {
             entity: "document".into(),
@@ -179,21 +303,54 @@ pub fn parse_document_after(
         }])
     })?;
     let mut errors = Vec::new();
-    let cfg = from_value(&spanned.value, &mut errors);
-    let result = if errors.is_empty() {
-        prepare_after(cfg, &HashMap::new(), catalog, previous)
+    let mut notes = Vec::new();
+    let kong_file = spanned
+        .value
+        .get("_format_version")
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .is_some_and(|v| kong::is_kong_version(&v));
+    let cfg = if kong_file {
+        let mut value = spanned.value.clone();
+        let found = kong::translate(&mut value);
+        errors.extend(found.errors);
+        notes = found.notes;
+        from_value(&value, &mut errors)
     } else {
-        Err(errors.into())
+        from_value(&spanned.value, &mut errors)
     };
-    result.map_err(|mut e| {
-        for fe in &mut e.errors {
-            if let Some(p) = spanned.locate(&fe.path) {
-                fe.line = Some(p.line);
-                fe.column = Some(p.column);
-            }
+    // Validation runs even after type errors, on what could be read, so one run reports
+    // everything; a field that already has an error gets no second one from validation.
+    let result: Result<Config, ConfigError> = match check(cfg, None, catalog, previous) {
+        Ok(cfg) if errors.is_empty() => Ok(cfg),
+        Ok(_) => Err(errors.into()),
+        Err(e) => {
+            let seen: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            errors.extend(e.errors.into_iter().filter(|v| {
+                !seen.iter().any(|p| {
+                    !p.is_empty() && (v.path == *p || v.path.starts_with(&format!("{p}.")))
+                })
+            }));
+            Err(errors.into())
         }
-        e
-    })
+    };
+    let place = |fe: &mut FieldError| {
+        if let Some(p) = spanned.locate(&fe.path) {
+            fe.line = Some(p.line);
+            fe.column = Some(p.column);
+        }
+    };
+    notes.iter_mut().for_each(place);
+    match result {
+        Ok(config) => Ok(Parsed { config, notes }),
+        Err(mut e) => {
+            e.errors.iter_mut().for_each(place);
+            Err(e)
+        }
+    }
 }
 
 /// Renders a flat config for people: references by name where the target has one.

@@ -66,12 +66,28 @@ fn errors_name_entity_path_line_and_column() {
 fn type_errors_from_every_entity_are_collected() {
     let text = "_format_version: \"1\"\nservices:\n  - name: a\n    urll: http://x\n  - name: b\n    retries: many\nbogus: 1\n";
     let e = parse_document(text, &NoPlugins).unwrap_err();
-    assert_eq!(e.errors.len(), 3, "{e}");
+    assert_eq!(e.errors.len(), 5, "{e}");
     assert!(e.errors[0].message.contains("unknown field `urll`"), "{e}");
     assert_eq!(e.errors[0].line, Some(4), "{e}");
     assert_eq!(e.errors[1].path, "services[1].retries");
     assert_eq!(e.errors[1].line, Some(6));
     assert_eq!(e.errors[2].path, "bogus");
+    // Validation still ran on what could be read: neither service has a `url`.
+    assert_eq!(e.errors[3].path, "services[0].url");
+    assert_eq!(e.errors[4].path, "services[1].url");
+}
+
+#[test]
+fn one_run_reports_type_and_validation_errors_together() {
+    // A bad timeout, an unknown plugin, a duplicate name and a route to a missing service.
+    let text = "_format_version: \"1\"\nservices:\n  - name: a\n    url: http://h\n    read_timeout: soon\n  - name: a\n    url: http://h\nroutes:\n  - { name: r, service: nowhere, paths: [\"/\"] }\nplugins:\n  - name: no-such-plugin\n";
+    let e = parse_document(text, &NoPlugins).unwrap_err();
+    let paths: Vec<&str> = e.errors.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"services[0].read_timeout"), "{e}");
+    assert!(paths.contains(&"services[1].name"), "{e}");
+    assert!(paths.contains(&"routes[0].service"), "{e}");
+    assert!(paths.iter().any(|p| p.starts_with("plugins[0]")), "{e}");
+    assert!(e.errors.len() >= 4, "{e}");
 }
 
 #[test]

@@ -20,8 +20,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn path(&self, id: Uuid, fallback: String) -> String {
-        self.origins.get(&id).cloned().unwrap_or(fallback)
+    /// Where the user wrote the entity (`services[0].routes[1]` in a file); empty for one
+    /// made through the admin API or read from the store, whose position in the flat config
+    /// the user never saw: such an entity is named by its name (or id) instead.
+    fn path(&self, id: Uuid) -> String {
+        self.origins.get(&id).cloned().unwrap_or_default()
     }
     fn err(&mut self, entity: &str, base: &str, field: &str, msg: impl Into<String>) {
         let path = match (base.is_empty(), field.is_empty()) {
@@ -31,6 +34,68 @@ impl Ctx<'_> {
             (false, false) => format!("{base}.{field}"),
         };
         self.errors.push(FieldError::new(entity, path, msg));
+    }
+}
+
+/// An entity's label: its name, else where the user wrote it, else its id.
+fn named(kind: Kind, name: Option<&str>, base: &str, id: Uuid) -> String {
+    match name {
+        None if base.is_empty() => format!("{} {id}", kind.as_str()),
+        _ => label(kind, name, base),
+    }
+}
+
+/// Names of the entities a plugin can be scoped to, by id, for error labels.
+struct ScopeNames(HashMap<String, String>);
+
+impl ScopeNames {
+    fn of(cfg: &Config) -> ScopeNames {
+        let mut m = HashMap::new();
+        for s in &cfg.services {
+            if let Some(n) = &s.name {
+                m.insert(s.id.to_string(), n.clone());
+            }
+        }
+        for r in &cfg.routes {
+            if let Some(n) = &r.name {
+                m.insert(r.id.to_string(), n.clone());
+            }
+        }
+        for c in &cfg.consumers {
+            if let Some(n) = &c.username {
+                m.insert(c.id.to_string(), n.clone());
+            }
+        }
+        ScopeNames(m)
+    }
+
+    fn name<'a>(&'a self, reference: &'a str) -> &'a str {
+        self.0.get(reference).map_or(reference, String::as_str)
+    }
+}
+
+/// `plugin 'rate-limiting' (global)`, `plugin 'cors' on route 'orders-api'`, with where
+/// the user wrote it when it came from a file.
+fn plugin_label(p: &crate::entities::Plugin, base: &str, names: &ScopeNames) -> String {
+    let mut scope = Vec::new();
+    for (kind, r) in [
+        ("service", &p.service),
+        ("route", &p.route),
+        ("consumer", &p.consumer),
+    ] {
+        if let Some(r) = r {
+            scope.push(format!("{kind} '{}'", names.name(r)));
+        }
+    }
+    let scope = if scope.is_empty() {
+        "(global)".to_string()
+    } else {
+        format!("on {}", scope.join(" and "))
+    };
+    if base.is_empty() {
+        format!("plugin '{}' {scope}", p.name)
+    } else {
+        format!("plugin '{}' {scope} at {base}", p.name)
     }
 }
 
@@ -218,7 +283,10 @@ pub fn validate(
             "document",
             "",
             "_format_version",
-            format!("must be \"1\", found \"{}\"", cfg.format_version),
+            format!(
+                "must be \"1\" (Gatehouse's format) or \"3.0\" (a Kong decK file), found \"{}\"",
+                cfg.format_version
+            ),
         );
     }
 
@@ -226,8 +294,8 @@ pub fn validate(
     let mut upstream_ids = HashMap::new();
     let mut names = HashMap::new();
     let mut ids = HashSet::new();
-    for (i, u) in cfg.upstreams.iter().enumerate() {
-        let base = ctx.path(u.id, format!("upstreams[{i}]"));
+    for u in cfg.upstreams.iter() {
+        let base = ctx.path(u.id);
         let ent = label(Kind::Upstream, Some(&u.name), &base);
         if !ids.insert(u.id) {
             ctx.err(&ent, &base, "id", format!("id {} is used twice", u.id));
@@ -245,7 +313,11 @@ pub fn validate(
         upstream_ids.insert(u.id.to_string(), u.id);
         let mut seen_targets = HashSet::new();
         for (j, t) in u.targets.iter().enumerate() {
-            let tpath = ctx.path(t.id, format!("{base}.targets[{j}]"));
+            let tpath = match ctx.origins.get(&t.id) {
+                Some(p) => p.clone(),
+                None if base.is_empty() => format!("targets[{j}]"),
+                None => format!("{base}.targets[{j}]"),
+            };
             if let Err(e) = parse_host_port(&t.target, 80) {
                 ctx.err(&ent, &tpath, "target", e);
             }
@@ -267,9 +339,9 @@ pub fn validate(
     let cfg_cert_ids: HashSet<Uuid> = cfg.certificates.iter().map(|c| c.id).collect();
     let mut service_ids = HashMap::new();
     let mut names = HashMap::new();
-    for (i, s) in cfg.services.iter_mut().enumerate() {
-        let base = ctx.path(s.id, format!("services[{i}]"));
-        let ent = label(Kind::Service, s.name.as_deref(), &base);
+    for s in cfg.services.iter_mut() {
+        let base = ctx.path(s.id);
+        let ent = named(Kind::Service, s.name.as_deref(), &base, s.id);
         check_identity(
             &mut ctx,
             &mut ids,
@@ -364,9 +436,9 @@ pub fn validate(
     // --- routes
     let mut route_ids = HashMap::new();
     let mut names = HashMap::new();
-    for (i, r) in cfg.routes.iter_mut().enumerate() {
-        let base = ctx.path(r.id, format!("routes[{i}]"));
-        let ent = label(Kind::Route, r.name.as_deref(), &base);
+    for r in cfg.routes.iter_mut() {
+        let base = ctx.path(r.id);
+        let ent = named(Kind::Route, r.name.as_deref(), &base, r.id);
         check_identity(
             &mut ctx,
             &mut ids,
@@ -465,9 +537,9 @@ pub fn validate(
     let mut hmac_users: HashMap<&str, String> = HashMap::new();
     let mut mtls_subjects: HashMap<&str, String> = HashMap::new();
     let mut jwt_keys: HashMap<&str, String> = HashMap::new();
-    for (i, c) in cfg.consumers.iter().enumerate() {
-        let base = ctx.path(c.id, format!("consumers[{i}]"));
-        let ent = label(Kind::Consumer, c.username.as_deref(), &base);
+    for c in cfg.consumers.iter() {
+        let base = ctx.path(c.id);
+        let ent = named(Kind::Consumer, c.username.as_deref(), &base, c.id);
         if !ids.insert(c.id) {
             ctx.err(&ent, &base, "id", format!("id {} is used twice", c.id));
         }
@@ -671,11 +743,12 @@ pub fn validate(
     }
 
     // --- plugins
+    let scope_names = ScopeNames::of(cfg);
     let mut scopes = HashMap::new();
     let available = catalog.names();
-    for (i, p) in cfg.plugins.iter_mut().enumerate() {
-        let base = ctx.path(p.id, format!("plugins[{i}]"));
-        let ent = format!("plugin '{}' at {base}", p.name);
+    for p in cfg.plugins.iter_mut() {
+        let base = ctx.path(p.id);
+        let ent = plugin_label(p, &base, &scope_names);
         if !ids.insert(p.id) {
             ctx.err(&ent, &base, "id", format!("id {} is used twice", p.id));
         }
@@ -731,20 +804,25 @@ pub fn validate(
                 &base,
                 "name",
                 format!(
-                    "plugin `{}` is already configured for this scope at {first}",
+                    "plugin `{}` is already configured for this scope ({first})",
                     p.name
                 ),
             );
         } else {
-            scopes.insert(scope, base.clone());
+            scopes.insert(scope, ent.clone());
         }
     }
 
     // --- certificates
     let mut snis = HashMap::new();
-    for (i, c) in cfg.certificates.iter().enumerate() {
-        let base = ctx.path(c.id, format!("certificates[{i}]"));
-        let ent = label(Kind::Certificate, c.snis.first().map(String::as_str), &base);
+    for c in cfg.certificates.iter() {
+        let base = ctx.path(c.id);
+        let ent = named(
+            Kind::Certificate,
+            c.snis.first().map(String::as_str),
+            &base,
+            c.id,
+        );
         if !ids.insert(c.id) {
             ctx.err(&ent, &base, "id", format!("id {} is used twice", c.id));
         }

@@ -544,6 +544,21 @@ impl ResponseBody {
         release: Release,
         idle: std::time::Duration,
     ) -> ResponseBody {
+        ResponseBody::build(conn, framing, Some(release), idle)
+    }
+
+    /// Like [`ResponseBody::new`] for a connection that must not carry another request
+    /// (one whose request was cut short): it closes when the body ends.
+    pub fn closing(conn: Conn, framing: BodyFraming, idle: std::time::Duration) -> ResponseBody {
+        ResponseBody::build(conn, framing, None, idle)
+    }
+
+    fn build(
+        conn: Conn,
+        framing: BodyFraming,
+        release: Option<Release>,
+        idle: std::time::Duration,
+    ) -> ResponseBody {
         let (framing, reusable) = match framing {
             BodyFraming::Closing(n, None) => (BodyFraming::Length(n), false),
             BodyFraming::Closing(_, Some(s)) => (BodyFraming::Chunked(s), false),
@@ -554,7 +569,7 @@ impl ResponseBody {
             conn: Some(conn),
             framing,
             reusable,
-            release: Some(release),
+            release,
             idle,
             timer: IdleTimer::default(),
         };

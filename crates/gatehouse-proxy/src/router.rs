@@ -6,7 +6,7 @@
 //! 1. higher `priority`;
 //! 2. host: exact host > wildcard host (longer suffix first) > no host;
 //! 3. path: exact (`=`) > prefix (more segments first, literal segments before `{param}`) >
-//!    regex (`~`) > no path;
+//!    regex (`~`, higher `regex_priority` first) > no path;
 //! 4. more conditions (`methods` counts one, each `headers` entry one);
 //! 5. declaration order.
 
@@ -30,6 +30,8 @@ pub struct RouteSpec {
     pub headers: Vec<(String, Vec<String>)>,
     /// User priority.
     pub priority: i64,
+    /// Order among regex paths of the same priority and host class (higher first).
+    pub regex_priority: i64,
 }
 
 /// Why compiling routes failed.
@@ -60,6 +62,7 @@ enum HeaderCond {
 
 struct Entry {
     priority: i64,
+    regex_priority: i64,
     conditions: u32,
     methods: Vec<Method>,
     headers: Vec<(http::HeaderName, Vec<HeaderCond>)>,
@@ -102,6 +105,7 @@ struct Rank {
     priority: i64,
     host: u32,
     path_class: u8,
+    regex_priority: i64,
     depth: u32,
     literals: u32,
     conditions: u32,
@@ -226,6 +230,7 @@ impl Router {
             let entry = r.entries.len() as u32;
             r.entries.push(Entry {
                 priority: spec.priority,
+                regex_priority: spec.regex_priority,
                 conditions,
                 methods,
                 headers,
@@ -475,6 +480,7 @@ impl Router {
                 priority: e.priority,
                 host,
                 path_class: CLASS_REGEX,
+                regex_priority: e.regex_priority,
                 depth: 0,
                 literals: 0,
                 conditions: e.conditions,
@@ -533,6 +539,7 @@ impl Router {
                 priority: e.priority,
                 host,
                 path_class: class,
+                regex_priority: 0,
                 depth: depth as u32,
                 literals,
                 conditions: e.conditions,

@@ -113,6 +113,24 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// Lets a stopping HTTP/2 connection finish its open streams (the worker's drain timeout
+/// bounds them), then gives a peer that does not acknowledge the GOAWAY a short grace: an
+/// idle client must not hold the process's exit.
+async fn drain_h2<F: std::future::Future>(mut conn: std::pin::Pin<&mut F>, activity: &H2Activity) {
+    const GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tokio::time::sleep(GRACE) => {
+                if activity.0.open.get() == 0 {
+                    let _ = tokio::time::timeout(GRACE, conn.as_mut()).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Serves an HTTP/2 connection until it ends, the worker stops, or it has had no open
 /// stream for the idle timeout (the header-read timeout before its first stream: a client
 /// that sends only the preface, or half a HEADERS block, is not kept).
@@ -163,7 +181,7 @@ async fn serve_h2(
             }
             _ = stop.wait_for(|s| *s) => {
                 conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                drain_h2(conn.as_mut(), &activity).await;
                 return;
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -197,8 +215,33 @@ fn socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// Binds `workers` sockets to `addr` with `SO_REUSEPORT` (the kernel spreads connections).
+/// Claims `addr` without `SO_REUSEPORT`: the kernel refuses it while any other socket —
+/// another gateway process's `SO_REUSEPORT` ones included — listens there. Without this
+/// check a second process on the same port would start silently and take part of the
+/// traffic with its own config.
+fn probe(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!("{addr} is already in use (another process listens there; is another gateway running?)"),
+            )
+        } else {
+            e
+        }
+    })?;
+    s.local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound address is not an IP address"))
+}
+
+/// Binds `workers` sockets to `addr` with `SO_REUSEPORT` (the kernel spreads connections)
+/// after making sure no other process listens there.
 pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Listener> {
+    // The probe socket closes before the real ones bind; port 0 keeps the port it was given.
+    let addr = probe(addr)?;
     let first = socket(addr)?;
     let addr = first.local_addr()?;
     let mut sockets = vec![first];

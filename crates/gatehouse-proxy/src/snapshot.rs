@@ -336,7 +336,17 @@ impl Snapshot {
         }
         let mut specs = Vec::with_capacity(cfg.routes.len());
         let mut routes = Vec::with_capacity(cfg.routes.len());
+        // A disabled service's routes take no traffic: they are left out of the router.
+        let disabled: std::collections::HashSet<String> = cfg
+            .services
+            .iter()
+            .filter(|s| !s.enabled)
+            .map(|s| s.id.to_string())
+            .collect();
         for (i, r) in cfg.routes.iter().enumerate() {
+            if r.service.as_ref().is_some_and(|s| disabled.contains(s)) {
+                continue;
+            }
             let Some(service) = r.service.as_deref().and_then(|s| services.get(s)) else {
                 errors.push(FieldError::new(
                     format!("route at routes[{i}]"),
@@ -355,6 +365,7 @@ impl Snapshot {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 priority: r.priority,
+                regex_priority: r.regex_priority,
             });
             routes.push(RouteRt {
                 id: r.id,

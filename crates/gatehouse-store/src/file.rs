@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use gatehouse_model::{parse_document, Config, PluginCatalog};
+use gatehouse_model::{parse_document_noted, Config, PluginCatalog};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -107,7 +107,13 @@ impl ConfigStore for FileStore {
             };
             let config = match posted {
                 Some(c) => c,
-                None => parse_document(&read(&self.path)?, &*self.catalog)?,
+                None => {
+                    let parsed = parse_document_noted(&read(&self.path)?, &*self.catalog, None)?;
+                    for n in &parsed.notes {
+                        tracing::warn!(file = %self.path.display(), line = n.line, entity = %n.entity, path = %n.path, "{}", n.message);
+                    }
+                    parsed.config
+                }
             };
             Ok(Versioned {
                 config,

@@ -76,12 +76,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        cli::Command::Schema => {
-            println!(
-                "{:#}",
-                gatehouse_model::schema::json_schema_with(&gatehouse_plugins::registry())
-            );
-            ExitCode::SUCCESS
+        cli::Command::Schema => print_out(&format!(
+            "{:#}",
+            gatehouse_model::schema::json_schema_with(&gatehouse_plugins::registry())
+        )),
+    }
+}
+
+/// Writes a command's output to stdout. A reader that closed the pipe (`gatehouse schema |
+/// head`) wanted no more: that ends the command quietly instead of panicking as `println!`
+/// does.
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: writing to stdout: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -92,10 +92,14 @@ async fn admin_token(store: &dyn ConfigStore, given: Option<&str>) -> Result<Str
             "the admin token must be at least 16 characters"
         );
         let h = sha256_hex(t);
-        store
-            .set_admin_token_hash(h.clone())
-            .await
-            .context("storing the admin token hash")?;
+        // A declarative node gets its token on every start; writing it down would only
+        // leave a file in the working directory (the default data dir).
+        if !store.read_only() {
+            store
+                .set_admin_token_hash(h.clone())
+                .await
+                .context("storing the admin token hash")?;
+        }
         return Ok(h);
     }
     if let Some(h) = store
@@ -124,7 +128,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the control runtime")?;
-    rt.block_on(serve(args))
+    let result = rt.block_on(serve(args));
+    // Whatever background task is still running (a store poller, a file watcher) must not
+    // hold the exit once the proxy has drained and said "stopped".
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {

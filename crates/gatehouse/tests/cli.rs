@@ -75,6 +75,37 @@ fn schema_is_json_schema_of_the_format() {
     assert!(s["$defs"]["Route"]["properties"]["strip_path"].is_object());
 }
 
+/// Issue 10, bug 7: `gatehouse schema | head` closed the pipe under a `println!`, which
+/// panicked. The reader here is gone before the first byte, so every write meets EPIPE.
+#[test]
+fn output_to_a_closed_pipe_is_not_a_panic() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(bin())
+        .arg("schema")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+/// Issue 10, bug 7: a declarative node given `--admin-token` writes nothing into its data
+/// dir (the working directory by default).
+#[tokio::test]
+async fn declarative_mode_with_a_given_token_writes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with_config(dir.path(), "_format_version: \"1\"\n", &[]);
+    assert_eq!(gw.admin("GET", "/status", "").await.status, 200);
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, vec!["gatehouse.yaml".to_string()]);
+}
+
 #[tokio::test]
 async fn status_listener_reports_health_and_readiness() {
     let gw = Gateway::start(&bin(), &[]);
@@ -110,8 +141,8 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert!(code.1.log_text().contains("draining"));
 }
 
-#[test]
-fn bad_flags_and_taken_ports_are_clear_errors() {
+#[tokio::test]
+async fn bad_flags_and_taken_ports_are_clear_errors() {
     let out = Command::new(bin())
         .args(["serve", "--listen", "nonsense"])
         .output()
@@ -140,6 +171,44 @@ fn bad_flags_and_taken_ports_are_clear_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("binding admin listener"), "{err}");
+    // Issue 10, bug 5: the proxy sockets use SO_REUSEPORT, which the kernel would share
+    // with a second gateway process on the same port; that process must refuse to start.
+    let first = Gateway::start(&bin(), &[]);
+    for (flag, addr) in [("--listen", &first.proxy), ("--tls-listen", &first.tls)] {
+        let other = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "serve",
+            "--admin-token",
+            "0123456789abcdef0123",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--status-listen",
+            "127.0.0.1:0",
+        ];
+        let i = args.iter().position(|a| a == &flag).unwrap();
+        args[i + 1] = addr;
+        let out = Command::new(bin())
+            .args(&args)
+            .arg("--data-dir")
+            .arg(other.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {addr} taken, yet it started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{addr} is already in use")) && err.contains("listener"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        get(&first.proxy, "/").await.status,
+        404,
+        "the first one still serves"
+    );
     let out = Command::new(bin())
         .args(["serve", "--admin-token", "short", "--data-dir"])
         .arg(dir.path())

@@ -671,6 +671,23 @@ consumers:
         !out.to_lowercase().contains("access-control-allow-origin"),
         "unknown origin gets no grant: {out}"
     );
+    // Issue 10, bug 8: the refusal depends on Origin too, so caches must key on it.
+    assert!(out.to_lowercase().contains("vary: origin"), "{out}");
+    let (_, out, _) = curl(&[
+        "-si",
+        "-H",
+        "Origin: https://evil.example.net",
+        "-H",
+        "apikey: alice-key-0001",
+        &url,
+    ]);
+    let lower = out.to_lowercase();
+    assert!(
+        lower.starts_with("http/1.1 200")
+            && !lower.contains("access-control-allow-origin")
+            && lower.contains("vary: origin"),
+        "{out}"
+    );
 
     // Actual requests: regex origin, exposed headers; early answers (401) carry CORS too.
     let (_, out, _) = curl(&[
@@ -1690,6 +1707,20 @@ consumers:
             ),
             "invalid signature",
         ),
+        // Issue 10, bug 3: a token without `exp` is not a forged token.
+        (
+            jwt_token(json!({"iss": "issuer-a", "aud": "orders"}), hs, None, &key),
+            "missing claim `exp`",
+        ),
+        (
+            jwt_token(
+                json!({"iss": "issuer-a", "aud": "orders", "exp": "tomorrow"}),
+                hs,
+                None,
+                &key,
+            ),
+            "claim `exp` must be a number",
+        ),
         (
             jwt_token(
                 json!({"iss": "issuer-a", "aud": "orders", "exp": now_s() + 60}),
@@ -2062,6 +2093,16 @@ async fn proxy_cache_hits_varies_honours_cache_control_single_flight_and_purges(
     let purged = gw.admin_ok("DELETE", "/proxy-cache", Value::Null).await;
     assert!(purged["purged"].as_u64().unwrap() >= 1);
     assert_eq!(status(&get(&gw.proxy, "/items?page=1").await), "Miss");
+    // The count is exact (issue 10, bug 4: it said 0 right after filling): empty, fill three
+    // keys, purge.
+    gw.admin_ok("DELETE", "/proxy-cache", Value::Null).await;
+    for page in ["1", "2", "3"] {
+        let path = format!("/items?page={page}");
+        assert_eq!(status(&get(&gw.proxy, &path).await), "Miss");
+        assert_eq!(status(&get(&gw.proxy, &path).await), "Hit");
+    }
+    let purged = gw.admin_ok("DELETE", "/proxy-cache", Value::Null).await;
+    assert_eq!(purged["purged"], 3, "{purged}");
     assert_eq!(
         gw.admin("DELETE", "/proxy-cache/unknown-key", "")
             .await

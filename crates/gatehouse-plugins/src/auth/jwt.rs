@@ -416,14 +416,7 @@ impl Compiled {
         if !self.cfg.issuer.is_empty() {
             v.set_issuer(&self.cfg.issuer);
         }
-        decode::<serde_json::Map<String, Value>>(token, key, &v).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired",
-            jsonwebtoken::errors::ErrorKind::ImmatureSignature => "token not valid yet",
-            jsonwebtoken::errors::ErrorKind::InvalidIssuer => "invalid issuer",
-            jsonwebtoken::errors::ErrorKind::InvalidAudience => "invalid audience",
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => "algorithm not allowed",
-            _ => "invalid signature",
-        })?;
+        decode::<serde_json::Map<String, Value>>(token, key, &v).map_err(|e| refusal(e.kind()))?;
         if self.cfg.maximum_expiration > 0 {
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -437,6 +430,35 @@ impl Compiled {
             }
         }
         Ok((cred, claims))
+    }
+}
+
+/// What a client is told when a token does not verify: which claim is missing or bad, so a
+/// token without `exp` is not mistaken for a forged one.
+fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature => "token expired (claim `exp`)",
+        K::ImmatureSignature => "token not valid yet (claim `nbf`)",
+        K::InvalidIssuer => "invalid issuer (claim `iss`)",
+        K::InvalidAudience => "invalid audience (claim `aud`)",
+        K::InvalidSubject => "invalid subject (claim `sub`)",
+        K::InvalidAlgorithm | K::MissingAlgorithm => "algorithm not allowed",
+        K::MissingRequiredClaim(c) => match c.as_str() {
+            "exp" => "missing claim `exp`",
+            "nbf" => "missing claim `nbf`",
+            "iss" => "missing claim `iss`",
+            "aud" => "missing claim `aud`",
+            "sub" => "missing claim `sub`",
+            _ => "a required claim is missing",
+        },
+        K::InvalidClaimFormat(c) => match c.as_str() {
+            "exp" => "claim `exp` must be a number",
+            "nbf" => "claim `nbf` must be a number",
+            _ => "a claim has the wrong type",
+        },
+        K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => "malformed token",
+        _ => "invalid signature",
     }
 }
 

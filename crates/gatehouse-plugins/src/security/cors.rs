@@ -162,17 +162,26 @@ impl Compiled {
         })
     }
 
+    /// True when the answer depends on the request's Origin (anything but `*` without
+    /// credentials): every answer then says `Vary: Origin` — refusals too, or a cache would
+    /// serve a refused origin's answer to an allowed one, or the reverse.
+    fn varies(&self) -> bool {
+        self.credentials || self.origins.iter().any(|o| !matches!(o, Origin::Any))
+    }
+
+    fn vary(&self, h: &mut http::HeaderMap) {
+        if self.varies() {
+            h.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+
     fn common(&self, h: &mut http::HeaderMap, allow: HeaderValue) {
-        let vary = allow != "*";
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
         if self.credentials {
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
             );
-        }
-        if vary {
-            h.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
 }
@@ -191,6 +200,7 @@ impl Plugin for Compiled {
         }
         let mut r = Response::new(ProxyBody::Full(Some(Bytes::new())));
         *r.status_mut() = StatusCode::NO_CONTENT;
+        self.vary(r.headers_mut());
         if let Some(allow) = req
             .headers
             .get(header::ORIGIN)
@@ -214,6 +224,7 @@ impl Plugin for Compiled {
     }
 
     fn response(&self, ctx: &mut RequestCtx, resp: &mut http::response::Parts) {
+        self.vary(&mut resp.headers);
         // The access phase kept the request's Origin in the context.
         let Some(origin) = ctx.extensions.get::<RequestOrigin>().map(|o| o.0.clone()) else {
             return;

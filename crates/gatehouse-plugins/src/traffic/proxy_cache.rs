@@ -105,7 +105,9 @@ pub struct Store {
 
 impl PurgeableCache for Store {
     fn purge_all(&self) -> usize {
-        let n = self.cache.entry_count() as usize;
+        // `entry_count` lags behind inserts until moka runs its pending tasks (it said 0
+        // right after filling); walking the live entries gives the true number.
+        let n = self.cache.iter().count();
         self.cache.invalidate_all();
         self.cache.run_pending_tasks();
         n

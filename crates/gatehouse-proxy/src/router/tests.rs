@@ -53,6 +53,20 @@ fn priority_overrides_class() {
 }
 
 #[test]
+fn regex_priority_orders_regex_paths_only() {
+    let mut high = spec(&["~/items/\\d+"]);
+    high.regex_priority = 10;
+    let low = spec(&["~/items/.*"]);
+    // Declaration order alone would pick the first; regex_priority picks `high`.
+    let r = Router::new(&[low.clone(), high.clone()]).unwrap();
+    assert_eq!(route(&r, "/items/7"), Some(1));
+    assert_eq!(route(&r, "/items/x"), Some(0));
+    // It does not lift a regex above a prefix path (Gatehouse's precedence: prefix first).
+    let r = Router::new(&[high, spec(&["/items"])]).unwrap();
+    assert_eq!(route(&r, "/items/7"), Some(1));
+}
+
+#[test]
 fn params_are_captured_and_literals_win() {
     let r = Router::new(&[spec(&["/users/{id}/orders"]), spec(&["/users/me/orders"])]).unwrap();
     let m = find(&r, "h", "GET", "/users/42/orders/7").unwrap();

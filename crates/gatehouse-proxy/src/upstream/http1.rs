@@ -52,6 +52,9 @@ pub(crate) async fn exchange(
         let mut conn = lease.conn;
         let t0 = out.latency.is_some().then(std::time::Instant::now);
         let head = match conn.send(req, out.extra, svc.write_timeout).await {
+            Err(H1Error::Io(e)) if has_body => {
+                return early_answer(worker, out, req, conn, &method, &e).await;
+            }
             Ok(_) => match worker
                 .coarse
                 .timeout(out.head_timeout, conn.read_head(&method))
@@ -93,6 +96,42 @@ pub(crate) async fn exchange(
         let release = worker.pool.release_to(target.key.clone());
         let body = ResponseBody::new(conn, framing, release, svc.read_timeout);
         return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
+    }
+}
+
+/// The upstream stopped taking the request body — it answered early (a 413 or a 401 before
+/// the upload ended) and closed, or just closed. The client gets what it would have got had
+/// the upstream read everything: the rest of the body is read and dropped up to the body
+/// limit (past it: 413, as for any too-large body), then the upstream's early answer goes
+/// back if it wrote one; without one, 502.
+async fn early_answer(
+    worker: &Worker,
+    out: &Outbound<'_>,
+    req: &mut Request<RequestBody>,
+    mut conn: crate::h1::Conn,
+    method: &Method,
+    cause: &std::io::Error,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    tracing::debug!(request_id = %out.rid.to_str().unwrap_or(""), error = %cause, "upstream stopped reading the request body");
+    let body = req.body_mut();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
+    {
+        if let Err(e) = frame {
+            return Err(body_error(&e));
+        }
+    }
+    match worker
+        .coarse
+        .timeout(out.head_timeout, conn.read_head(method))
+        .await
+    {
+        Ok(Ok((resp, framing))) if resp.status() != StatusCode::SWITCHING_PROTOCOLS => {
+            let (parts, ()) = resp.into_parts();
+            let body = ResponseBody::closing(conn, framing, out.route.service.read_timeout);
+            Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+        }
+        _ => Err(ProxyError::UpstreamError),
     }
 }
 
