@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -44,6 +44,8 @@ pub struct ListQuery {
     pub size: Option<usize>,
     /// Where to continue, from the previous page's `offset`.
     pub offset: Option<String>,
+    /// Only entities with these tags: `a,b` all of them, `a/b` any of them.
+    pub tags: Option<String>,
 }
 
 /// A page of entities.
@@ -55,9 +57,11 @@ pub struct Page {
     /// Pass as `offset` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<String>,
+    /// The next page's path and query (Kong's `next`); null on the last page.
+    pub next: Option<String>,
 }
 
-fn page(items: Vec<Value>, q: &ListQuery) -> ApiResult<Json<Page>> {
+fn page(items: Vec<Value>, q: &ListQuery, uri: &Uri) -> ApiResult<Json<Page>> {
     let size = q.size.unwrap_or(100);
     if size == 0 || size > 1000 {
         return Err(ApiError::new(
@@ -82,7 +86,21 @@ fn page(items: Vec<Value>, q: &ListQuery) -> ApiResult<Json<Page>> {
         .map(<[Value]>::to_vec)
         .unwrap_or_default();
     let offset = (end < items.len()).then(|| end.to_string());
-    Ok(Json(Page { data, offset }))
+    let next = offset.as_ref().map(|o| next_link(uri, o));
+    Ok(Json(Page { data, offset, next }))
+}
+
+/// The request's own path and query with `offset` set to the next page's.
+fn next_link(uri: &Uri, offset: &str) -> String {
+    let mut query: Vec<String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("offset="))
+        .map(str::to_string)
+        .collect();
+    query.push(format!("offset={offset}"));
+    format!("{}?{}", uri.path(), query.join("&"))
 }
 
 fn body_json(bytes: &Bytes) -> ApiResult<Value> {
@@ -104,15 +122,22 @@ fn list_of<T: Ent>(
     s: &AdminState,
     keep: impl Fn(&T) -> bool,
     q: &ListQuery,
+    uri: &Uri,
 ) -> ApiResult<Json<Page>> {
     let cur = s.control.current();
     page(
         T::list(&cur.config)
             .iter()
             .filter(|e| keep(e))
+            .filter(|e| {
+                q.tags
+                    .as_deref()
+                    .is_none_or(|t| entity::tags_match(e.tags(), t))
+            })
             .map(entity::to_public_json)
             .collect(),
         q,
+        uri,
     )
 }
 
@@ -220,8 +245,8 @@ macro_rules! crud {
             /// List all.
             #[utoipa::path(get, path = $coll, tag = $tag, params(ListQuery),
                 responses((status = 200, body = Page), (status = 401, body = ErrorBody)))]
-            pub async fn list(State(s): St, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
-                list_of::<$t>(&s, |_| true, &q)
+            pub async fn list(State(s): St, uri: Uri, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
+                list_of::<$t>(&s, |_| true, &q, &uri)
             }
 
             /// Create one.
@@ -318,11 +343,12 @@ crud!(
     responses((status = 200, body = Page), (status = 404, body = ErrorBody)))]
 pub async fn service_routes(
     State(s): St,
+    uri: Uri,
     Path(svc): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Page>> {
     let id = id_of::<Service>(&s.control.current().config, &svc)?;
-    list_of::<Route>(&s, |r| r.service.as_deref() == Some(&id), &q)
+    list_of::<Route>(&s, |r| r.service.as_deref() == Some(&id), &q, &uri)
 }
 
 /// Create a route of a service.
@@ -345,9 +371,9 @@ macro_rules! scoped_plugins {
         /// Plugins scoped to this entity.
         #[utoipa::path(get, path = $path, tag = "plugins", params(($param = String, Path), ListQuery),
             responses((status = 200, body = Page), (status = 404, body = ErrorBody)))]
-        pub async fn $list(State(s): St, Path(key): Path<String>, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
+        pub async fn $list(State(s): St, uri: Uri, Path(key): Path<String>, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
             let id = id_of::<$t>(&s.control.current().config, &key)?;
-            list_of::<Plugin>(&s, |p| p.$field.as_deref() == Some(&id), &q)
+            list_of::<Plugin>(&s, |p| p.$field.as_deref() == Some(&id), &q, &uri)
         }
 
         /// Add a plugin scoped to this entity.
@@ -388,6 +414,158 @@ scoped_plugins!(
     consumer
 );
 
+macro_rules! creds_api {
+    ($m:ident, $t:ty, $coll:literal, $item:literal, $all:literal, $one:literal) => {
+        /// Credential endpoints of one kind.
+        pub mod $m {
+            use super::*;
+            use crate::creds;
+
+            fn keep(v: &Value, q: &ListQuery) -> bool {
+                let tags: Vec<String> = v["tags"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                q.tags.as_deref().is_none_or(|f| entity::tags_match(&tags, f))
+            }
+
+            /// A consumer's credentials of this kind.
+            #[utoipa::path(get, path = $coll, tag = "credentials", params(("consumer" = String, Path, description = "id or username"), ListQuery),
+                responses((status = 200, body = Page), (status = 404, body = ErrorBody)))]
+            pub async fn list(State(s): St, uri: Uri, Path(c): Path<String>, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
+                let cur = s.control.current();
+                let ci = entity::must_find::<Consumer>(&cur.config, &c)?;
+                let items = creds::all::<$t>(&cur.config, Some(cur.config.consumers[ci].id));
+                page(items.into_iter().filter(|v| keep(v, &q)).collect(), &q, &uri)
+            }
+
+            /// Add a credential to a consumer (a key-auth key is generated when none is given,
+            /// and shown in this answer only).
+            #[utoipa::path(post, path = $coll, tag = "credentials", params(("consumer" = String, Path, description = "id or username")), request_body = $t,
+                responses((status = 201, body = $t), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            pub async fn create(State(s): St, Path(c): Path<String>, body: Bytes) -> ApiResult<Response> {
+                let mut cred: $t = creds::parse(&body)?;
+                let shown = creds::Cred::on_create(&mut cred);
+                let (cur, id) = s
+                    .control
+                    .mutate(move |cfg, _| {
+                        let ci = entity::must_find::<Consumer>(cfg, &c)?;
+                        Ok(creds::add(cfg, ci, cred))
+                    })
+                    .await?;
+                Ok((StatusCode::CREATED, Json(creds::created::<$t>(&cur.config, id, shown))).into_response())
+            }
+
+            /// One credential of a consumer.
+            #[utoipa::path(get, path = $item, tag = "credentials", params(("consumer" = String, Path), ("id" = String, Path)),
+                responses((status = 200, body = $t), (status = 404, body = ErrorBody)))]
+            pub async fn get(State(s): St, Path((c, id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+                let cur = s.control.current();
+                let ci = entity::must_find::<Consumer>(&cur.config, &c)?;
+                let cid = cur.config.consumers[ci].id;
+                let (i, j) = creds::find::<$t>(&cur.config, Some(cid), &id)
+                    .ok_or_else(|| ApiError::not_found(<$t as creds::Cred>::NAME, &id))?;
+                Ok(Json(creds::to_json(&<$t as creds::Cred>::list(&cur.config.consumers[i])[j], cid)))
+            }
+
+            /// Revoke a credential of a consumer.
+            #[utoipa::path(delete, path = $item, tag = "credentials", params(("consumer" = String, Path), ("id" = String, Path)),
+                responses((status = 204), (status = 404, body = ErrorBody)))]
+            pub async fn delete(State(s): St, Path((c, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+                s.control
+                    .mutate(move |cfg, _| {
+                        let ci = entity::must_find::<Consumer>(cfg, &c)?;
+                        let cid = cfg.consumers[ci].id;
+                        let (i, j) = creds::find::<$t>(cfg, Some(cid), &id)
+                            .ok_or_else(|| ApiError::not_found(<$t as creds::Cred>::NAME, &id))?;
+                        <$t as creds::Cred>::list_mut(&mut cfg.consumers[i]).remove(j);
+                        cfg.consumers[i].updated_at = Some(entity::now());
+                        Ok(())
+                    })
+                    .await?;
+                Ok(StatusCode::NO_CONTENT)
+            }
+
+            /// Every consumer's credentials of this kind.
+            #[utoipa::path(get, path = $all, tag = "credentials", params(ListQuery),
+                responses((status = 200, body = Page), (status = 400, body = ErrorBody)))]
+            pub async fn list_all(State(s): St, uri: Uri, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
+                let cur = s.control.current();
+                let items = creds::all::<$t>(&cur.config, None);
+                page(items.into_iter().filter(|v| keep(v, &q)).collect(), &q, &uri)
+            }
+
+            /// One credential by id, whoever's it is.
+            #[utoipa::path(get, path = $one, tag = "credentials", params(("id" = String, Path)),
+                responses((status = 200, body = $t), (status = 404, body = ErrorBody)))]
+            pub async fn get_any(State(s): St, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+                let cur = s.control.current();
+                let (i, j) = creds::find::<$t>(&cur.config, None, &id)
+                    .ok_or_else(|| ApiError::not_found(<$t as creds::Cred>::NAME, &id))?;
+                let c = &cur.config.consumers[i];
+                Ok(Json(creds::to_json(&<$t as creds::Cred>::list(c)[j], c.id)))
+            }
+
+            /// Revoke a credential by id.
+            #[utoipa::path(delete, path = $one, tag = "credentials", params(("id" = String, Path)),
+                responses((status = 204), (status = 404, body = ErrorBody)))]
+            pub async fn delete_any(State(s): St, Path(id): Path<String>) -> ApiResult<StatusCode> {
+                s.control
+                    .mutate(move |cfg, _| {
+                        let (i, j) = creds::find::<$t>(cfg, None, &id)
+                            .ok_or_else(|| ApiError::not_found(<$t as creds::Cred>::NAME, &id))?;
+                        <$t as creds::Cred>::list_mut(&mut cfg.consumers[i]).remove(j);
+                        cfg.consumers[i].updated_at = Some(entity::now());
+                        Ok(())
+                    })
+                    .await?;
+                Ok(StatusCode::NO_CONTENT)
+            }
+        }
+    };
+}
+
+creds_api!(
+    key_auth,
+    gatehouse_model::KeyAuthCredential,
+    "/consumers/{consumer}/key-auth",
+    "/consumers/{consumer}/key-auth/{id}",
+    "/key-auths",
+    "/key-auths/{id}"
+);
+creds_api!(
+    basic_auth,
+    gatehouse_model::BasicAuthCredential,
+    "/consumers/{consumer}/basic-auth",
+    "/consumers/{consumer}/basic-auth/{id}",
+    "/basic-auths",
+    "/basic-auths/{id}"
+);
+creds_api!(
+    hmac_auth,
+    gatehouse_model::HmacAuthCredential,
+    "/consumers/{consumer}/hmac-auth",
+    "/consumers/{consumer}/hmac-auth/{id}",
+    "/hmac-auths",
+    "/hmac-auths/{id}"
+);
+creds_api!(
+    jwt_creds,
+    gatehouse_model::JwtSecret,
+    "/consumers/{consumer}/jwt",
+    "/consumers/{consumer}/jwt/{id}",
+    "/jwts",
+    "/jwts/{id}"
+);
+creds_api!(
+    acl_groups,
+    gatehouse_model::AclGroup,
+    "/consumers/{consumer}/acls",
+    "/consumers/{consumer}/acls/{id}",
+    "/acls",
+    "/acls/{id}"
+);
+
 fn find_target(u: &Upstream, key: &str) -> Option<usize> {
     u.targets
         .iter()
@@ -399,6 +577,7 @@ fn find_target(u: &Upstream, key: &str) -> Option<usize> {
     responses((status = 200, body = Page), (status = 404, body = ErrorBody)))]
 pub async fn list_targets(
     State(s): St,
+    uri: Uri,
     Path(up): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Page>> {
@@ -408,9 +587,15 @@ pub async fn list_targets(
         cur.config.upstreams[i]
             .targets
             .iter()
+            .filter(|t| {
+                q.tags
+                    .as_deref()
+                    .is_none_or(|f| entity::tags_match(&t.tags, f))
+            })
             .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
             .collect(),
         &q,
+        &uri,
     )
 }
 
@@ -522,6 +707,10 @@ pub struct Applied {
     /// Entity counts of the new config.
     #[schema(value_type = Object)]
     pub entities: Value,
+    /// Fields accepted whose behaviour differs from the format they came from (a Kong
+    /// file's `request_buffering`, …), with line and column.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<gatehouse_model::FieldError>,
 }
 
 fn counts(c: &Config) -> Value {
@@ -544,12 +733,21 @@ pub async fn post_config(State(s): St, body: Bytes) -> ApiResult<Response> {
         )
     })?;
     let cur = s.control.current();
-    let cfg =
-        gatehouse_model::parse_document_after(text, &**s.control.catalog(), Some(&cur.config))
+    let parsed =
+        gatehouse_model::parse_document_noted(text, &**s.control.catalog(), Some(&cur.config))
             .map_err(|e| ApiError::invalid(e.errors))?;
-    let entities = counts(&cfg);
-    let version = s.control.replace(cfg).await?;
-    Ok((StatusCode::CREATED, Json(Applied { version, entities })).into_response())
+    let entities = counts(&parsed.config);
+    let version = s.control.replace(parsed.config).await?;
+    let notes = parsed.notes;
+    Ok((
+        StatusCode::CREATED,
+        Json(Applied {
+            version,
+            entities,
+            notes,
+        }),
+    )
+        .into_response())
 }
 
 /// Node and config status.
@@ -564,6 +762,41 @@ pub async fn status(State(s): St) -> Json<Value> {
         "entities": counts(&cur.config),
         "last_reload_error": s.control.last_error(),
         "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// Node information (Kong's `GET /`): version, host, plugins this build has and those the
+/// config uses.
+#[utoipa::path(get, path = "/", tag = "status", responses((status = 200, description = "node information", body = Object), (status = 401, body = ErrorBody)))]
+pub async fn node_info(State(s): St) -> Json<Value> {
+    let cur = s.control.current();
+    let available: serde_json::Map<String, Value> =
+        gatehouse_model::PluginCatalog::names(&**s.control.catalog())
+            .into_iter()
+            .map(|n| (n.to_string(), json!({"version": env!("CARGO_PKG_VERSION")})))
+            .collect();
+    let mut enabled: Vec<&str> = cur
+        .config
+        .plugins
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| p.name.as_str())
+        .collect();
+    enabled.sort_unstable();
+    enabled.dedup();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    Json(json!({
+        "tagline": "Welcome to Gatehouse",
+        "version": env!("CARGO_PKG_VERSION"),
+        "hostname": hostname,
+        "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
+        "configuration": {
+            "database": s.control.store().backend(),
+            "read_only": s.control.store().read_only(),
+            "config_version": cur.version,
+        },
     }))
 }
 
@@ -791,10 +1024,31 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(service_plugins, create_service_plugin))
         .routes(routes!(route_plugins, create_route_plugin))
         .routes(routes!(consumer_plugins, create_consumer_plugin))
+        .routes(routes!(key_auth::list, key_auth::create))
+        .routes(routes!(key_auth::get, key_auth::delete))
+        .routes(routes!(key_auth::list_all))
+        .routes(routes!(key_auth::get_any, key_auth::delete_any))
+        .routes(routes!(basic_auth::list, basic_auth::create))
+        .routes(routes!(basic_auth::get, basic_auth::delete))
+        .routes(routes!(basic_auth::list_all))
+        .routes(routes!(basic_auth::get_any, basic_auth::delete_any))
+        .routes(routes!(hmac_auth::list, hmac_auth::create))
+        .routes(routes!(hmac_auth::get, hmac_auth::delete))
+        .routes(routes!(hmac_auth::list_all))
+        .routes(routes!(hmac_auth::get_any, hmac_auth::delete_any))
+        .routes(routes!(jwt_creds::list, jwt_creds::create))
+        .routes(routes!(jwt_creds::get, jwt_creds::delete))
+        .routes(routes!(jwt_creds::list_all))
+        .routes(routes!(jwt_creds::get_any, jwt_creds::delete_any))
+        .routes(routes!(acl_groups::list, acl_groups::create))
+        .routes(routes!(acl_groups::get, acl_groups::delete))
+        .routes(routes!(acl_groups::list_all))
+        .routes(routes!(acl_groups::get_any, acl_groups::delete_any))
         .routes(routes!(list_targets, create_target))
         .routes(routes!(get_target, delete_target))
         .routes(routes!(get_config, post_config))
         .routes(routes!(status))
+        .routes(routes!(node_info))
         .routes(routes!(config_schema))
         .routes(routes!(purge_all_caches))
         .routes(routes!(purge_cache_key))

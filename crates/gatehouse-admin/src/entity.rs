@@ -23,6 +23,12 @@ pub trait Ent: Serialize + DeserializeOwned + Clone + Send + 'static {
     fn name(&self) -> Option<&str>;
     /// Sets its name; false when the kind has none.
     fn set_name(&mut self, name: &str) -> bool;
+    /// Its labels.
+    fn tags(&self) -> &[String];
+    /// When it was created (Unix seconds).
+    fn created_at(&self) -> Option<u64>;
+    /// Sets when it was created and last changed.
+    fn set_times(&mut self, created: u64, updated: u64);
     /// The list holding this kind in a config.
     fn list(cfg: &Config) -> &Vec<Self>;
     /// The list holding this kind in a config, mutably.
@@ -46,6 +52,16 @@ macro_rules! ent {
                 self.$name = Some(name.to_string());
                 true
             }
+            fn tags(&self) -> &[String] {
+                &self.tags
+            }
+            fn created_at(&self) -> Option<u64> {
+                self.created_at
+            }
+            fn set_times(&mut self, created: u64, updated: u64) {
+                self.created_at = Some(created);
+                self.updated_at = Some(updated);
+            }
             fn list(cfg: &Config) -> &Vec<Self> {
                 &cfg.$list
             }
@@ -68,6 +84,16 @@ macro_rules! ent {
             }
             fn set_name(&mut self, _name: &str) -> bool {
                 false
+            }
+            fn tags(&self) -> &[String] {
+                &self.tags
+            }
+            fn created_at(&self) -> Option<u64> {
+                self.created_at
+            }
+            fn set_times(&mut self, created: u64, updated: u64) {
+                self.created_at = Some(created);
+                self.updated_at = Some(updated);
             }
             fn list(cfg: &Config) -> &Vec<Self> {
                 &cfg.$list
@@ -100,11 +126,39 @@ impl Ent for Upstream {
         self.name = name.to_string();
         true
     }
+    fn tags(&self) -> &[String] {
+        &self.tags
+    }
+    fn created_at(&self) -> Option<u64> {
+        self.created_at
+    }
+    fn set_times(&mut self, created: u64, updated: u64) {
+        self.created_at = Some(created);
+        self.updated_at = Some(updated);
+    }
     fn list(cfg: &Config) -> &Vec<Self> {
         &cfg.upstreams
     }
     fn list_mut(cfg: &mut Config) -> &mut Vec<Self> {
         &mut cfg.upstreams
+    }
+}
+
+/// Unix seconds now (Kong's timestamps are seconds too).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// True when an entity's tags satisfy `?tags=`: `a,b` needs all, `a/b` any one (Kong's
+/// syntax; the two are not mixed).
+pub fn tags_match(tags: &[String], filter: &str) -> bool {
+    let has = |t: &str| tags.iter().any(|x| x == t);
+    if filter.contains('/') {
+        filter.split('/').any(has)
+    } else {
+        filter.split(',').all(has)
     }
 }
 
@@ -168,6 +222,8 @@ pub fn insert<T: Ent>(cfg: &mut Config, origins: &mut Origins, mut e: T) -> Resu
         ));
     }
     let id = e.id();
+    let now = now();
+    e.set_times(now, now);
     origins.insert(id, String::new());
     T::list_mut(cfg).push(e);
     Ok(id)
@@ -189,6 +245,8 @@ pub fn replace_at<T: Ent>(
         )]));
     }
     e.set_id(id);
+    let now = now();
+    e.set_times(T::list(cfg)[idx].created_at().unwrap_or(now), now);
     origins.insert(id, String::new());
     T::list_mut(cfg)[idx] = e;
     Ok(id)

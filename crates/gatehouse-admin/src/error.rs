@@ -124,6 +124,19 @@ impl From<StoreError> for ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
+            // A write whose only problem is a name (or key) another entity has is a
+            // conflict, as in Kong — not a malformed request.
+            ControlError::Invalid(c)
+                if !c.errors.is_empty()
+                    && c.errors
+                        .iter()
+                        .all(|e| e.message.contains(gatehouse_model::validate::ALREADY_USED)) =>
+            {
+                let mut e = ApiError::invalid(c.errors);
+                e.status = StatusCode::CONFLICT;
+                e.code = "conflict";
+                e
+            }
             ControlError::Invalid(c) => ApiError::invalid(c.errors),
             ControlError::Store(s) => s.into(),
         }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod control;
+pub mod creds;
 pub mod entity;
 pub mod error;
 

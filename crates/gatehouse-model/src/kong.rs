@@ -234,6 +234,15 @@ fn route(r: &mut Map<String, Value>, path: &str, f: &mut Findings) {
             }
         }
     }
+    // Refused protocols are taken out so the typed read does not report them twice.
+    if let Some(Value::Array(ps)) = r.get_mut("protocols") {
+        ps.retain(|p| {
+            !matches!(
+                p.as_str(),
+                Some("tcp" | "tls" | "udp" | "tls_passthrough" | "ws" | "wss")
+            )
+        });
+    }
     if let Some(Value::Array(ps)) = r.get("paths") {
         for (i, p) in ps.iter().enumerate() {
             if p.as_str().is_some_and(|p| p.starts_with('~')) {

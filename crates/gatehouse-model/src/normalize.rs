@@ -199,6 +199,10 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
             );
             origins.insert(cred.id, format!("{cpath}.mtls_credentials[{j}]"));
         }
+        for (j, g) in c.acls.iter_mut().enumerate() {
+            fill(&mut g.id, Kind::Consumer, &format!("{cid}:acl:{}", g.group));
+            origins.insert(g.id, format!("{cpath}.acls[{j}]"));
+        }
         for (j, cred) in c.hmacauth_credentials.iter_mut().enumerate() {
             fill(
                 &mut cred.id,

@@ -11,6 +11,9 @@ use crate::normalize::{label, Origins};
 use crate::pathspec;
 use crate::plugin::PluginCatalog;
 
+/// The words of every uniqueness error (the admin API answers those with 409).
+pub const ALREADY_USED: &str = "is already used by";
+
 /// Longest timeout accepted (one day), in milliseconds.
 pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
@@ -227,7 +230,7 @@ fn check_unique<'a>(
     what: &str,
 ) {
     if let Some(first) = seen.get(value) {
-        let msg = format!("{what} `{value}` is already used by {first}");
+        let msg = format!("{what} `{value}` {ALREADY_USED} {first}");
         ctx.err(entity, base, field, msg);
     } else {
         seen.insert(value, entity.to_string());

@@ -27,12 +27,73 @@ pub enum Command {
     },
     /// Print the JSON Schema of the declarative config format.
     Schema,
+    /// Compare a file with a running node, apply it, or dump the node's config (decK's
+    /// `diff`, `sync` and `dump`).
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Manage the keyring that encrypts secrets at rest (`<data dir>/keyring`).
     Keyring {
         /// What to do.
         #[command(subcommand)]
         action: KeyringAction,
     },
+}
+
+/// `gatehouse config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the running config as a declarative document.
+    Dump {
+        /// The node.
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Show what applying FILE would create, update and delete on the node.
+    Diff {
+        /// The declarative file (Gatehouse's format or a Kong decK file).
+        file: PathBuf,
+        /// The node.
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Exit with 2 when there are differences (for CI).
+        #[arg(long)]
+        non_zero_exit_code: bool,
+    },
+    /// Show the differences, then make FILE the node's whole config.
+    Sync {
+        /// The declarative file (Gatehouse's format or a Kong decK file).
+        file: PathBuf,
+        /// The node.
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// How to reach a running node's admin API.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The admin listener.
+    #[arg(
+        long,
+        env = "GATEHOUSE_ADMIN_URL",
+        default_value = "http://127.0.0.1:9180"
+    )]
+    pub admin_url: String,
+    /// The admin token (or `GATEHOUSE_ADMIN_TOKEN`; a flag's value shows in `ps`).
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// A file whose first line is the admin token.
+    #[arg(long, conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `gatehouse keyring …`

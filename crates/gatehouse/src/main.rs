@@ -2,6 +2,7 @@
 //! signals and graceful shutdown.
 
 mod cli;
+mod config_cmd;
 mod listen;
 mod serve;
 
@@ -32,8 +33,17 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match gatehouse_model::parse_document(&text, &gatehouse_plugins::registry()) {
-                Ok(cfg) => {
+            match gatehouse_model::parse_document_noted(&text, &gatehouse_plugins::registry(), None)
+            {
+                Ok(parsed) => {
+                    for n in &parsed.notes {
+                        let at = match (n.line, n.column) {
+                            (Some(l), Some(c)) => format!("{}:{l}:{c}", file.display()),
+                            _ => file.display().to_string(),
+                        };
+                        eprintln!("{at}: note: {}: {}: {}", n.entity, n.path, n.message);
+                    }
+                    let cfg = parsed.config;
                     println!(
                         "{}: ok ({} services, {} routes, {} upstreams, {} consumers, {} plugins, {} certificates)",
                         file.display(),
@@ -76,6 +86,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        cli::Command::Config { action } => match config(action) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("gatehouse: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         cli::Command::Schema => print_out(&format!(
             "{:#}",
             gatehouse_model::schema::json_schema_with(&gatehouse_plugins::registry())
@@ -95,6 +112,67 @@ fn print_out(text: &str) -> ExitCode {
         Err(e) => {
             eprintln!("gatehouse: writing to stdout: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gatehouse config dump|diff|sync`.
+fn config(action: cli::ConfigAction) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let remote = |r: &cli::RemoteArgs| -> anyhow::Result<config_cmd::Remote> {
+        let token = match &r.admin_token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            ),
+            None => r.admin_token.clone(),
+        };
+        config_cmd::Remote::new(&r.admin_url, token)
+    };
+    let read = |f: &std::path::Path| {
+        std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        cli::ConfigAction::Dump {
+            remote: r,
+            json,
+            output,
+        } => {
+            let text = rt.block_on(config_cmd::dump(&remote(&r)?, json))?;
+            match output {
+                Some(f) => {
+                    std::fs::write(&f, text).with_context(|| format!("writing {}", f.display()))?
+                }
+                None => return Ok(print_out(text.trim_end())),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::ConfigAction::Diff {
+            file,
+            remote: r,
+            non_zero_exit_code,
+        } => {
+            let changes = rt.block_on(config_cmd::diff(&remote(&r)?, &read(&file)?))?;
+            config_cmd::print(&changes, &mut out)?;
+            Ok(if non_zero_exit_code && !changes.is_empty() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        cli::ConfigAction::Sync { file, remote: r } => {
+            rt.block_on(config_cmd::sync(&remote(&r)?, &read(&file)?, &mut out))?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

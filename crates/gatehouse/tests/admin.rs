@@ -374,7 +374,8 @@ async fn openapi_lists_every_route_and_every_route_exists() {
             .replace("{plugin}", "x")
             .replace("{certificate}", "x")
             .replace("{target}", "x")
-            .replace("{key}", "x");
+            .replace("{key}", "x")
+            .replace("{id}", "x");
         let r = gw.admin(&m.to_uppercase(), &concrete, "{}").await;
         assert!(
             !(r.status == 404 && r.text().contains("no such admin endpoint")),

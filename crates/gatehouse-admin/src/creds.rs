@@ -1,0 +1,161 @@
+//! Kong's credential endpoints: a consumer's keys, passwords, HMAC secrets, JWT keys and
+//! ACL groups added or revoked one at a time (`/consumers/{c}/key-auth`, `/key-auths`, …)
+//! instead of by rewriting the consumer.
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use gatehouse_model::{
+    AclGroup, BasicAuthCredential, Config, Consumer, FieldError, HmacAuthCredential, JwtSecret,
+    KeyAuthCredential,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::entity;
+use crate::error::ApiError;
+
+/// A kind of credential kept in a list on the consumer.
+pub trait Cred: Serialize + DeserializeOwned + Clone + Send + 'static {
+    /// Its name in paths and messages (`key-auth`).
+    const NAME: &'static str;
+    /// The consumer's list of them.
+    fn list(c: &Consumer) -> &Vec<Self>;
+    /// The consumer's list of them, mutably.
+    fn list_mut(c: &mut Consumer) -> &mut Vec<Self>;
+    /// Its id.
+    fn id(&self) -> Uuid;
+    /// Sets its id.
+    fn set_id(&mut self, id: Uuid);
+    /// Fills what Kong fills on create; returns a secret to show in this answer only (the
+    /// store keeps a hash).
+    fn on_create(&mut self) -> Option<(&'static str, String)> {
+        None
+    }
+}
+
+macro_rules! cred {
+    ($t:ty, $name:literal, $field:ident) => {
+        impl Cred for $t {
+            const NAME: &'static str = $name;
+            fn list(c: &Consumer) -> &Vec<Self> {
+                &c.$field
+            }
+            fn list_mut(c: &mut Consumer) -> &mut Vec<Self> {
+                &mut c.$field
+            }
+            fn id(&self) -> Uuid {
+                self.id
+            }
+            fn set_id(&mut self, id: Uuid) {
+                self.id = id;
+            }
+        }
+    };
+}
+
+cred!(BasicAuthCredential, "basic-auth", basicauth_credentials);
+cred!(HmacAuthCredential, "hmac-auth", hmacauth_credentials);
+cred!(JwtSecret, "jwt", jwt_secrets);
+cred!(AclGroup, "acls", acls);
+
+impl Cred for KeyAuthCredential {
+    const NAME: &'static str = "key-auth";
+    fn list(c: &Consumer) -> &Vec<Self> {
+        &c.keyauth_credentials
+    }
+    fn list_mut(c: &mut Consumer) -> &mut Vec<Self> {
+        &mut c.keyauth_credentials
+    }
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn set_id(&mut self, id: Uuid) {
+        self.id = id;
+    }
+    /// A key-auth credential without a key gets a random one (as in Kong), shown once.
+    fn on_create(&mut self) -> Option<(&'static str, String)> {
+        if self.key.is_none() && self.key_hash.is_none() {
+            self.key = Some(hex::encode(rand::random::<[u8; 24]>()));
+        }
+        self.key.clone().map(|k| ("key", k))
+    }
+}
+
+/// A credential as answers show it: with its consumer, as Kong does.
+pub fn to_json<C: Cred>(c: &C, consumer: Uuid) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("consumer".into(), json!({ "id": consumer }));
+    }
+    v
+}
+
+/// Every credential of this kind, with its consumer's id.
+pub fn all<C: Cred>(cfg: &Config, consumer: Option<Uuid>) -> Vec<Value> {
+    cfg.consumers
+        .iter()
+        .filter(|c| consumer.is_none_or(|id| c.id == id))
+        .flat_map(|c| C::list(c).iter().map(move |x| to_json(x, c.id)))
+        .collect()
+}
+
+/// Finds a credential by id, in one consumer or in all.
+pub fn find<C: Cred>(cfg: &Config, consumer: Option<Uuid>, id: &str) -> Option<(usize, usize)> {
+    let id: Uuid = id.parse().ok()?;
+    cfg.consumers
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| consumer.is_none_or(|cid| c.id == cid))
+        .find_map(|(i, c)| C::list(c).iter().position(|x| x.id() == id).map(|j| (i, j)))
+}
+
+/// Parses a request body as a credential, naming the failing field.
+pub fn parse<C: Cred>(body: &Bytes) -> Result<C, ApiError> {
+    let mut v: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("request body is not valid JSON: {e}"),
+            )
+        })?
+    };
+    if v.is_null() {
+        v = json!({});
+    }
+    serde_path_to_error::deserialize(&v).map_err(|e| {
+        ApiError::invalid(vec![FieldError::new(
+            C::NAME,
+            e.path().to_string().trim_start_matches('.').to_string(),
+            e.inner().to_string(),
+        )])
+    })
+}
+
+/// Adds a credential to the consumer at `ci`; its id.
+pub fn add<C: Cred>(cfg: &mut Config, ci: usize, mut cred: C) -> Uuid {
+    if cred.id().is_nil() {
+        cred.set_id(Uuid::new_v4());
+    }
+    let id = cred.id();
+    C::list_mut(&mut cfg.consumers[ci]).push(cred);
+    cfg.consumers[ci].updated_at = Some(entity::now());
+    id
+}
+
+/// The answer to a create: the stored credential, plus the secret it was given, once.
+pub fn created<C: Cred>(cfg: &Config, id: Uuid, shown: Option<(&'static str, String)>) -> Value {
+    let found = find::<C>(cfg, None, &id.to_string());
+    let mut v = match found {
+        Some((i, j)) => to_json(&C::list(&cfg.consumers[i])[j], cfg.consumers[i].id),
+        None => Value::Null,
+    };
+    if let (Some((k, secret)), Some(o)) = (shown, v.as_object_mut()) {
+        o.insert(k.into(), Value::String(secret));
+    }
+    v
+}
