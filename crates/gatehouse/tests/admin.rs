@@ -216,9 +216,15 @@ async fn errors_name_the_field_and_change_nothing() {
     ];
     for (method, path, body, field) in cases {
         let r = gw.admin(method, path, &body.to_string()).await;
-        assert_eq!(r.status, 400, "{method} {path} {body}: {}", r.text());
+        // A name another entity has is a conflict (409, as in Kong); the rest are 400.
+        let (status, code) = if body["name"] == "s" {
+            (409, "conflict")
+        } else {
+            (400, "invalid_config")
+        };
+        assert_eq!(r.status, status, "{method} {path} {body}: {}", r.text());
         let j = r.json();
-        assert_eq!(j["error"]["code"], "invalid_config");
+        assert_eq!(j["error"]["code"], code);
         assert!(!j["error"]["request_id"].as_str().unwrap().is_empty());
         let details = j["error"]["details"].as_array().unwrap();
         assert!(
