@@ -198,7 +198,7 @@ async fn keys_are_never_stored_in_clear() {
                 .to_string(),
         )
         .await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 409, "a key another consumer has is a conflict");
     assert!(r.text().contains("keyauth_credentials[0]"), "{}", r.text());
 }
 

@@ -416,7 +416,17 @@ impl Compiled {
         if !self.cfg.issuer.is_empty() {
             v.set_issuer(&self.cfg.issuer);
         }
-        decode::<serde_json::Map<String, Value>>(token, key, &v).map_err(|e| refusal(e.kind()))?;
+        decode::<serde_json::Map<String, Value>>(token, key, &v).map_err(|e| {
+            // The library reports a time claim it cannot read as missing; say what it is.
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c)
+                    if c == "exp" && claims.get("exp").is_some_and(|x| !x.is_number()) =>
+                {
+                    "claim `exp` must be a number"
+                }
+                k => refusal(k),
+            }
+        })?;
         if self.cfg.maximum_expiration > 0 {
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
