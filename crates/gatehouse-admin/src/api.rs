@@ -421,22 +421,13 @@ macro_rules! creds_api {
             use super::*;
             use crate::creds;
 
-            fn keep(v: &Value, q: &ListQuery) -> bool {
-                let tags: Vec<String> = v["tags"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
-                q.tags.as_deref().is_none_or(|f| entity::tags_match(&tags, f))
-            }
-
             /// A consumer's credentials of this kind.
             #[utoipa::path(get, path = $coll, tag = "credentials", params(("consumer" = String, Path, description = "id or username"), ListQuery),
                 responses((status = 200, body = Page), (status = 404, body = ErrorBody)))]
             pub async fn list(State(s): St, uri: Uri, Path(c): Path<String>, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
                 let cur = s.control.current();
-                let ci = entity::must_find::<Consumer>(&cur.config, &c)?;
-                let items = creds::all::<$t>(&cur.config, Some(cur.config.consumers[ci].id));
-                page(items.into_iter().filter(|v| keep(v, &q)).collect(), &q, &uri)
+                let cid = creds::consumer_id(&cur.config, &c)?;
+                page(creds::all::<$t>(&cur.config, Some(cid), q.tags.as_deref()), &q, &uri)
             }
 
             /// Add a credential to a consumer (a key-auth key is generated when none is given,
@@ -448,10 +439,7 @@ macro_rules! creds_api {
                 let shown = creds::Cred::on_create(&mut cred);
                 let (cur, id) = s
                     .control
-                    .mutate(move |cfg, _| {
-                        let ci = entity::must_find::<Consumer>(cfg, &c)?;
-                        Ok(creds::add(cfg, ci, cred))
-                    })
+                    .mutate(move |cfg, _| creds::add(cfg, &c, cred))
                     .await?;
                 Ok((StatusCode::CREATED, Json(creds::created::<$t>(&cur.config, id, shown))).into_response())
             }
@@ -461,11 +449,8 @@ macro_rules! creds_api {
                 responses((status = 200, body = $t), (status = 404, body = ErrorBody)))]
             pub async fn get(State(s): St, Path((c, id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
                 let cur = s.control.current();
-                let ci = entity::must_find::<Consumer>(&cur.config, &c)?;
-                let cid = cur.config.consumers[ci].id;
-                let (i, j) = creds::find::<$t>(&cur.config, Some(cid), &id)
-                    .ok_or_else(|| ApiError::not_found(<$t as creds::Cred>::NAME, &id))?;
-                Ok(Json(creds::to_json(&<$t as creds::Cred>::list(&cur.config.consumers[i])[j], cid)))
+                let cid = creds::consumer_id(&cur.config, &c)?;
+                creds::read::<$t>(&cur.config, Some(cid), &id).map(Json)
             }
 
             /// Revoke a credential of a consumer.
@@ -474,13 +459,8 @@ macro_rules! creds_api {
             pub async fn delete(State(s): St, Path((c, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
                 s.control
                     .mutate(move |cfg, _| {
-                        let ci = entity::must_find::<Consumer>(cfg, &c)?;
-                        let cid = cfg.consumers[ci].id;
-                        let (i, j) = creds::find::<$t>(cfg, Some(cid), &id)
-                            .ok_or_else(|| ApiError::not_found(<$t as creds::Cred>::NAME, &id))?;
-                        <$t as creds::Cred>::list_mut(&mut cfg.consumers[i]).remove(j);
-                        cfg.consumers[i].updated_at = Some(entity::now());
-                        Ok(())
+                        let cid = creds::consumer_id(cfg, &c)?;
+                        creds::remove::<$t>(cfg, Some(cid), &id)
                     })
                     .await?;
                 Ok(StatusCode::NO_CONTENT)
@@ -491,19 +471,14 @@ macro_rules! creds_api {
                 responses((status = 200, body = Page), (status = 400, body = ErrorBody)))]
             pub async fn list_all(State(s): St, uri: Uri, Query(q): Query<ListQuery>) -> ApiResult<Json<Page>> {
                 let cur = s.control.current();
-                let items = creds::all::<$t>(&cur.config, None);
-                page(items.into_iter().filter(|v| keep(v, &q)).collect(), &q, &uri)
+                page(creds::all::<$t>(&cur.config, None, q.tags.as_deref()), &q, &uri)
             }
 
             /// One credential by id, whoever's it is.
             #[utoipa::path(get, path = $one, tag = "credentials", params(("id" = String, Path)),
                 responses((status = 200, body = $t), (status = 404, body = ErrorBody)))]
             pub async fn get_any(State(s): St, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-                let cur = s.control.current();
-                let (i, j) = creds::find::<$t>(&cur.config, None, &id)
-                    .ok_or_else(|| ApiError::not_found(<$t as creds::Cred>::NAME, &id))?;
-                let c = &cur.config.consumers[i];
-                Ok(Json(creds::to_json(&<$t as creds::Cred>::list(c)[j], c.id)))
+                creds::read::<$t>(&s.control.current().config, None, &id).map(Json)
             }
 
             /// Revoke a credential by id.
@@ -511,15 +486,17 @@ macro_rules! creds_api {
                 responses((status = 204), (status = 404, body = ErrorBody)))]
             pub async fn delete_any(State(s): St, Path(id): Path<String>) -> ApiResult<StatusCode> {
                 s.control
-                    .mutate(move |cfg, _| {
-                        let (i, j) = creds::find::<$t>(cfg, None, &id)
-                            .ok_or_else(|| ApiError::not_found(<$t as creds::Cred>::NAME, &id))?;
-                        <$t as creds::Cred>::list_mut(&mut cfg.consumers[i]).remove(j);
-                        cfg.consumers[i].updated_at = Some(entity::now());
-                        Ok(())
-                    })
+                    .mutate(move |cfg, _| creds::remove::<$t>(cfg, None, &id))
                     .await?;
                 Ok(StatusCode::NO_CONTENT)
+            }
+
+            /// Adds these endpoints to the router.
+            pub fn register(r: OpenApiRouter<Arc<AdminState>>) -> OpenApiRouter<Arc<AdminState>> {
+                r.routes(routes!(list, create))
+                    .routes(routes!(get, delete))
+                    .routes(routes!(list_all))
+                    .routes(routes!(get_any, delete_any))
             }
         }
     };
@@ -1024,26 +1001,6 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(service_plugins, create_service_plugin))
         .routes(routes!(route_plugins, create_route_plugin))
         .routes(routes!(consumer_plugins, create_consumer_plugin))
-        .routes(routes!(key_auth::list, key_auth::create))
-        .routes(routes!(key_auth::get, key_auth::delete))
-        .routes(routes!(key_auth::list_all))
-        .routes(routes!(key_auth::get_any, key_auth::delete_any))
-        .routes(routes!(basic_auth::list, basic_auth::create))
-        .routes(routes!(basic_auth::get, basic_auth::delete))
-        .routes(routes!(basic_auth::list_all))
-        .routes(routes!(basic_auth::get_any, basic_auth::delete_any))
-        .routes(routes!(hmac_auth::list, hmac_auth::create))
-        .routes(routes!(hmac_auth::get, hmac_auth::delete))
-        .routes(routes!(hmac_auth::list_all))
-        .routes(routes!(hmac_auth::get_any, hmac_auth::delete_any))
-        .routes(routes!(jwt_creds::list, jwt_creds::create))
-        .routes(routes!(jwt_creds::get, jwt_creds::delete))
-        .routes(routes!(jwt_creds::list_all))
-        .routes(routes!(jwt_creds::get_any, jwt_creds::delete_any))
-        .routes(routes!(acl_groups::list, acl_groups::create))
-        .routes(routes!(acl_groups::get, acl_groups::delete))
-        .routes(routes!(acl_groups::list_all))
-        .routes(routes!(acl_groups::get_any, acl_groups::delete_any))
         .routes(routes!(list_targets, create_target))
         .routes(routes!(get_target, delete_target))
         .routes(routes!(get_config, post_config))
@@ -1053,6 +1010,15 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(purge_all_caches))
         .routes(routes!(purge_cache_key))
         .routes(routes!(openapi_json));
+    let router = [
+        key_auth::register,
+        basic_auth::register,
+        hmac_auth::register,
+        jwt_creds::register,
+        acl_groups::register,
+    ]
+    .into_iter()
+    .fold(router, |r, register| register(r));
     let (router, api) = router.split_for_parts();
     let _ = OPENAPI.set(api.to_json().unwrap_or_default());
     let router = router

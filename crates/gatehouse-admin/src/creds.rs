@@ -28,6 +28,8 @@ pub trait Cred: Serialize + DeserializeOwned + Clone + Send + 'static {
     fn id(&self) -> Uuid;
     /// Sets its id.
     fn set_id(&mut self, id: Uuid);
+    /// Its labels.
+    fn tags(&self) -> &[String];
     /// Fills what Kong fills on create; returns a secret to show in this answer only (the
     /// store keeps a hash).
     fn on_create(&mut self) -> Option<(&'static str, String)> {
@@ -36,7 +38,7 @@ pub trait Cred: Serialize + DeserializeOwned + Clone + Send + 'static {
 }
 
 macro_rules! cred {
-    ($t:ty, $name:literal, $field:ident) => {
+    ($t:ty, $name:literal, $field:ident $(, $extra:item)*) => {
         impl Cred for $t {
             const NAME: &'static str = $name;
             fn list(c: &Consumer) -> &Vec<Self> {
@@ -51,6 +53,10 @@ macro_rules! cred {
             fn set_id(&mut self, id: Uuid) {
                 self.id = id;
             }
+            fn tags(&self) -> &[String] {
+                &self.tags
+            }
+            $($extra)*
         }
     };
 }
@@ -59,21 +65,10 @@ cred!(BasicAuthCredential, "basic-auth", basicauth_credentials);
 cred!(HmacAuthCredential, "hmac-auth", hmacauth_credentials);
 cred!(JwtSecret, "jwt", jwt_secrets);
 cred!(AclGroup, "acls", acls);
-
-impl Cred for KeyAuthCredential {
-    const NAME: &'static str = "key-auth";
-    fn list(c: &Consumer) -> &Vec<Self> {
-        &c.keyauth_credentials
-    }
-    fn list_mut(c: &mut Consumer) -> &mut Vec<Self> {
-        &mut c.keyauth_credentials
-    }
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn set_id(&mut self, id: Uuid) {
-        self.id = id;
-    }
+cred!(
+    KeyAuthCredential,
+    "key-auth",
+    keyauth_credentials,
     /// A key-auth credential without a key gets a random one (as in Kong), shown once.
     fn on_create(&mut self) -> Option<(&'static str, String)> {
         if self.key.is_none() && self.key_hash.is_none() {
@@ -81,7 +76,7 @@ impl Cred for KeyAuthCredential {
         }
         self.key.clone().map(|k| ("key", k))
     }
-}
+);
 
 /// A credential as answers show it: with its consumer, as Kong does.
 pub fn to_json<C: Cred>(c: &C, consumer: Uuid) -> Value {
@@ -92,13 +87,39 @@ pub fn to_json<C: Cred>(c: &C, consumer: Uuid) -> Value {
     v
 }
 
-/// Every credential of this kind, with its consumer's id.
-pub fn all<C: Cred>(cfg: &Config, consumer: Option<Uuid>) -> Vec<Value> {
+/// Every credential of this kind (of one consumer, or of all) that `?tags=` keeps, with its
+/// consumer's id.
+pub fn all<C: Cred>(cfg: &Config, consumer: Option<Uuid>, tags: Option<&str>) -> Vec<Value> {
     cfg.consumers
         .iter()
         .filter(|c| consumer.is_none_or(|id| c.id == id))
-        .flat_map(|c| C::list(c).iter().map(move |x| to_json(x, c.id)))
+        .flat_map(|c| {
+            C::list(c)
+                .iter()
+                .filter(|x| tags.is_none_or(|t| entity::tags_match(x.tags(), t)))
+                .map(move |x| to_json(x, c.id))
+        })
         .collect()
+}
+
+/// One credential by id (in one consumer, or in any), as answers show it.
+pub fn read<C: Cred>(cfg: &Config, consumer: Option<Uuid>, id: &str) -> Result<Value, ApiError> {
+    let (i, j) = find::<C>(cfg, consumer, id).ok_or_else(|| ApiError::not_found(C::NAME, id))?;
+    let c = &cfg.consumers[i];
+    Ok(to_json(&C::list(c)[j], c.id))
+}
+
+/// Revokes a credential by id (in one consumer, or in any).
+pub fn remove<C: Cred>(cfg: &mut Config, consumer: Option<Uuid>, id: &str) -> Result<(), ApiError> {
+    let (i, j) = find::<C>(cfg, consumer, id).ok_or_else(|| ApiError::not_found(C::NAME, id))?;
+    C::list_mut(&mut cfg.consumers[i]).remove(j);
+    cfg.consumers[i].updated_at = Some(entity::now());
+    Ok(())
+}
+
+/// The id of the consumer addressed by id or username.
+pub fn consumer_id(cfg: &Config, key: &str) -> Result<Uuid, ApiError> {
+    Ok(cfg.consumers[entity::must_find::<Consumer>(cfg, key)?].id)
 }
 
 /// Finds a credential by id, in one consumer or in all.
@@ -136,15 +157,16 @@ pub fn parse<C: Cred>(body: &Bytes) -> Result<C, ApiError> {
     })
 }
 
-/// Adds a credential to the consumer at `ci`; its id.
-pub fn add<C: Cred>(cfg: &mut Config, ci: usize, mut cred: C) -> Uuid {
+/// Adds a credential to the consumer addressed by `consumer`; its id.
+pub fn add<C: Cred>(cfg: &mut Config, consumer: &str, mut cred: C) -> Result<Uuid, ApiError> {
+    let ci = entity::must_find::<Consumer>(cfg, consumer)?;
     if cred.id().is_nil() {
         cred.set_id(Uuid::new_v4());
     }
     let id = cred.id();
     C::list_mut(&mut cfg.consumers[ci]).push(cred);
     cfg.consumers[ci].updated_at = Some(entity::now());
-    id
+    Ok(id)
 }
 
 /// The answer to a create: the stored credential, plus the secret it was given, once.

@@ -35,16 +35,40 @@ pub trait Ent: Serialize + DeserializeOwned + Clone + Send + 'static {
     fn list_mut(cfg: &mut Config) -> &mut Vec<Self>;
 }
 
+/// The methods every entity kind implements alike (its list in the config, id, tags and
+/// timestamps); the name methods differ and are written beside each use.
+macro_rules! ent_common {
+    ($list:ident) => {
+        fn id(&self) -> Uuid {
+            self.id
+        }
+        fn set_id(&mut self, id: Uuid) {
+            self.id = id;
+        }
+        fn tags(&self) -> &[String] {
+            &self.tags
+        }
+        fn created_at(&self) -> Option<u64> {
+            self.created_at
+        }
+        fn set_times(&mut self, created: u64, updated: u64) {
+            self.created_at = Some(created);
+            self.updated_at = Some(updated);
+        }
+        fn list(cfg: &Config) -> &Vec<Self> {
+            &cfg.$list
+        }
+        fn list_mut(cfg: &mut Config) -> &mut Vec<Self> {
+            &mut cfg.$list
+        }
+    };
+}
+
 macro_rules! ent {
     ($t:ty, $kind:expr, $list:ident, $name:ident, named) => {
         impl Ent for $t {
             const KIND: Kind = $kind;
-            fn id(&self) -> Uuid {
-                self.id
-            }
-            fn set_id(&mut self, id: Uuid) {
-                self.id = id;
-            }
+            ent_common!($list);
             fn name(&self) -> Option<&str> {
                 self.$name.as_deref()
             }
@@ -52,54 +76,17 @@ macro_rules! ent {
                 self.$name = Some(name.to_string());
                 true
             }
-            fn tags(&self) -> &[String] {
-                &self.tags
-            }
-            fn created_at(&self) -> Option<u64> {
-                self.created_at
-            }
-            fn set_times(&mut self, created: u64, updated: u64) {
-                self.created_at = Some(created);
-                self.updated_at = Some(updated);
-            }
-            fn list(cfg: &Config) -> &Vec<Self> {
-                &cfg.$list
-            }
-            fn list_mut(cfg: &mut Config) -> &mut Vec<Self> {
-                &mut cfg.$list
-            }
         }
     };
     ($t:ty, $kind:expr, $list:ident) => {
         impl Ent for $t {
             const KIND: Kind = $kind;
-            fn id(&self) -> Uuid {
-                self.id
-            }
-            fn set_id(&mut self, id: Uuid) {
-                self.id = id;
-            }
+            ent_common!($list);
             fn name(&self) -> Option<&str> {
                 None
             }
             fn set_name(&mut self, _name: &str) -> bool {
                 false
-            }
-            fn tags(&self) -> &[String] {
-                &self.tags
-            }
-            fn created_at(&self) -> Option<u64> {
-                self.created_at
-            }
-            fn set_times(&mut self, created: u64, updated: u64) {
-                self.created_at = Some(created);
-                self.updated_at = Some(updated);
-            }
-            fn list(cfg: &Config) -> &Vec<Self> {
-                &cfg.$list
-            }
-            fn list_mut(cfg: &mut Config) -> &mut Vec<Self> {
-                &mut cfg.$list
             }
         }
     };
@@ -111,36 +98,16 @@ ent!(Consumer, Kind::Consumer, consumers, username, named);
 ent!(Plugin, Kind::Plugin, plugins);
 ent!(Certificate, Kind::Certificate, certificates);
 
+/// An upstream's name is required, not optional.
 impl Ent for Upstream {
     const KIND: Kind = Kind::Upstream;
-    fn id(&self) -> Uuid {
-        self.id
-    }
-    fn set_id(&mut self, id: Uuid) {
-        self.id = id;
-    }
+    ent_common!(upstreams);
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }
     fn set_name(&mut self, name: &str) -> bool {
         self.name = name.to_string();
         true
-    }
-    fn tags(&self) -> &[String] {
-        &self.tags
-    }
-    fn created_at(&self) -> Option<u64> {
-        self.created_at
-    }
-    fn set_times(&mut self, created: u64, updated: u64) {
-        self.created_at = Some(created);
-        self.updated_at = Some(updated);
-    }
-    fn list(cfg: &Config) -> &Vec<Self> {
-        &cfg.upstreams
-    }
-    fn list_mut(cfg: &mut Config) -> &mut Vec<Self> {
-        &mut cfg.upstreams
     }
 }
 

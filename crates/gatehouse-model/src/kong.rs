@@ -169,6 +169,9 @@ fn service(s: &mut Map<String, Value>, path: &str, f: &mut Findings) {
     );
 }
 
+/// Kong route protocols that are not HTTP: stream proxying and WebSocket-only routes.
+const STREAM_PROTOCOLS: &[&str] = &["tcp", "tls", "udp", "tls_passthrough", "ws", "wss"];
+
 fn route(r: &mut Map<String, Value>, path: &str, f: &mut Findings) {
     drop_nulls(r);
     let ent = label("route", r, path);
@@ -217,30 +220,27 @@ fn route(r: &mut Map<String, Value>, path: &str, f: &mut Findings) {
             );
         }
     }
-    if let Some(Value::Array(ps)) = r.get("protocols") {
-        for (i, p) in ps.iter().enumerate() {
-            if let Some(p @ ("tcp" | "tls" | "udp" | "tls_passthrough" | "ws" | "wss")) = p.as_str()
-            {
-                let hint = if p.starts_with('w') {
-                    "WebSockets ride on `http`/`https` routes: set `websocket: true`"
-                } else {
-                    "Gatehouse proxies HTTP, HTTPS and gRPC, not raw TCP, TLS or UDP streams"
-                };
-                f.error(
-                    &ent,
-                    format!("{path}.protocols[{i}]"),
-                    format!("`{p}`: {hint}"),
-                );
-            }
-        }
-    }
-    // Refused protocols are taken out so the typed read does not report them twice.
     if let Some(Value::Array(ps)) = r.get_mut("protocols") {
+        let mut i = 0;
+        // Refused protocols are reported here and taken out, so the typed read does not
+        // report them a second time.
         ps.retain(|p| {
-            !matches!(
-                p.as_str(),
-                Some("tcp" | "tls" | "udp" | "tls_passthrough" | "ws" | "wss")
-            )
+            let at = i;
+            i += 1;
+            let Some(p) = p.as_str().filter(|p| STREAM_PROTOCOLS.contains(p)) else {
+                return true;
+            };
+            let hint = if p.starts_with('w') {
+                "WebSockets ride on `http`/`https` routes: set `websocket: true`"
+            } else {
+                "Gatehouse proxies HTTP, HTTPS and gRPC, not raw TCP, TLS or UDP streams"
+            };
+            f.error(
+                &ent,
+                format!("{path}.protocols[{at}]"),
+                format!("`{p}`: {hint}"),
+            );
+            false
         });
     }
     if let Some(Value::Array(ps)) = r.get("paths") {

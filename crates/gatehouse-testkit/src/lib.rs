@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod hostile;
 pub mod pki;
 pub mod recorder;
+mod server_thread;
 pub mod upstream;
 
 pub use client::{get, request, Reply};

@@ -62,19 +62,7 @@ pub struct Recorder {
     /// Where it listens.
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _server: crate::server_thread::ServerThread,
 }
 
 impl Recorder {
@@ -113,8 +101,7 @@ impl Recorder {
         Recorder {
             addr,
             state,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: crate::server_thread::ServerThread::new(stop, thread),
         }
     }
 

@@ -35,19 +35,7 @@ pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
     /// TCP connections accepted so far.
     pub conns: Arc<AtomicUsize>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _server: crate::server_thread::ServerThread,
 }
 
 /// An address whose connections never complete: a listener with a full accept queue that
@@ -320,8 +308,7 @@ impl Upstream {
             addr,
             hits,
             conns,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: crate::server_thread::ServerThread::new(stop, thread),
         }
     }
 

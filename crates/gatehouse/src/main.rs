@@ -25,60 +25,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        cli::Command::Validate { file } => {
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("{}: {e}", file.display());
-                    return ExitCode::FAILURE;
-                }
-            };
-            match gatehouse_model::parse_document_noted(&text, &gatehouse_plugins::registry(), None)
-            {
-                Ok(parsed) => {
-                    for n in &parsed.notes {
-                        let at = match (n.line, n.column) {
-                            (Some(l), Some(c)) => format!("{}:{l}:{c}", file.display()),
-                            _ => file.display().to_string(),
-                        };
-                        eprintln!("{at}: note: {}: {}: {}", n.entity, n.path, n.message);
-                    }
-                    let cfg = parsed.config;
-                    println!(
-                        "{}: ok ({} services, {} routes, {} upstreams, {} consumers, {} plugins, {} certificates)",
-                        file.display(),
-                        cfg.services.len(),
-                        cfg.routes.len(),
-                        cfg.upstreams.len(),
-                        cfg.consumers.len(),
-                        cfg.plugins.len(),
-                        cfg.certificates.len()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    for fe in &e.errors {
-                        let at = match (fe.line, fe.column) {
-                            (Some(l), Some(c)) => format!("{}:{l}:{c}", file.display()),
-                            _ => file.display().to_string(),
-                        };
-                        let path = if fe.path.is_empty() {
-                            "(root)"
-                        } else {
-                            &fe.path
-                        };
-                        eprintln!("{at}: {}: {path}: {}", fe.entity, fe.message);
-                    }
-                    eprintln!(
-                        "{}: {} error{}",
-                        file.display(),
-                        e.errors.len(),
-                        if e.errors.len() == 1 { "" } else { "s" }
-                    );
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        cli::Command::Validate { file } => validate(&file),
         cli::Command::Keyring { action } => match keyring(action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -97,6 +44,57 @@ fn main() -> ExitCode {
             "{:#}",
             gatehouse_model::schema::json_schema_with(&gatehouse_plugins::registry())
         )),
+    }
+}
+
+/// `gatehouse validate FILE`: every error (and every note) with its line and column.
+fn validate(file: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let at = |fe: &gatehouse_model::FieldError| match (fe.line, fe.column) {
+        (Some(l), Some(c)) => format!("{}:{l}:{c}", file.display()),
+        _ => file.display().to_string(),
+    };
+    match gatehouse_model::parse_document_noted(&text, &gatehouse_plugins::registry(), None) {
+        Ok(parsed) => {
+            for n in &parsed.notes {
+                eprintln!("{}: note: {}: {}: {}", at(n), n.entity, n.path, n.message);
+            }
+            let cfg = parsed.config;
+            println!(
+                "{}: ok ({} services, {} routes, {} upstreams, {} consumers, {} plugins, {} certificates)",
+                file.display(),
+                cfg.services.len(),
+                cfg.routes.len(),
+                cfg.upstreams.len(),
+                cfg.consumers.len(),
+                cfg.plugins.len(),
+                cfg.certificates.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for fe in &e.errors {
+                let path = if fe.path.is_empty() {
+                    "(root)"
+                } else {
+                    &fe.path
+                };
+                eprintln!("{}: {}: {path}: {}", at(fe), fe.entity, fe.message);
+            }
+            eprintln!(
+                "{}: {} error{}",
+                file.display(),
+                e.errors.len(),
+                if e.errors.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -121,15 +119,7 @@ fn config(action: cli::ConfigAction) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let remote = |r: &cli::RemoteArgs| -> anyhow::Result<config_cmd::Remote> {
         let token = match &r.admin_token_file {
-            Some(f) => Some(
-                std::fs::read_to_string(f)
-                    .with_context(|| format!("reading {}", f.display()))?
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string(),
-            ),
+            Some(f) => Some(serve::read_token_file(f)?),
             None => r.admin_token.clone(),
         };
         config_cmd::Remote::new(&r.admin_url, token)

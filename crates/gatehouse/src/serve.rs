@@ -69,7 +69,7 @@ fn settings(args: &ServeArgs) -> Result<ProxySettings> {
 }
 
 /// The admin token from `--admin-token-file`: its first line.
-fn read_token_file(path: &std::path::Path) -> Result<String> {
+pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading --admin-token-file {}", path.display()))?;

@@ -416,17 +416,8 @@ impl Compiled {
         if !self.cfg.issuer.is_empty() {
             v.set_issuer(&self.cfg.issuer);
         }
-        decode::<serde_json::Map<String, Value>>(token, key, &v).map_err(|e| {
-            // The library reports a time claim it cannot read as missing; say what it is.
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(c)
-                    if c == "exp" && claims.get("exp").is_some_and(|x| !x.is_number()) =>
-                {
-                    "claim `exp` must be a number"
-                }
-                k => refusal(k),
-            }
-        })?;
+        decode::<serde_json::Map<String, Value>>(token, key, &v)
+            .map_err(|e| refusal(e.kind(), &claims))?;
         if self.cfg.maximum_expiration > 0 {
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -444,10 +435,19 @@ impl Compiled {
 }
 
 /// What a client is told when a token does not verify: which claim is missing or bad, so a
-/// token without `exp` is not mistaken for a forged one.
-fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+/// token without `exp` is not mistaken for a forged one. `claims` are the token's own: the
+/// library reports a required claim it cannot read as missing, though it is there.
+fn refusal(
+    kind: &jsonwebtoken::errors::ErrorKind,
+    claims: &serde_json::Map<String, Value>,
+) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
+        K::MissingRequiredClaim(c)
+            if c == "exp" && claims.get("exp").is_some_and(|x| !x.is_number()) =>
+        {
+            "claim `exp` must be a number"
+        }
         K::ExpiredSignature => "token expired (claim `exp`)",
         K::ImmatureSignature => "token not valid yet (claim `nbf`)",
         K::InvalidIssuer => "invalid issuer (claim `iss`)",
