@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -24,6 +23,7 @@ use crate::control::Control;
 use crate::entity::{self, Ent};
 pub use crate::error::ApiError;
 use crate::error::{ErrorBody, REQUEST_ID};
+use crate::input::{Document, Input};
 
 /// State of the admin API.
 pub struct AdminState {
@@ -103,19 +103,6 @@ fn next_link(uri: &Uri, offset: &str) -> String {
     format!("{}?{}", uri.path(), query.join("&"))
 }
 
-fn body_json(bytes: &Bytes) -> ApiResult<Value> {
-    if bytes.is_empty() {
-        return Ok(json!({}));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            format!("request body is not valid JSON: {e}"),
-        )
-    })
-}
-
 // ---- generic operations -------------------------------------------------------------
 
 fn list_of<T: Ent>(
@@ -157,10 +144,10 @@ fn fetch<T: Ent>(cfg: &Config, id: Uuid) -> Value {
 
 async fn create_with<T: Ent>(
     s: &AdminState,
-    body: Bytes,
+    body: Input,
     scope: impl FnOnce(&mut T, &Config) -> ApiResult<()>,
 ) -> ApiResult<Response> {
-    let mut e: T = entity::parse(body_json(&body)?)?;
+    let mut e: T = entity::parse(body.required(entity::schema_name(T::KIND))?)?;
     let (cur, id) = s
         .control
         .mutate(move |cfg, origins| {
@@ -171,8 +158,8 @@ async fn create_with<T: Ent>(
     Ok((StatusCode::CREATED, Json(fetch::<T>(&cur.config, id))).into_response())
 }
 
-async fn put_one<T: Ent>(s: &AdminState, key: String, body: Bytes) -> ApiResult<Response> {
-    let mut e: T = entity::parse(body_json(&body)?)?;
+async fn put_one<T: Ent>(s: &AdminState, key: String, body: Input) -> ApiResult<Response> {
+    let mut e: T = entity::parse(body.required(entity::schema_name(T::KIND))?)?;
     let (cur, (id, created)) = s
         .control
         .mutate(move |cfg, origins| match entity::find::<T>(cfg, &key) {
@@ -187,6 +174,17 @@ async fn put_one<T: Ent>(s: &AdminState, key: String, body: Bytes) -> ApiResult<
                 match key.parse::<Uuid>() {
                     Ok(id) => e.set_id(id),
                     Err(_) => {
+                        if e.name().is_some_and(|n| n != key) {
+                            return Err(ApiError::new(
+                                StatusCode::CONFLICT,
+                                "conflict",
+                                format!(
+                                    "the body names the {} `{}`, the path `{key}`",
+                                    T::KIND.as_str(),
+                                    e.name().unwrap_or_default()
+                                ),
+                            ));
+                        }
                         if !e.set_name(&key) {
                             return Err(ApiError::not_found(T::KIND.as_str(), &key));
                         }
@@ -204,8 +202,10 @@ async fn put_one<T: Ent>(s: &AdminState, key: String, body: Bytes) -> ApiResult<
     Ok((status, Json(fetch::<T>(&cur.config, id))).into_response())
 }
 
-async fn patch_one<T: Ent>(s: &AdminState, key: String, body: Bytes) -> ApiResult<Json<Value>> {
-    let patch = body_json(&body)?;
+async fn patch_one<T: Ent>(s: &AdminState, key: String, body: Input) -> ApiResult<Json<Value>> {
+    let schema = format!("{}Patch", entity::schema_name(T::KIND));
+    let patch = body.required(&schema)?;
+    entity::check_patch(T::KIND, &schema, &patch)?;
     let (cur, id) = s
         .control
         .mutate(move |cfg, origins| {
@@ -227,6 +227,26 @@ async fn delete_one<T: Ent>(s: &AdminState, key: String) -> ApiResult<StatusCode
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A nested create's scope comes from the path; a body that names another entity for it
+/// is a conflict, not silently overridden.
+fn scope_to<T: Ent>(cfg: &Config, field: &mut Option<String>, key: &str) -> ApiResult<()> {
+    let id = id_of::<T>(cfg, key)?;
+    if let Some(given) = field.as_deref() {
+        if id_of::<T>(cfg, given).ok().as_deref() != Some(id.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "the body names the {} `{given}`, the path `{key}`",
+                    T::KIND.as_str()
+                ),
+            ));
+        }
+    }
+    *field = Some(id);
+    Ok(())
 }
 
 fn id_of<T: Ent>(cfg: &Config, key: &str) -> ApiResult<String> {
@@ -252,7 +272,7 @@ macro_rules! crud {
             /// Create one.
             #[utoipa::path(post, path = $coll, tag = $tag, request_body = $t,
                 responses((status = 201, body = $t), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-            pub async fn create(State(s): St, body: Bytes) -> ApiResult<Response> {
+            pub async fn create(State(s): St, body: Input) -> ApiResult<Response> {
                 create_with::<$t>(&s, body, |_, _| Ok(())).await
             }
 
@@ -266,14 +286,14 @@ macro_rules! crud {
             /// Create or replace by id or name.
             #[utoipa::path(put, path = $item, tag = $tag, params(($param = String, Path, description = "id or name")), request_body = $t,
                 responses((status = 200, body = $t), (status = 201, body = $t), (status = 400, body = ErrorBody)))]
-            pub async fn put(State(s): St, Path(key): Path<String>, body: Bytes) -> ApiResult<Response> {
+            pub async fn put(State(s): St, Path(key): Path<String>, body: Input) -> ApiResult<Response> {
                 put_one::<$t>(&s, key, body).await
             }
 
             /// Change some fields (JSON merge patch).
             #[utoipa::path(patch, path = $item, tag = $tag, params(($param = String, Path, description = "id or name")), request_body = Object,
                 responses((status = 200, body = $t), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-            pub async fn patch(State(s): St, Path(key): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+            pub async fn patch(State(s): St, Path(key): Path<String>, body: Input) -> ApiResult<Json<Value>> {
                 patch_one::<$t>(&s, key, body).await
             }
 
@@ -357,11 +377,10 @@ pub async fn service_routes(
 pub async fn create_service_route(
     State(s): St,
     Path(svc): Path<String>,
-    body: Bytes,
+    body: Input,
 ) -> ApiResult<Response> {
     create_with::<Route>(&s, body, move |r, cfg| {
-        r.service = Some(id_of::<Service>(cfg, &svc)?);
-        Ok(())
+        scope_to::<Service>(cfg, &mut r.service, &svc)
     })
     .await
 }
@@ -379,10 +398,9 @@ macro_rules! scoped_plugins {
         /// Add a plugin scoped to this entity.
         #[utoipa::path(post, path = $path, tag = "plugins", params(($param = String, Path)), request_body = Plugin,
             responses((status = 201, body = Plugin), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-        pub async fn $create(State(s): St, Path(key): Path<String>, body: Bytes) -> ApiResult<Response> {
+        pub async fn $create(State(s): St, Path(key): Path<String>, body: Input) -> ApiResult<Response> {
             create_with::<Plugin>(&s, body, move |p, cfg| {
-                p.$field = Some(id_of::<$t>(cfg, &key)?);
-                Ok(())
+                scope_to::<$t>(cfg, &mut p.$field, &key)
             })
             .await
         }
@@ -434,8 +452,8 @@ macro_rules! creds_api {
             /// and shown in this answer only).
             #[utoipa::path(post, path = $coll, tag = "credentials", params(("consumer" = String, Path, description = "id or username")), request_body = $t,
                 responses((status = 201, body = $t), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-            pub async fn create(State(s): St, Path(c): Path<String>, body: Bytes) -> ApiResult<Response> {
-                let mut cred: $t = creds::parse(&body)?;
+            pub async fn create(State(s): St, Path(c): Path<String>, body: Input) -> ApiResult<Response> {
+                let mut cred: $t = creds::parse(body)?;
                 let shown = creds::Cred::on_create(&mut cred);
                 let (cur, id) = s
                     .control
@@ -582,9 +600,9 @@ pub async fn list_targets(
 pub async fn create_target(
     State(s): St,
     Path(up): Path<String>,
-    body: Bytes,
+    body: Input,
 ) -> ApiResult<Response> {
-    let v = body_json(&body)?;
+    let v = body.required("Target")?;
     let mut t: Target = serde_path_to_error::deserialize(&v).map_err(|e| {
         ApiError::invalid(vec![gatehouse_model::FieldError::new(
             "target",
@@ -701,18 +719,11 @@ fn counts(c: &Config) -> Value {
 /// allowed in declarative mode.
 #[utoipa::path(post, path = "/config", tag = "config", request_body(content = Config, description = "declarative document, YAML or JSON"),
     responses((status = 201, body = Applied), (status = 400, body = ErrorBody)))]
-pub async fn post_config(State(s): St, body: Bytes) -> ApiResult<Response> {
-    let text = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the document must be UTF-8",
-        )
-    })?;
+pub async fn post_config(State(s): St, Document(text): Document) -> ApiResult<Response> {
     let cur = s.control.current();
     let parsed =
-        gatehouse_model::parse_document_noted(text, &**s.control.catalog(), Some(&cur.config))
-            .map_err(|e| ApiError::invalid(e.errors))?;
+        gatehouse_model::parse_document_noted(&text, &**s.control.catalog(), Some(&cur.config))
+            .map_err(ApiError::rejected)?;
     let entities = counts(&parsed.config);
     let version = s.control.replace(parsed.config).await?;
     let notes = parsed.notes;
@@ -938,18 +949,6 @@ async fn not_found() -> ApiError {
 pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
     let mut doc = ApiDoc::openapi();
     let comps = doc.components.get_or_insert_with(Default::default);
-    comps
-        .schemas
-        .extend(gatehouse_model::schema::components().schemas);
-    // Each plugin's config schema, as `PluginConfig.<name>` (the same types validate configs).
-    for (name, schema) in gatehouse_model::PluginCatalog::schemas(&**state.control.catalog()) {
-        if let Ok(s) = serde_json::from_value::<
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        >(schema)
-        {
-            comps.schemas.insert(format!("PluginConfig.{name}"), s);
-        }
-    }
     comps.add_security_scheme(
         "admin_token",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
@@ -1020,7 +1019,8 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
     .into_iter()
     .fold(router, |r, register| register(r));
     let (router, api) = router.split_for_parts();
-    let _ = OPENAPI.set(api.to_json().unwrap_or_default());
+    let finished = crate::openapi::finish(&api, &**state.control.catalog());
+    let _ = OPENAPI.set(finished.to_string());
     let router = router
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))

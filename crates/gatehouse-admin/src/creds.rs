@@ -2,8 +2,6 @@
 //! ACL groups added or revoked one at a time (`/consumers/{c}/key-auth`, `/key-auths`, …)
 //! instead of by rewriting the consumer.
 
-use axum::body::Bytes;
-use axum::http::StatusCode;
 use gatehouse_model::{
     AclGroup, BasicAuthCredential, Config, Consumer, FieldError, HmacAuthCredential, JwtSecret,
     KeyAuthCredential,
@@ -13,13 +11,20 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use axum::http::StatusCode;
+
 use crate::entity;
 use crate::error::ApiError;
+use crate::input::Input;
 
 /// A kind of credential kept in a list on the consumer.
 pub trait Cred: Serialize + DeserializeOwned + Clone + Send + 'static {
     /// Its name in paths and messages (`key-auth`).
     const NAME: &'static str;
+    /// Its schema in the OpenAPI document.
+    const SCHEMA: &'static str;
+    /// Whether a create may come without a body (a key-auth key is then generated).
+    const BODY_OPTIONAL: bool = false;
     /// The consumer's list of them.
     fn list(c: &Consumer) -> &Vec<Self>;
     /// The consumer's list of them, mutably.
@@ -38,9 +43,10 @@ pub trait Cred: Serialize + DeserializeOwned + Clone + Send + 'static {
 }
 
 macro_rules! cred {
-    ($t:ty, $name:literal, $field:ident $(, $extra:item)*) => {
+    ($t:ident, $name:literal, $field:ident $(, $extra:item)*) => {
         impl Cred for $t {
             const NAME: &'static str = $name;
+            const SCHEMA: &'static str = stringify!($t);
             fn list(c: &Consumer) -> &Vec<Self> {
                 &c.$field
             }
@@ -69,6 +75,7 @@ cred!(
     KeyAuthCredential,
     "key-auth",
     keyauth_credentials,
+    const BODY_OPTIONAL: bool = true;,
     /// A key-auth credential without a key gets a random one (as in Kong), shown once.
     fn on_create(&mut self) -> Option<(&'static str, String)> {
         if self.key.is_none() && self.key_hash.is_none() {
@@ -81,6 +88,7 @@ cred!(
 /// A credential as answers show it: with its consumer, as Kong does.
 pub fn to_json<C: Cred>(c: &C, consumer: Uuid) -> Value {
     let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    entity::with_defaults(C::SCHEMA, &mut v);
     if let Some(o) = v.as_object_mut() {
         o.insert("consumer".into(), json!({ "id": consumer }));
     }
@@ -133,21 +141,12 @@ pub fn find<C: Cred>(cfg: &Config, consumer: Option<Uuid>, id: &str) -> Option<(
 }
 
 /// Parses a request body as a credential, naming the failing field.
-pub fn parse<C: Cred>(body: &Bytes) -> Result<C, ApiError> {
-    let mut v: Value = if body.is_empty() {
-        json!({})
+pub fn parse<C: Cred>(body: Input) -> Result<C, ApiError> {
+    let v = if C::BODY_OPTIONAL {
+        body.optional(C::SCHEMA)
     } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_json",
-                format!("request body is not valid JSON: {e}"),
-            )
-        })?
+        body.required(C::SCHEMA)?
     };
-    if v.is_null() {
-        v = json!({});
-    }
     serde_path_to_error::deserialize(&v).map_err(|e| {
         ApiError::invalid(vec![FieldError::new(
             C::NAME,
@@ -162,6 +161,12 @@ pub fn add<C: Cred>(cfg: &mut Config, consumer: &str, mut cred: C) -> Result<Uui
     let ci = entity::must_find::<Consumer>(cfg, consumer)?;
     if cred.id().is_nil() {
         cred.set_id(Uuid::new_v4());
+    } else if find::<C>(cfg, None, &cred.id().to_string()).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("a {} credential with id {} exists", C::NAME, cred.id()),
+        ));
     }
     let id = cred.id();
     C::list_mut(&mut cfg.consumers[ci]).push(cred);

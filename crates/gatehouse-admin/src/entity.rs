@@ -145,6 +145,18 @@ pub fn must_find<T: Ent>(cfg: &Config, key: &str) -> Result<usize, ApiError> {
     find::<T>(cfg, key).ok_or_else(|| ApiError::not_found(T::KIND.as_str(), key))
 }
 
+/// The name of a kind's schema in the OpenAPI document.
+pub fn schema_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Service => "Service",
+        Kind::Route => "Route",
+        Kind::Upstream => "Upstream",
+        Kind::Consumer => "Consumer",
+        Kind::Plugin => "Plugin",
+        Kind::Certificate => "Certificate",
+    }
+}
+
 /// Parses a request body as an entity, naming the failing field.
 pub fn parse<T: Ent>(body: Value) -> Result<T, ApiError> {
     if !body.is_object() {
@@ -170,11 +182,61 @@ pub fn to_json<T: Ent>(e: &T) -> Value {
     serde_json::to_value(e).unwrap_or(Value::Null)
 }
 
-/// JSON of an entity as reads show it: write-only secrets redacted.
+/// JSON of an entity as reads show it: write-only secrets redacted, and every field
+/// shown — with its default when unset — so that a read can be edited and PUT back.
 pub fn to_public_json<T: Ent>(e: &T) -> Value {
     let mut v = to_json(e);
     gatehouse_model::secret::redact(T::KIND, &mut v);
+    with_defaults(schema_name(T::KIND), &mut v);
     v
+}
+
+/// Fields only declarative files nest (a service's routes and plugins): not part of an
+/// entity as the admin API reads and writes it.
+const NESTED_ONLY: [&str; 2] = ["routes", "plugins"];
+
+/// Adds each field of schema `name` that `v` lacks, with the schema's default, or the
+/// empty value of its type (null, `[]`, `{}`).
+pub fn with_defaults(name: &str, v: &mut Value) {
+    let schemas = crate::openapi::schemas();
+    // `Plugin` is one alternative per plugin name; its fields are in `PluginCommon`.
+    let Some(props) = schemas
+        .get(&format!("{name}Common"))
+        .or_else(|| schemas.get(name))
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    let Some(obj) = v.as_object_mut() else {
+        return;
+    };
+    for (field, schema) in props {
+        if obj.contains_key(field) || NESTED_ONLY.contains(&field.as_str()) {
+            continue;
+        }
+        obj.insert(field.clone(), empty_of(schema));
+    }
+}
+
+fn empty_of(schema: &Value) -> Value {
+    if let Some(d) = schema.get("default") {
+        return d.clone();
+    }
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if types.contains(&"null") {
+        Value::Null
+    } else if types.contains(&"array") {
+        Value::Array(Vec::new())
+    } else if types.contains(&"object") {
+        Value::Object(Default::default())
+    } else {
+        Value::Null
+    }
 }
 
 /// Adds a new entity (fresh id unless given; 409 when the id is taken).
@@ -205,11 +267,14 @@ pub fn replace_at<T: Ent>(
 ) -> Result<Uuid, ApiError> {
     let id = T::list(cfg)[idx].id();
     if !e.id().is_nil() && e.id() != id {
-        return Err(ApiError::invalid(vec![FieldError::new(
+        let mut err = ApiError::invalid(vec![FieldError::new(
             T::KIND.as_str(),
             "id",
             "the id of an entity cannot change",
-        )]));
+        )]);
+        err.status = StatusCode::CONFLICT;
+        err.code = "conflict";
+        return Err(err);
     }
     e.set_id(id);
     let now = now();
@@ -217,6 +282,37 @@ pub fn replace_at<T: Ent>(
     origins.insert(id, String::new());
     T::list_mut(cfg)[idx] = e;
     Ok(id)
+}
+
+/// A merge patch is an object of the entity's fields: an unknown field is an error even
+/// when its value is null (which merging alone would drop without a word).
+pub fn check_patch(kind: Kind, schema: &str, patch: &Value) -> Result<(), ApiError> {
+    let Value::Object(fields) = patch else {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            kind.as_str(),
+            "",
+            "a merge patch must be a JSON object",
+        )]));
+    };
+    let known = crate::openapi::schemas()
+        .get(schema)
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object);
+    if let Some(known) = known {
+        if let Some(unknown) = fields.keys().find(|k| !known.contains_key(*k)) {
+            let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return Err(ApiError::invalid(vec![FieldError::new(
+                kind.as_str(),
+                unknown.clone(),
+                format!(
+                    "unknown field `{unknown}`, expected one of {}",
+                    names.join(", ")
+                ),
+            )]));
+        }
+    }
+    Ok(())
 }
 
 /// JSON merge patch (RFC 7396).

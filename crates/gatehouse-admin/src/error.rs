@@ -75,7 +75,7 @@ impl ApiError {
             format!("no {kind} with id or name `{key}`"),
         )
     }
-    /// 400 for a body that does not fit, naming the field.
+    /// 400 for a body that does not fit its schema, naming the field.
     pub fn invalid(details: Vec<FieldError>) -> Self {
         let message = match details.as_slice() {
             [one] => format!(
@@ -99,10 +99,22 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A config that validation rejected: 400 when it is malformed, 422 when it is
+    /// well-formed but breaks a rule (what the OpenAPI document says of each).
+    pub fn rejected(c: gatehouse_model::ConfigError) -> Self {
+        let mut e = ApiError::invalid(c.errors);
+        if !c.malformed {
+            e.status = StatusCode::UNPROCESSABLE_ENTITY;
+        }
+        e
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Invalid(c) => ApiError::invalid(c.errors),
+            StoreError::Invalid(c) => ApiError::rejected(c),
             StoreError::ReadOnly => {
                 ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "read_only", e.to_string())
             }
@@ -137,7 +149,7 @@ impl From<ControlError> for ApiError {
                 e.code = "conflict";
                 e
             }
-            ControlError::Invalid(c) => ApiError::invalid(c.errors),
+            ControlError::Invalid(c) => ApiError::rejected(c),
             ControlError::Store(s) => s.into(),
         }
     }

@@ -5,6 +5,9 @@ pub mod control;
 pub mod creds;
 pub mod entity;
 pub mod error;
+mod form;
+pub mod input;
+pub mod openapi;
 
 pub use api::{build, AdminState};
 pub use control::{Control, ControlError};

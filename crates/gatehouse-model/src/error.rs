@@ -58,6 +58,10 @@ impl fmt::Display for FieldError {
 pub struct ConfigError {
     /// All problems, in document order.
     pub errors: Vec<FieldError>,
+    /// The document itself is malformed (YAML syntax, a value of the wrong type, an
+    /// unknown field) rather than well-formed but breaking a rule: the admin API answers
+    /// 400 for the first, 422 for the second.
+    pub malformed: bool,
 }
 
 impl fmt::Display for ConfigError {
@@ -77,6 +81,9 @@ impl fmt::Display for ConfigError {
 
 impl From<Vec<FieldError>> for ConfigError {
     fn from(errors: Vec<FieldError>) -> Self {
-        ConfigError { errors }
+        ConfigError {
+            errors,
+            malformed: false,
+        }
     }
 }

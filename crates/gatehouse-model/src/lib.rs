@@ -8,10 +8,12 @@ pub mod normalize;
 pub mod pathspec;
 pub mod plugin;
 pub mod schema;
+mod schema_rules;
 pub mod secret;
 pub mod tls;
 pub mod validate;
 pub mod yaml;
+mod yaml_emit;
 
 use std::collections::HashMap;
 
@@ -293,17 +295,31 @@ pub fn parse_document_noted(
     catalog: &dyn PluginCatalog,
     previous: Option<&Config>,
 ) -> Result<Parsed, ConfigError> {
-    let spanned = yaml::parse(text).map_err(|e| {
-        ConfigError::from(vec![FieldError {
+    let spanned = yaml::parse(text).or_else(|e| {
+        // JSON is YAML, except that JSON writes a character beyond the BMP as a
+        // `\ud83d\ude00` surrogate pair, which YAML readers refuse: read such a document
+        // as JSON (its positions are then not the file's).
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => Ok(yaml::Spanned {
+                value: v,
+                positions: Default::default(),
+            }),
+            Err(_) => Err(e),
+        }
+    });
+    let mut spanned = spanned.map_err(|e| ConfigError {
+        errors: vec![FieldError {
             entity: "document".into(),
             path: String::new(),
             message: format!("syntax error: {}", e.message),
             line: Some(e.line),
             column: Some(e.column),
-        }])
+        }],
+        malformed: true,
     })?;
     let mut errors = Vec::new();
     let mut notes = Vec::new();
+    whole_numbers(&mut spanned.value);
     let kong_file = spanned
         .value
         .get("_format_version")
@@ -324,6 +340,7 @@ pub fn parse_document_noted(
     };
     // Validation runs even after type errors, on what could be read, so one run reports
     // everything; a field that already has an error gets no second one from validation.
+    let malformed = !errors.is_empty();
     let result: Result<Config, ConfigError> = match check(cfg, None, catalog, previous) {
         Ok(cfg) if errors.is_empty() => Ok(cfg),
         Ok(_) => Err(errors.into()),
@@ -348,8 +365,25 @@ pub fn parse_document_noted(
         Ok(config) => Ok(Parsed { config, notes }),
         Err(mut e) => {
             e.errors.iter_mut().for_each(place);
+            e.malformed = malformed;
             Err(e)
         }
+    }
+}
+
+/// `2.0` is the integer 2 in JSON (and in JSON Schema's `integer`): written as such, so
+/// that integer fields take it (serde does not turn a float into an integer).
+pub fn whole_numbers(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                // Exact: |f| < 2^53, so the float is an integer an i64 holds.
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(whole_numbers),
+        Value::Object(m) => m.values_mut().for_each(whole_numbers),
+        _ => {}
     }
 }
 

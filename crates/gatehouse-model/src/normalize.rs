@@ -92,6 +92,26 @@ fn split_form(
     s.url = Some(format!("{}://{host}:{port}{path}", protocol.as_str()));
 }
 
+/// A secret comes either in the clear (`key`, `password`) or as its stored hash
+/// (`key_hash`, `password_hash`, from a dump), never both: which one would count?
+fn secret_given_once(
+    clear: bool,
+    hash: &Option<String>,
+    name: &str,
+    username: &Option<String>,
+    cpath: &str,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    if clear && hash.is_some() {
+        errors.push(FieldError::new(
+            label(Kind::Consumer, username.as_deref(), cpath),
+            format!("{field}.{name}_hash"),
+            format!("give `{name}` or `{name}_hash`, not both"),
+        ));
+    }
+}
+
 /// Flattens nested entities and assigns missing ids. Returns the origin path of every entity.
 pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
     USED.with(|u| {
@@ -212,6 +232,23 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
             origins.insert(cred.id, format!("{cpath}.hmacauth_credentials[{j}]"));
         }
         for (j, cred) in c.basicauth_credentials.iter_mut().enumerate() {
+            let field = format!("{cpath}.basicauth_credentials[{j}]");
+            secret_given_once(
+                cred.password.is_some(),
+                &cred.password_hash,
+                "password",
+                &c.username,
+                &cpath,
+                &field,
+                errors,
+            );
+            if cred.password.as_deref() == Some("") {
+                errors.push(FieldError::new(
+                    label(Kind::Consumer, c.username.as_deref(), &cpath),
+                    format!("{field}.password"),
+                    "must not be empty",
+                ));
+            }
             if let Some(p) = cred.password.take() {
                 match crate::secret::hash_password(&p) {
                     Ok(h) => cred.password_hash = Some(h),
@@ -230,6 +267,23 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
             origins.insert(cred.id, format!("{cpath}.basicauth_credentials[{j}]"));
         }
         for (j, cred) in c.keyauth_credentials.iter_mut().enumerate() {
+            let field = format!("{cpath}.keyauth_credentials[{j}]");
+            secret_given_once(
+                cred.key.is_some(),
+                &cred.key_hash,
+                "key",
+                &c.username,
+                &cpath,
+                &field,
+                errors,
+            );
+            if cred.key.as_deref() == Some("") {
+                errors.push(FieldError::new(
+                    label(Kind::Consumer, c.username.as_deref(), &cpath),
+                    format!("{field}.key"),
+                    "must not be empty",
+                ));
+            }
             if let Some(k) = cred.key.take() {
                 cred.key_hash = Some(crate::secret::sha256_hex(&k));
             }

@@ -1,9 +1,10 @@
 //! JSON Schema of the declarative format, generated from the entity types so it cannot drift.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use crate::entities::*;
+pub use crate::schema_rules::NAME;
 
 #[derive(OpenApi)]
 #[openapi(components(schemas(
@@ -24,14 +25,21 @@ use crate::entities::*;
 )))]
 struct Components;
 
-/// The entity schemas in OpenAPI form (for the admin API document).
-pub fn components() -> utoipa::openapi::Components {
-    Components::openapi().components.unwrap_or_default()
+/// The entity schemas in OpenAPI form (for the admin API document), with the rules
+/// validation enforces written into them as far as JSON Schema can say them.
+pub fn components() -> Map<String, Value> {
+    let derived = Components::openapi().components.unwrap_or_default();
+    let mut schemas = match serde_json::to_value(derived.schemas) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    crate::schema_rules::apply(&mut schemas);
+    schemas
 }
 
 /// The JSON Schema (draft 2020-12) of a declarative config file.
 pub fn json_schema() -> Value {
-    let comps = serde_json::to_value(components().schemas).unwrap_or(Value::Null);
+    let comps = Value::Object(components());
     let text = comps
         .to_string()
         .replace("#/components/schemas/", "#/$defs/");

@@ -251,7 +251,12 @@ fn check_identity<'a>(
     base: &str,
 ) {
     if !ids.insert(id) {
-        ctx.err(ent, base, "id", format!("id {id} is used twice"));
+        ctx.err(
+            ent,
+            base,
+            "id",
+            format!("id {id} {ALREADY_USED} another entity"),
+        );
     }
     if let Some(n) = name {
         if !valid_name(n) {
@@ -301,7 +306,12 @@ pub fn validate(
         let base = ctx.path(u.id);
         let ent = label(Kind::Upstream, Some(&u.name), &base);
         if !ids.insert(u.id) {
-            ctx.err(&ent, &base, "id", format!("id {} is used twice", u.id));
+            ctx.err(
+                &ent,
+                &base,
+                "id",
+                format!("id {} {ALREADY_USED} another entity", u.id),
+            );
         }
         if !valid_name(&u.name) {
             ctx.err(
@@ -314,7 +324,7 @@ pub fn validate(
         check_unique(&mut ctx, &mut names, &u.name, &ent, &base, "name", "name");
         upstream_ids.insert(u.name.clone(), u.id);
         upstream_ids.insert(u.id.to_string(), u.id);
-        let mut seen_targets = HashSet::new();
+        let mut seen_targets = HashMap::new();
         for (j, t) in u.targets.iter().enumerate() {
             let tpath = match ctx.origins.get(&t.id) {
                 Some(p) => p.clone(),
@@ -324,12 +334,12 @@ pub fn validate(
             if let Err(e) = parse_host_port(&t.target, 80) {
                 ctx.err(&ent, &tpath, "target", e);
             }
-            if !seen_targets.insert(t.target.as_str()) {
+            if let Some(first) = seen_targets.insert(t.target.as_str(), j) {
                 ctx.err(
                     &ent,
                     &tpath,
                     "target",
-                    format!("target `{}` is listed twice", t.target),
+                    format!("target `{}` {ALREADY_USED} targets[{first}]", t.target),
                 );
             }
             if t.weight > 65_535 {
@@ -540,11 +550,56 @@ pub fn validate(
     let mut hmac_users: HashMap<&str, String> = HashMap::new();
     let mut mtls_subjects: HashMap<&str, String> = HashMap::new();
     let mut jwt_keys: HashMap<&str, String> = HashMap::new();
+    let mut credential_ids: HashMap<Uuid, String> = HashMap::new();
     for c in cfg.consumers.iter() {
         let base = ctx.path(c.id);
         let ent = named(Kind::Consumer, c.username.as_deref(), &base, c.id);
+        // A credential is addressed by its id alone (`/key-auths/{id}`…): unique across
+        // every consumer and kind.
+        let creds = c
+            .keyauth_credentials
+            .iter()
+            .map(|x| ("keyauth_credentials", x.id))
+            .chain(
+                c.basicauth_credentials
+                    .iter()
+                    .map(|x| ("basicauth_credentials", x.id)),
+            )
+            .chain(
+                c.hmacauth_credentials
+                    .iter()
+                    .map(|x| ("hmacauth_credentials", x.id)),
+            )
+            .chain(c.jwt_secrets.iter().map(|x| ("jwt_secrets", x.id)))
+            .chain(
+                c.mtls_credentials
+                    .iter()
+                    .map(|x| ("mtls_credentials", x.id)),
+            )
+            .chain(c.acls.iter().map(|x| ("acls", x.id)));
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (list, id) in creds {
+            let j = index.entry(list).or_default();
+            let field = format!("{list}[{j}].id");
+            *j += 1;
+            if let Some(first) = credential_ids.get(&id) {
+                ctx.err(
+                    &ent,
+                    &base,
+                    &field,
+                    format!("id {id} {ALREADY_USED} {first}"),
+                );
+            } else {
+                credential_ids.insert(id, format!("a credential of {ent}"));
+            }
+        }
         if !ids.insert(c.id) {
-            ctx.err(&ent, &base, "id", format!("id {} is used twice", c.id));
+            ctx.err(
+                &ent,
+                &base,
+                "id",
+                format!("id {} {ALREADY_USED} another entity", c.id),
+            );
         }
         if c.username.is_none() && c.custom_id.is_none() {
             ctx.err(
@@ -619,20 +674,26 @@ pub fn validate(
                     format!("`{alg}` is not a supported algorithm"),
                 );
             }
-            if symmetric && cred.secret.as_deref().is_none_or(|s| s.len() < 16) {
-                ctx.err(
-                    &ent,
-                    &base,
-                    &format!("{cp}.secret"),
-                    "HS* algorithms need a `secret` of at least 16 characters",
-                );
+            if cred.secret.is_some() || symmetric {
+                // Characters, as JSON Schema's `minLength` counts.
+                let short = cred
+                    .secret
+                    .as_deref()
+                    .is_none_or(|s| s.chars().count() < 16);
+                if short {
+                    ctx.err(
+                        &ent,
+                        &base,
+                        &format!("{cp}.secret"),
+                        "HS* algorithms need a `secret` of at least 16 characters",
+                    );
+                }
             }
             // Without a key, asymmetric tokens are verified with the jwt plugin's JWKS.
-            if asymmetric
-                && cred
-                    .rsa_public_key
-                    .as_deref()
-                    .is_some_and(|k| !k.contains("PUBLIC KEY"))
+            if cred
+                .rsa_public_key
+                .as_deref()
+                .is_some_and(|k| !k.contains("PUBLIC KEY"))
             {
                 ctx.err(
                     &ent,
@@ -678,7 +739,7 @@ pub fn validate(
                     "username",
                 );
             }
-            if cred.secret.len() < 16 {
+            if cred.secret.chars().count() < 16 {
                 ctx.err(
                     &ent,
                     &base,
@@ -753,7 +814,12 @@ pub fn validate(
         let base = ctx.path(p.id);
         let ent = plugin_label(p, &base, &scope_names);
         if !ids.insert(p.id) {
-            ctx.err(&ent, &base, "id", format!("id {} is used twice", p.id));
+            ctx.err(
+                &ent,
+                &base,
+                "id",
+                format!("id {} {ALREADY_USED} another entity", p.id),
+            );
         }
         for (field, slot, map) in [
             ("service", &mut p.service, &service_ids),
@@ -806,10 +872,7 @@ pub fn validate(
                 &ent,
                 &base,
                 "name",
-                format!(
-                    "plugin `{}` is already configured for this scope ({first})",
-                    p.name
-                ),
+                format!("plugin `{}` for this scope {ALREADY_USED} {first}", p.name),
             );
         } else {
             scopes.insert(scope, ent.clone());
@@ -827,7 +890,12 @@ pub fn validate(
             c.id,
         );
         if !ids.insert(c.id) {
-            ctx.err(&ent, &base, "id", format!("id {} is used twice", c.id));
+            ctx.err(
+                &ent,
+                &base,
+                "id",
+                format!("id {} {ALREADY_USED} another entity", c.id),
+            );
         }
         if let Err((f, m)) = crate::tls::check_certificate(&c.cert, &c.key) {
             ctx.err(&ent, &base, f, m);

@@ -320,31 +320,7 @@ pub fn parse(text: &str) -> Result<Spanned, SyntaxError> {
 
 /// Renders JSON data as a YAML document (used for `GET /config?format=yaml`).
 pub fn to_yaml(value: &Value) -> String {
-    use yaml_rust2::{Yaml, YamlEmitter};
-    fn conv(v: &Value) -> Yaml {
-        match v {
-            Value::Null => Yaml::Null,
-            Value::Bool(b) => Yaml::Boolean(*b),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Yaml::Integer(i),
-                None => Yaml::Real(n.to_string()),
-            },
-            Value::String(s) => Yaml::String(s.clone()),
-            Value::Array(a) => Yaml::Array(a.iter().map(conv).collect()),
-            Value::Object(m) => Yaml::Hash(
-                m.iter()
-                    .map(|(k, v)| (Yaml::String(k.clone()), conv(v)))
-                    .collect(),
-            ),
-        }
-    }
-    let mut out = String::new();
-    let mut em = YamlEmitter::new(&mut out);
-    em.multiline_strings(true);
-    // Emitting into a String cannot fail except on a fmt error, which String never returns.
-    let _ = em.dump(&conv(value));
-    out.push('\n');
-    out
+    crate::yaml_emit::to_yaml(value)
 }
 
 #[cfg(test)]
@@ -442,5 +418,22 @@ mod tests {
         let v = serde_json::json!({"a": [1, "two", {"b": null}], "c": true});
         let y = to_yaml(&v);
         assert_eq!(parse(&y).unwrap().value, v);
+        // What a hostile or careless writer can put in a string comes back as it was.
+        let odd = serde_json::json!({
+            "pem": "-----BEGIN X-----\nAAAA\n-----END X-----\n",
+            "no-final-newline": "a\nb",
+            "two-final-newlines": "a\n\n",
+            "leading space": "  x\ny",
+            "controls": "a\u{95}b\u{7}c\u{1b}\u{7f}\u{85}\u{2028}\u{feff}",
+            "": "",
+            "yes": ["no", "null", "~", "1.5", "0x1F", "-", "- a", "a: b", "#c", "'q'", "\"", " t", "t "],
+            "nested": [[1, [2]], {}, [], {"k": {"j": [true, false, null, -3, 2.5]}}],
+        });
+        let y = to_yaml(&odd);
+        assert!(
+            !y.contains('\u{95}') && !y.contains('\u{7}') && !y.contains('\u{feff}'),
+            "{y}"
+        );
+        assert_eq!(parse(&y).unwrap().value, odd, "{y}");
     }
 }

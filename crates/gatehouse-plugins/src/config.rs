@@ -26,9 +26,51 @@ pub fn check<T: DeserializeOwned>(
     }
 }
 
-/// JSON Schema of a config type.
-pub fn schema<T: utoipa::PartialSchema>() -> Value {
-    serde_json::to_value(T::schema()).unwrap_or(Value::Null)
+/// JSON Schema of a config type, self-contained: the types it uses (an enum of modes…)
+/// are written in place of references, so that the schema can stand alone in the
+/// OpenAPI document and in `gatehouse schema`.
+pub fn schema<T: utoipa::ToSchema>() -> Value {
+    let mut deps = Vec::new();
+    T::schemas(&mut deps);
+    let defs: std::collections::HashMap<String, Value> = deps
+        .into_iter()
+        .map(|(name, s)| (name, serde_json::to_value(s).unwrap_or(Value::Null)))
+        .collect();
+    let mut v = serde_json::to_value(T::schema()).unwrap_or(Value::Null);
+    inline_refs(&mut v, &defs, 0);
+    v
+}
+
+/// Deepest chain of nested config types inlined (config types are not recursive; this
+/// only bounds the walk).
+const MAX_INLINE_DEPTH: usize = 16;
+
+fn inline_refs(v: &mut Value, defs: &std::collections::HashMap<String, Value>, depth: usize) {
+    if depth > MAX_INLINE_DEPTH {
+        return;
+    }
+    let target = v
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .and_then(|name| defs.get(name));
+    if let Some(def) = target {
+        let mut def = def.clone();
+        if let (Value::Object(d), Value::Object(here)) = (&mut def, &*v) {
+            // Keep what the field said beside its reference (description, default).
+            for (k, x) in here.iter().filter(|(k, _)| *k != "$ref") {
+                d.insert(k.clone(), x.clone());
+            }
+        }
+        *v = def;
+        inline_refs(v, defs, depth + 1);
+        return;
+    }
+    match v {
+        Value::Object(m) => m.values_mut().for_each(|x| inline_refs(x, defs, depth)),
+        Value::Array(a) => a.iter_mut().for_each(|x| inline_refs(x, defs, depth)),
+        _ => {}
+    }
 }
 
 /// A header value from plugin-produced text, refusing CR/LF and other control characters

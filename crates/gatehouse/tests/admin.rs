@@ -216,11 +216,15 @@ async fn errors_name_the_field_and_change_nothing() {
     ];
     for (method, path, body, field) in cases {
         let r = gw.admin(method, path, &body.to_string()).await;
-        // A name another entity has is a conflict (409, as in Kong); the rest are 400.
+        // A name another entity has is a conflict (409, as in Kong); a body that does not
+        // fit the schema (unknown field, wrong type) is 400; one that fits but breaks a
+        // rule is 422.
         let (status, code) = if body["name"] == "s" {
             (409, "conflict")
-        } else {
+        } else if body.get("pathz").is_some() || body.get("read_timeout").is_some() {
             (400, "invalid_config")
+        } else {
+            (422, "invalid_config")
         };
         assert_eq!(r.status, status, "{method} {path} {body}: {}", r.text());
         let j = r.json();
@@ -457,7 +461,7 @@ async fn config_dump_and_replace() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 422);
     let d = &r.json()["error"]["details"][0];
     assert_eq!(d["path"], "services[0].url");
     assert_eq!(d["line"], 4);
@@ -502,4 +506,200 @@ async fn declarative_mode_is_read_only_except_post_config() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(get(&gw.proxy, "/posted").await.status, 200);
     assert_eq!(get(&gw.proxy, "/other").await.status, 404);
+}
+
+/// Reads show every field, unset ones with their default (as Kong's do), and what a read
+/// shows can be PUT back unchanged — for every kind, and for credentials.
+#[tokio::test]
+async fn reads_show_every_field_and_put_back() {
+    let gw = Gateway::start(&bin(), &[]);
+    let up = gw
+        .admin_ok(
+            "POST",
+            "/upstreams",
+            json!({"name": "pool", "targets": [{"target": "127.0.0.1:9"}]}),
+        )
+        .await;
+    assert_eq!(up["algorithm"], "round-robin");
+    assert_eq!(up["targets"][0]["weight"], 100);
+    let svc = gw
+        .admin_ok(
+            "POST",
+            "/services",
+            json!({"name": "orders", "url": "http://127.0.0.1:9"}),
+        )
+        .await;
+    for (field, want) in [
+        ("connect_timeout", json!(60000)),
+        ("retries", json!(5)),
+        ("enabled", json!(true)),
+        ("upstream", Value::Null),
+        ("tls_verify", Value::Null),
+        ("ca_certificates", json!([])),
+        ("tags", json!([])),
+    ] {
+        assert_eq!(svc[field], want, "service field {field}: {svc}");
+    }
+    assert!(
+        svc.get("routes").is_none(),
+        "nested-only fields stay out: {svc}"
+    );
+    let route = gw
+        .admin_ok(
+            "POST",
+            "/routes",
+            json!({"name": "r", "service": "orders", "paths": ["/o"]}),
+        )
+        .await;
+    for (field, want) in [
+        ("strip_path", json!(true)),
+        ("preserve_host", json!(false)),
+        ("websocket", json!(false)),
+        ("priority", json!(0)),
+        ("regex_priority", json!(0)),
+        ("hosts", json!([])),
+        ("headers", json!({})),
+        ("https_redirect_status_code", Value::Null),
+    ] {
+        assert_eq!(route[field], want, "route field {field}: {route}");
+    }
+    let consumer = gw
+        .admin_ok("POST", "/consumers", json!({"username": "bob"}))
+        .await;
+    assert_eq!(consumer["custom_id"], Value::Null);
+    let plugin = gw
+        .admin_ok("POST", "/plugins", json!({"name": "correlation-id"}))
+        .await;
+    assert_eq!(plugin["enabled"], true, "{plugin}");
+    assert_eq!(plugin["service"], Value::Null, "{plugin}");
+    let cred = gw
+        .admin_ok(
+            "POST",
+            "/consumers/bob/hmac-auth",
+            json!({"username": "bob-h", "secret": "0123456789abcdef"}),
+        )
+        .await;
+    assert_eq!(cred["tags"], json!([]));
+
+    for path in [
+        format!("/upstreams/{}", up["id"].as_str().unwrap()),
+        format!("/services/{}", svc["id"].as_str().unwrap()),
+        format!("/routes/{}", route["id"].as_str().unwrap()),
+        format!("/consumers/{}", consumer["id"].as_str().unwrap()),
+        format!("/plugins/{}", plugin["id"].as_str().unwrap()),
+    ] {
+        let read = gw.admin_ok("GET", &path, Value::Null).await;
+        let put = gw.admin_ok("PUT", &path, read.clone()).await;
+        let mut a = read.clone();
+        let mut b = put.clone();
+        for v in [&mut a, &mut b] {
+            v.as_object_mut().unwrap().remove("updated_at");
+        }
+        assert_eq!(a, b, "PUT {path} of its own read changed it");
+    }
+}
+
+/// The statuses the OpenAPI document promises for bodies: 400 when a body does not fit
+/// its schema (or is missing), 422 when it fits but breaks a rule the schema cannot state,
+/// 409 for a name or id that is taken or an id that would change, 415 for other media.
+#[tokio::test]
+async fn body_statuses_follow_the_document() {
+    let gw = Gateway::start(&bin(), &[]);
+    gw.admin_ok(
+        "POST",
+        "/services",
+        json!({"name": "a", "url": "http://127.0.0.1:9"}),
+    )
+    .await;
+    let cases: Vec<(&str, &str, &str, u16, &str)> = vec![
+        (
+            "POST",
+            "/services",
+            r#"{"name": "b", "url": 5}"#,
+            400,
+            "invalid_config",
+        ),
+        (
+            "POST",
+            "/services",
+            r#"{"name": "b", "nope": 1}"#,
+            400,
+            "invalid_config",
+        ),
+        ("POST", "/services", "{", 400, "bad_json"),
+        ("POST", "/services", "", 400, "bad_request"),
+        ("PATCH", "/services/a", "", 400, "bad_request"),
+        ("PATCH", "/services/a", "[1]", 400, "invalid_config"),
+        (
+            "POST",
+            "/services",
+            r#"{"name": "b", "upstream": "missing"}"#,
+            422,
+            "invalid_config",
+        ),
+        (
+            "POST",
+            "/routes",
+            r#"{"service": "missing", "paths": ["/x"]}"#,
+            422,
+            "invalid_config",
+        ),
+        (
+            "POST",
+            "/routes",
+            r#"{"service": "a", "paths": ["~/x("]}"#,
+            422,
+            "invalid_config",
+        ),
+        (
+            "POST",
+            "/services",
+            r#"{"name": "a", "url": "http://127.0.0.1:9"}"#,
+            409,
+            "conflict",
+        ),
+        (
+            "PUT",
+            "/services/c",
+            r#"{"name": "d", "url": "http://127.0.0.1:9"}"#,
+            409,
+            "conflict",
+        ),
+        (
+            "PATCH",
+            "/services/a",
+            r#"{"id": "00000000-0000-0000-0000-000000000001"}"#,
+            409,
+            "conflict",
+        ),
+        ("POST", "/config", "", 400, "bad_request"),
+        ("POST", "/config", "services: [", 400, "invalid_config"),
+        (
+            "POST",
+            "/config",
+            "_format_version: \"1\"\nservices: [{name: x}]\n",
+            422,
+            "invalid_config",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let r = gw.admin(method, path, body).await;
+        assert_eq!(r.status, status, "{method} {path} {body:?}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], code, "{method} {path} {body:?}");
+        assert!(!r.json()["error"]["request_id"].as_str().unwrap().is_empty());
+    }
+    let auth = format!("Bearer {}", gw.token);
+    let r = request(
+        &gw.admin,
+        "POST",
+        "/config",
+        &[("authorization", &auth), ("content-type", "text/html")],
+        "_format_version: \"1\"\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 415, "{}", r.text());
+    // Nothing of the refused writes stayed.
+    let list = gw.admin_ok("GET", "/services", Value::Null).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
 }

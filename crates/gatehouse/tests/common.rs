@@ -34,3 +34,19 @@ pub fn curl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The Python of the test virtualenv that scripts/test.sh makes (grpcio, schemathesis).
+pub fn test_python() -> PathBuf {
+    let p = std::env::var_os("GATEHOUSE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/gatehouse-venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{} not found: run ./scripts/test.sh, which makes the test virtualenv",
+        p.display()
+    );
+    p
+}

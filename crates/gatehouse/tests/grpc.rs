@@ -13,20 +13,8 @@ use common::*;
 use gatehouse_testkit::pki::{yaml_block, KeyKind, Pki};
 use serde_json::Value;
 
-/// The Python with grpcio that scripts/test.sh installs.
 fn python() -> PathBuf {
-    let p = std::env::var_os("GATEHOUSE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/gatehouse-venv/bin/python")
-        });
-    assert!(
-        p.exists(),
-        "{} not found: run ./scripts/test.sh, which makes the virtualenv with grpcio",
-        p.display()
-    );
-    p
+    test_python()
 }
 
 fn script(name: &str) -> PathBuf {

@@ -175,7 +175,7 @@ async fn admin_api_as_kong_scripts_use_it() {
     )
     .await;
     let cred = gw
-        .admin_ok("POST", "/consumers/alice/key-auth", Value::Null)
+        .admin_ok("POST", "/consumers/alice/key-auth", json!({}))
         .await;
     let key = cred["key"].as_str().unwrap().to_string();
     assert!(key.len() >= 32);
@@ -190,7 +190,7 @@ async fn admin_api_as_kong_scripts_use_it() {
         .await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
     assert!(
-        listed["data"][0].get("key").is_none(),
+        listed["data"][0]["key"].is_null(),
         "the key is shown once only"
     );
     let all = gw.admin_ok("GET", "/key-auths", Value::Null).await;
@@ -328,4 +328,153 @@ async fn config_dump_diff_and_sync_against_a_node() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+/// curl with the admin token; returns (status, JSON body).
+fn admin_curl(gw: &Gateway, method: &str, path: &str, args: &[&str]) -> (u16, Value) {
+    let url = format!("http://{}{path}", gw.admin);
+    let auth = format!("Authorization: Bearer {}", gw.token);
+    let mut all = vec![
+        "-X",
+        method,
+        "-H",
+        auth.as_str(),
+        "-w",
+        "\n%{http_code}",
+        url.as_str(),
+    ];
+    all.extend_from_slice(args);
+    let (_, out, err) = curl(&all);
+    let (body, code) = out
+        .rsplit_once('\n')
+        .unwrap_or_else(|| panic!("{out}{err}"));
+    let v = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+    };
+    (code.parse().unwrap(), v)
+}
+
+/// Kong's admin habits with curl's default form bodies: `-d name=… -d url=…`, `paths[]=`,
+/// `config.minute=5`, `service.id=`, a repeated key as a list, numbers and booleans typed
+/// by the schema — and the traffic then goes where the forms said.
+#[tokio::test]
+async fn kong_style_form_bodies() {
+    let up = Upstream::start("orders");
+    let gw = Gateway::start(&bin(), &[]);
+    let (s, svc) = admin_curl(
+        &gw,
+        "POST",
+        "/services",
+        &[
+            "-d",
+            "name=orders",
+            "-d",
+            &format!("url={}", up.url()),
+            "-d",
+            "retries=2",
+        ],
+    );
+    assert_eq!(s, 201, "{svc}");
+    assert_eq!(svc["retries"], 2);
+    let (s, route) = admin_curl(
+        &gw,
+        "POST",
+        "/routes",
+        &[
+            "-d",
+            "name=orders-route",
+            "-d",
+            "paths[]=/orders",
+            "-d",
+            "paths[]=/o",
+            "-d",
+            "methods=GET",
+            "-d",
+            "methods=POST",
+            "-d",
+            "strip_path=false",
+            "-d",
+            &format!("service.id={}", svc["id"].as_str().unwrap()),
+        ],
+    );
+    assert_eq!(s, 201, "{route}");
+    assert_eq!(route["paths"], json!(["/orders", "/o"]));
+    assert_eq!(route["methods"], json!(["GET", "POST"]));
+    assert_eq!(route["strip_path"], false);
+    assert_eq!(route["service"], svc["id"]);
+    let (s, plugin) = admin_curl(
+        &gw,
+        "POST",
+        "/services/orders/plugins",
+        &[
+            "-d",
+            "name=rate-limiting",
+            "-d",
+            "config.minute=2",
+            "-d",
+            "config.policy=local",
+        ],
+    );
+    assert_eq!(s, 201, "{plugin}");
+    assert_eq!(plugin["config"]["minute"], 2);
+    let (s, _) = admin_curl(&gw, "POST", "/consumers", &["-d", "username=bob"]);
+    assert_eq!(s, 201);
+    let (s, key) = admin_curl(
+        &gw,
+        "POST",
+        "/consumers/bob/key-auth",
+        &["-d", "key=bob-secret-key"],
+    );
+    assert_eq!(s, 201, "{key}");
+    assert_eq!(key["key"], "bob-secret-key");
+    // Kong generates a key when the form is empty.
+    let (s, generated) = admin_curl(&gw, "POST", "/consumers/bob/key-auth", &[]);
+    assert_eq!(s, 201, "{generated}");
+    assert!(generated["key"].as_str().is_some_and(|k| k.len() >= 32));
+
+    // The route answers, and the form's limit holds.
+    let first = get(&gw.proxy, "/orders/1").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        first.json()["path"],
+        "/orders/1",
+        "strip_path=false was taken"
+    );
+    assert_eq!(get(&gw.proxy, "/orders/1").await.status, 200);
+    assert_eq!(get(&gw.proxy, "/orders/1").await.status, 429);
+
+    // A form that cannot be read says which key, and changes nothing.
+    let (s, e) = admin_curl(
+        &gw,
+        "POST",
+        "/services",
+        &["-d", "name=x", "-d", "name.y=1"],
+    );
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["code"], "bad_form");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("name.y"),
+        "{e}"
+    );
+    let (s, e) = admin_curl(
+        &gw,
+        "POST",
+        "/services",
+        &["-d", "name=x", "-d", "retries=many"],
+    );
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["details"][0]["path"], "retries", "{e}");
+    // Neither JSON nor a form: 415 in the error shape.
+    let (s, e) = admin_curl(
+        &gw,
+        "POST",
+        "/services",
+        &["-H", "Content-Type: text/plain", "-d", "name=x"],
+    );
+    assert_eq!(s, 415, "{e}");
+    assert_eq!(e["error"]["code"], "unsupported_media_type");
+    let (_, list) = admin_curl(&gw, "GET", "/services", &[]);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
 }

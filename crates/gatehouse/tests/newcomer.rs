@@ -217,7 +217,7 @@ async fn admin_errors_name_entities() {
     ];
     for (path, body, entity, field) in cases {
         let r = gw.admin("POST", path, &body.to_string()).await;
-        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.status, 422, "{}", r.text());
         let v = r.json();
         let d = &v["error"]["details"][0];
         assert_eq!(d["entity"], entity, "{v}");

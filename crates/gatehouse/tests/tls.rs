@@ -367,7 +367,7 @@ async fn certificate_validation_default_certificate_and_private_key_never_read_b
         ),
     ] {
         let r = gw.admin("POST", "/certificates", &body.to_string()).await;
-        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        assert_eq!(r.status, 422, "{name}: {}", r.text());
         let d = &r.json()["error"]["details"][0];
         assert_eq!(d["path"], field, "{name}: {d}");
         assert!(
