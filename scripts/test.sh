@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need on a fresh Debian machine — curl (the
 # real HTTP client), openssl (test certificates, s_client) and a Python virtualenv with
-# grpcio (the real gRPC client and server) — then runs every test of the workspace against
-# the real binary.
+# grpcio (the real gRPC client and server) and schemathesis (checks the admin API against its
+# OpenAPI document) — then runs every test of the workspace against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gatehouse-target}"
