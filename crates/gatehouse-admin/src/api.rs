@@ -1019,7 +1019,7 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
     .into_iter()
     .fold(router, |r, register| register(r));
     let (router, api) = router.split_for_parts();
-    let finished = crate::openapi::finish(&api, &**state.control.catalog());
+    let finished = crate::openapi::finish(&api, state.control.catalog().clone());
     let _ = OPENAPI.set(finished.to_string());
     let router = router
         .fallback(not_found)

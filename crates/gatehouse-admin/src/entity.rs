@@ -188,6 +188,9 @@ pub fn to_public_json<T: Ent>(e: &T) -> Value {
     let mut v = to_json(e);
     gatehouse_model::secret::redact(T::KIND, &mut v);
     with_defaults(schema_name(T::KIND), &mut v);
+    if T::KIND == Kind::Plugin {
+        crate::openapi::fill_plugin_config(&mut v);
+    }
     v
 }
 

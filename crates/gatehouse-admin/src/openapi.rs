@@ -10,6 +10,24 @@ use gatehouse_model::PluginCatalog;
 use serde_json::{json, Map, Value};
 
 static SCHEMAS: OnceLock<Map<String, Value>> = OnceLock::new();
+static CATALOG: OnceLock<std::sync::Arc<dyn PluginCatalog>> = OnceLock::new();
+
+/// A plugin read's `config` with every field of the plugin, defaults filled in (as
+/// Kong's reads show it). Left as stored when the plugin cannot read it.
+pub fn fill_plugin_config(plugin: &mut Value) {
+    let Some(catalog) = CATALOG.get() else {
+        return;
+    };
+    let name = plugin
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let (Some(name), Some(config)) = (name, plugin.get_mut("config")) {
+        if let Some(full) = catalog.filled(&name, config) {
+            *config = full;
+        }
+    }
+}
 
 /// The document's component schemas (empty before [`finish`] ran), for typing form bodies.
 pub fn schemas() -> &'static Map<String, Value> {
@@ -39,7 +57,9 @@ const CREDENTIALS: [&str; 5] = [
 const ERROR: &str = "#/components/schemas/ErrorBody";
 
 /// The finished document.
-pub fn finish(doc: &utoipa::openapi::OpenApi, catalog: &dyn PluginCatalog) -> Value {
+pub fn finish(doc: &utoipa::openapi::OpenApi, catalog: std::sync::Arc<dyn PluginCatalog>) -> Value {
+    let _ = CATALOG.set(catalog.clone());
+    let catalog = &*catalog;
     let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
     let mut schemas = match doc.pointer("/components/schemas") {
         Some(Value::Object(m)) => m.clone(),

@@ -13,6 +13,11 @@ pub trait PluginCatalog: Send + Sync {
     fn schemas(&self) -> Vec<(&'static str, Value)> {
         Vec::new()
     }
+    /// A plugin's config with every field, defaults filled in (admin reads show it so, as
+    /// Kong's do); `None` if unknown or unreadable.
+    fn filled(&self, _name: &str, _config: &Value) -> Option<Value> {
+        None
+    }
 }
 
 /// A catalog with no plugins: every plugin name is rejected as unknown.

@@ -26,6 +26,14 @@ pub fn check<T: DeserializeOwned>(
     }
 }
 
+/// A config as the plugin reads it: every field, defaults filled in (what admin reads show,
+/// as Kong's do). `None` when it does not parse.
+pub fn filled<T: DeserializeOwned + serde::Serialize>(config: &Value) -> Option<Value> {
+    parse::<T>(config)
+        .ok()
+        .and_then(|t| serde_json::to_value(t).ok())
+}
+
 /// JSON Schema of a config type, self-contained: the types it uses (an enum of modes…)
 /// are written in place of references, so that the schema can stand alone in the
 /// OpenAPI document and in `gatehouse schema`.

@@ -328,6 +328,10 @@ pub trait Factory: Send + Sync {
     fn build(&self, config: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String>;
     /// JSON Schema of the config.
     fn schema(&self) -> Value;
+    /// The config with every field, defaults filled in (for admin reads).
+    fn filled(&self, _config: &Value) -> Option<Value> {
+        None
+    }
 }
 
 /// The plugins this build has.
@@ -359,6 +363,9 @@ impl PluginCatalog for Registry {
     }
     fn check(&self, name: &str, config: &Value) -> Option<Vec<(String, String)>> {
         self.get(name).map(|f| f.check(config))
+    }
+    fn filled(&self, name: &str, config: &Value) -> Option<Value> {
+        self.get(name).and_then(|f| f.filled(config))
     }
     fn schemas(&self) -> Vec<(&'static str, Value)> {
         self.factories

@@ -572,6 +572,34 @@ async fn reads_show_every_field_and_put_back() {
         .await;
     assert_eq!(plugin["enabled"], true, "{plugin}");
     assert_eq!(plugin["service"], Value::Null, "{plugin}");
+    // A plugin's config shows every field of the plugin, defaults filled in, as Kong's.
+    let limit = gw
+        .admin_ok(
+            "POST",
+            "/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": 5}}),
+        )
+        .await;
+    for (field, want) in [
+        ("minute", json!(5)),
+        ("hour", Value::Null),
+        ("policy", json!("local")),
+        ("limit_by", json!("consumer")),
+        ("error_code", json!(429)),
+    ] {
+        assert_eq!(
+            limit["config"][field], want,
+            "rate-limiting config {field}: {limit}"
+        );
+    }
+    let key_auth = gw
+        .admin_ok("POST", "/plugins", json!({"name": "key-auth"}))
+        .await;
+    assert_eq!(
+        key_auth["config"]["key_names"],
+        json!(["apikey"]),
+        "{key_auth}"
+    );
     let cred = gw
         .admin_ok(
             "POST",
@@ -587,6 +615,8 @@ async fn reads_show_every_field_and_put_back() {
         format!("/routes/{}", route["id"].as_str().unwrap()),
         format!("/consumers/{}", consumer["id"].as_str().unwrap()),
         format!("/plugins/{}", plugin["id"].as_str().unwrap()),
+        format!("/plugins/{}", limit["id"].as_str().unwrap()),
+        format!("/plugins/{}", key_auth["id"].as_str().unwrap()),
     ] {
         let read = gw.admin_ok("GET", &path, Value::Null).await;
         let put = gw.admin_ok("PUT", &path, read.clone()).await;

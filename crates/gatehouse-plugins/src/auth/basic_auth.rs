@@ -28,7 +28,7 @@ fn yes() -> bool {
 }
 
 /// Settings of `basic-auth`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
     /// Remove the Authorization header before the request goes upstream.
@@ -186,6 +186,9 @@ impl Factory for BasicAuth {
     }
     fn schema(&self) -> Value {
         config::schema::<BasicAuthConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<BasicAuthConfig>(config)
     }
 }
 

@@ -31,7 +31,7 @@ fn all_algorithms() -> Vec<String> {
 }
 
 /// Settings of `hmac-auth`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HmacAuthConfig {
     /// Remove the Authorization header before forwarding.
@@ -136,6 +136,9 @@ impl Factory for HmacAuth {
     }
     fn schema(&self) -> Value {
         config::schema::<HmacAuthConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<HmacAuthConfig>(config)
     }
 }
 

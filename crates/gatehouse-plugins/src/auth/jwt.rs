@@ -46,7 +46,7 @@ fn min_refresh() -> u64 {
 }
 
 /// Settings of `jwt`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Query parameters that may carry the token.
@@ -323,6 +323,9 @@ impl Factory for Jwt {
     }
     fn schema(&self) -> Value {
         config::schema::<JwtConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<JwtConfig>(config)
     }
 }
 

@@ -22,7 +22,7 @@ fn yes() -> bool {
 }
 
 /// Settings of `key-auth`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAuthConfig {
     /// Header or query parameter names that may carry the key.
@@ -112,6 +112,9 @@ impl Factory for KeyAuth {
     }
     fn schema(&self) -> Value {
         config::schema::<KeyAuthConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<KeyAuthConfig>(config)
     }
 }
 

@@ -19,7 +19,7 @@ use super::{anonymous_identity, conclude, Identity};
 use crate::config;
 
 /// Consumer fields a certificate's common name may equal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsumerBy {
     /// The consumer's username.
@@ -36,7 +36,7 @@ fn yes() -> bool {
 }
 
 /// Settings of `mtls-auth`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MtlsAuthConfig {
     /// After `mtls_credentials`, which consumer fields the certificate's CN is matched
@@ -109,6 +109,9 @@ impl Factory for MtlsAuth {
     }
     fn schema(&self) -> Value {
         config::schema::<MtlsAuthConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<MtlsAuthConfig>(config)
     }
 }
 

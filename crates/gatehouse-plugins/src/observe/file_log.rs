@@ -23,7 +23,7 @@ fn default_queue() -> usize {
 }
 
 /// Settings of `file-log`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileLogConfig {
     /// File to append to (created if missing).
@@ -175,6 +175,9 @@ impl Factory for FileLog {
     }
     fn schema(&self) -> Value {
         config::schema::<FileLogConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<FileLogConfig>(config)
     }
 }
 

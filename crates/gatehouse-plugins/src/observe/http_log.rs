@@ -46,7 +46,7 @@ fn max_retry() -> f64 {
 }
 
 /// Batching and retry settings.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// Records per request to the endpoint (1 sends a single JSON object, more an array).
@@ -83,7 +83,7 @@ impl Default for QueueConfig {
 }
 
 /// Settings of `http-log`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpLogConfig {
     /// Where to send records (`http://host:port/path`).
@@ -301,6 +301,9 @@ impl Factory for HttpLog {
     }
     fn schema(&self) -> Value {
         config::schema::<HttpLogConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<HttpLogConfig>(config)
     }
 }
 

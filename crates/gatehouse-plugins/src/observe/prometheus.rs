@@ -27,7 +27,7 @@ fn yes() -> bool {
 }
 
 /// Settings of `prometheus`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusConfig {
     /// Add a `consumer` label to request counts (watch the cardinality).
@@ -215,6 +215,9 @@ impl Factory for Prometheus {
     }
     fn schema(&self) -> Value {
         config::schema::<PrometheusConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<PrometheusConfig>(config)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::config;
 pub static CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
 
 /// Settings of `acl`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AclConfig {
     /// Consumers in any of these groups may pass (exclusive with `deny`).
@@ -76,6 +76,9 @@ impl Factory for Acl {
     }
     fn schema(&self) -> Value {
         config::schema::<AclConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<AclConfig>(config)
     }
 }
 

@@ -21,7 +21,7 @@ fn default_methods() -> Vec<String> {
 }
 
 /// Settings of `cors`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Allowed origins: exact (`https://app.example.com`), `*`, or `~regex`.
@@ -137,6 +137,9 @@ impl Factory for Cors {
     }
     fn schema(&self) -> Value {
         config::schema::<CorsConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<CorsConfig>(config)
     }
 }
 

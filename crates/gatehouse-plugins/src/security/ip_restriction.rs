@@ -18,7 +18,7 @@ fn forbidden() -> u16 {
 }
 
 /// Settings of `ip-restriction`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpRestrictionConfig {
     /// Only these addresses/CIDRs may pass (empty: everyone not denied).
@@ -90,6 +90,9 @@ impl Factory for IpRestriction {
     }
     fn schema(&self) -> Value {
         config::schema::<IpRestrictionConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<IpRestrictionConfig>(config)
     }
 }
 

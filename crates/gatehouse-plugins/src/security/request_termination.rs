@@ -18,7 +18,7 @@ fn unavailable() -> u16 {
 }
 
 /// Settings of `request-termination`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestTerminationConfig {
     /// Status of the answer.
@@ -96,6 +96,9 @@ impl Factory for RequestTermination {
     }
     fn schema(&self) -> Value {
         config::schema::<RequestTerminationConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<RequestTerminationConfig>(config)
     }
 }
 

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::config;
 
 /// Where a parameter is.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamIn {
     /// Query string.
@@ -26,7 +26,7 @@ pub enum ParamIn {
 }
 
 /// One parameter rule.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParamSchema {
     /// Parameter name.
@@ -47,7 +47,7 @@ fn json_only() -> Vec<String> {
 }
 
 /// Settings of `request-validator`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestValidatorConfig {
     /// JSON Schema the body must match (the body is then read whole, within the body limit).
@@ -152,6 +152,9 @@ impl Factory for RequestValidator {
     }
     fn schema(&self) -> Value {
         config::schema::<RequestValidatorConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<RequestValidatorConfig>(config)
     }
 }
 

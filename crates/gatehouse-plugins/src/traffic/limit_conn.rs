@@ -22,7 +22,7 @@ fn default_message() -> String {
 }
 
 /// Settings of `limit-conn`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConnConfig {
     /// Requests of one key allowed in flight at once.
@@ -127,6 +127,9 @@ impl Factory for LimitConn {
     }
     fn schema(&self) -> Value {
         config::schema::<LimitConnConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<LimitConnConfig>(config)
     }
 }
 

@@ -47,7 +47,7 @@ fn wait_ms() -> u64 {
 }
 
 /// Settings of `proxy-cache`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyCacheConfig {
     /// Statuses that are stored.
@@ -229,6 +229,9 @@ impl Factory for ProxyCache {
     }
     fn schema(&self) -> Value {
         config::schema::<ProxyCacheConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<ProxyCacheConfig>(config)
     }
 }
 

@@ -14,7 +14,7 @@ use super::counters::{CounterKey, CounterStore, KeyPart, LocalCounters, Period};
 use crate::config;
 
 /// What requests are counted together.
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LimitBy {
     /// The authenticated consumer (the client IP when there is none).
@@ -35,7 +35,7 @@ pub enum LimitBy {
 }
 
 /// Where counters are kept.
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// In this node's memory.
@@ -51,7 +51,7 @@ fn default_message() -> String {
 }
 
 /// Settings of `rate-limiting`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitingConfig {
     /// Requests per second.
@@ -201,6 +201,9 @@ impl Factory for RateLimiting {
     }
     fn schema(&self) -> Value {
         config::schema::<RateLimitingConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<RateLimitingConfig>(config)
     }
 }
 

@@ -16,7 +16,7 @@ fn default_size() -> u64 {
 }
 
 /// Unit of `allowed_payload_size`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SizeUnit {
     /// Bytes.
@@ -29,7 +29,7 @@ pub enum SizeUnit {
 }
 
 /// Settings of `request-size-limiting`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSizeLimitingConfig {
     /// Largest body accepted, in `size_unit`.
@@ -82,6 +82,9 @@ impl Factory for RequestSizeLimiting {
     }
     fn schema(&self) -> Value {
         config::schema::<RequestSizeLimitingConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<RequestSizeLimitingConfig>(config)
     }
 }
 

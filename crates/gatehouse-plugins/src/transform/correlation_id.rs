@@ -17,7 +17,7 @@ fn default_header() -> String {
 }
 
 /// How new ids are made.
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Generator {
     /// A random UUID v4.
@@ -31,7 +31,7 @@ pub enum Generator {
 }
 
 /// Settings of `correlation-id`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorrelationIdConfig {
     /// Header carrying the id.
@@ -81,6 +81,9 @@ impl Factory for CorrelationId {
     }
     fn schema(&self) -> Value {
         config::schema::<CorrelationIdConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<CorrelationIdConfig>(config)
     }
 }
 

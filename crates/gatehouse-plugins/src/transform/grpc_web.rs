@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use crate::config;
 
 /// Settings of `grpc-web` (none yet: the translation follows the protocol).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcWebConfig {}
 
@@ -54,6 +54,9 @@ impl Factory for GrpcWeb {
     }
     fn schema(&self) -> Value {
         config::schema::<GrpcWebConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<GrpcWebConfig>(config)
     }
 }
 

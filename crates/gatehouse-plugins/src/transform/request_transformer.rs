@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::config;
 
 /// Names per part.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Names {
     /// Header names.
@@ -30,7 +30,7 @@ pub struct Names {
 }
 
 /// `name:value` (or `old:new` for rename) pairs per part.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pairs {
     /// Headers.
@@ -45,7 +45,7 @@ pub struct Pairs {
 }
 
 /// `replace` also takes the upstream path.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replace {
     /// Headers (only when present).
@@ -63,7 +63,7 @@ pub struct Replace {
 }
 
 /// Settings of `request-transformer`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestTransformerConfig {
     /// Change the method.
@@ -213,6 +213,9 @@ impl Factory for RequestTransformer {
     }
     fn schema(&self) -> Value {
         config::schema::<RequestTransformerConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<RequestTransformerConfig>(config)
     }
 }
 

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::config;
 
 /// Names per part.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RespNames {
     /// Header names.
@@ -25,7 +25,7 @@ pub struct RespNames {
 }
 
 /// `name:value` (or `old:new` for rename) pairs per part.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RespPairs {
     /// Headers.
@@ -37,7 +37,7 @@ pub struct RespPairs {
 }
 
 /// Settings of `response-transformer`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseTransformerConfig {
     /// Remove these.
@@ -144,6 +144,9 @@ impl Factory for ResponseTransformer {
     }
     fn schema(&self) -> Value {
         config::schema::<ResponseTransformerConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<ResponseTransformerConfig>(config)
     }
 }
 
