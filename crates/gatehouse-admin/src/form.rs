@@ -165,9 +165,7 @@ pub fn coerce(value: &mut Value, schema: &Value, schemas: &Map<String, Value>) {
             // text, which their own rules judge).
             if s.is_empty() && types.contains(&"null") && !types.contains(&"string") {
                 *value = Value::Null;
-            } else if types.contains(&"array") && s != "null" {
-                // One value is a one-item list — except the word `null`, which a client
-                // that cannot write null in a form (schemathesis) means as null: refused.
+            } else if types.contains(&"array") {
                 let mut item = Value::String(s);
                 if let Some(items) = schema.get("items") {
                     coerce(&mut item, items, schemas);

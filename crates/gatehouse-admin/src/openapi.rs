@@ -80,7 +80,7 @@ pub fn finish(doc: &utoipa::openapi::OpenApi, catalog: std::sync::Arc<dyn Plugin
         for (path, item) in paths.iter_mut() {
             let Value::Object(ops) = item else { continue };
             for (method, op) in ops.iter_mut() {
-                operation(path, method, op, &schemas);
+                operation(path, method, op);
             }
         }
     }
@@ -217,7 +217,7 @@ fn error(description: &str) -> Value {
 }
 
 /// Statuses, bodies, parameters and a unique operation id for one operation.
-fn operation(path: &str, method: &str, op: &mut Value, schemas: &Map<String, Value>) {
+fn operation(path: &str, method: &str, op: &mut Value) {
     op["operationId"] = json!(operation_id(path, method));
     let has_path_params = path.contains('{');
     let has_query = op
@@ -228,7 +228,7 @@ fn operation(path: &str, method: &str, op: &mut Value, schemas: &Map<String, Val
     let write = method != "get";
     let entity_write = write && !path.starts_with("/proxy-cache");
     params(op, method);
-    body(path, method, op, schemas);
+    body(path, method, op);
     answers(path, op);
 
     let mut add = vec![(
@@ -333,9 +333,9 @@ fn params(op: &mut Value, method: &str) {
     }
 }
 
-/// Request bodies: JSON or a Kong-style form; PATCH takes a merge patch; `/config` takes
-/// YAML too; key-auth keys may be left to the server.
-fn body(path: &str, method: &str, op: &mut Value, schemas: &Map<String, Value>) {
+/// Request bodies: JSON; PATCH takes a merge patch; `/config` takes YAML too; key-auth keys
+/// may be left to the server.
+fn body(path: &str, method: &str, op: &mut Value) {
     let Some(rb) = op.get_mut("requestBody") else {
         return;
     };
@@ -372,164 +372,16 @@ fn body(path: &str, method: &str, op: &mut Value, schemas: &Map<String, Value>) 
     } else {
         json!({})
     };
-    let form = form_view(&schema, schemas, 0);
+    // Kong-style form bodies are read into this same JSON (docs/admin-api.md); the document
+    // lists JSON only, because a form cannot carry types: `tags=false` is the text "false",
+    // so a client generator's invalid cases for forms are valid text to the server.
     rb["content"] = json!({
         "application/json": {"schema": schema},
-        "application/x-www-form-urlencoded": {"schema": form},
     });
     if let (Some(c), Value::Object(extra)) = (rb["content"].as_object_mut(), patch_type) {
         c.extend(extra);
     }
     rb["required"] = json!(!path.ends_with("/key-auth"));
-}
-
-/// Deepest nesting of objects written out as dotted form keys.
-const MAX_FORM_DEPTH: usize = 8;
-
-/// The schema of a form body, as Kong's forms work: a nested field is a dotted key
-/// (`config.minute`), a list may be one value (`hosts=a.example.com`) or repeated keys, an
-/// empty value clears an optional non-text field. Lists of objects and maps are accepted
-/// by the server too (`targets[1].target=…`) but are left out here: a form schema cannot
-/// state them.
-fn form_view(schema: &Value, schemas: &Map<String, Value>, depth: usize) -> Value {
-    let schema = resolve(schema, schemas);
-    if let Some(Value::Array(alts)) = schema.get("oneOf") {
-        if schema.get("properties").is_none() {
-            let alts: Vec<Value> = alts.iter().map(|a| form_view(a, schemas, depth)).collect();
-            return json!({"oneOf": alts});
-        }
-    }
-    let mut props = Map::new();
-    let mut required = Vec::new();
-    flatten(schema, schemas, "", depth, &mut props, &mut required);
-    let mut out = json!({"type": "object", "properties": props, "additionalProperties": false});
-    if !required.is_empty() {
-        out["required"] = json!(required);
-    }
-    // Rules between top-level fields (`url` or `upstream`…) hold for forms as for JSON.
-    for k in ["anyOf", "oneOf", "not"] {
-        if let Some(rule) = schema.get(k) {
-            out[k] = rule.clone();
-        }
-    }
-    out
-}
-
-fn resolve<'a>(schema: &'a Value, schemas: &'a Map<String, Value>) -> &'a Value {
-    match schema
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix("#/components/schemas/"))
-        .and_then(|n| schemas.get(n))
-    {
-        Some(target) => resolve(target, schemas),
-        None => schema,
-    }
-}
-
-fn flatten(
-    schema: &Value,
-    schemas: &Map<String, Value>,
-    prefix: &str,
-    depth: usize,
-    props: &mut Map<String, Value>,
-    required: &mut Vec<String>,
-) {
-    let Some(Value::Object(fields)) = schema.get("properties") else {
-        return;
-    };
-    let needed: Vec<&str> = schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    for (name, field) in fields {
-        let key = format!("{prefix}{name}");
-        let field = non_null(resolve(field, schemas), schemas);
-        let nullable = is_nullable(resolve(&fields[name], schemas), schemas);
-        let types = types_of(&field);
-        if types.contains(&"object") || field.get("properties").is_some() {
-            if field.get("properties").is_some() && depth < MAX_FORM_DEPTH {
-                let mut nested = Vec::new();
-                flatten(
-                    &field,
-                    schemas,
-                    &format!("{key}."),
-                    depth + 1,
-                    props,
-                    &mut nested,
-                );
-                if needed.contains(&name.as_str()) || prefix.is_empty() {
-                    required.extend(nested);
-                }
-            }
-            continue;
-        }
-        let mut view = if types.contains(&"array") {
-            let items = non_null(resolve(&field["items"], schemas), schemas);
-            let scalar = ["string", "integer", "number", "boolean"];
-            let item_types = types_of(&items);
-            if item_types.is_empty() || item_types.iter().any(|t| !scalar.contains(t)) {
-                continue;
-            }
-            json!({"anyOf": [field, {"allOf": [items, {"not": {"const": "null"}}]}]})
-        } else {
-            field.clone()
-        };
-        if nullable && !types.contains(&"string") {
-            view = json!({"anyOf": [view, {"type": "string", "maxLength": 0}]});
-        }
-        props.insert(key.clone(), view);
-        if needed.contains(&name.as_str()) {
-            required.push(key);
-        }
-    }
-}
-
-/// The schema without its `null` alternative (`Option<T>`).
-fn non_null(schema: &Value, schemas: &Map<String, Value>) -> Value {
-    if let Some(Value::Array(alts)) = schema.get("oneOf").or_else(|| schema.get("anyOf")) {
-        let rest: Vec<&Value> = alts
-            .iter()
-            .filter(|a| a.get("type") != Some(&json!("null")))
-            .collect();
-        if rest.len() == 1 && alts.len() == 2 {
-            let mut one = non_null(resolve(rest[0], schemas), schemas);
-            if let (Value::Object(o), Some(d)) = (&mut one, schema.get("description")) {
-                o.insert("description".into(), d.clone());
-            }
-            return one;
-        }
-    }
-    let mut out = schema.clone();
-    if let Some(Value::Array(ts)) = out.get_mut("type") {
-        ts.retain(|t| t != "null");
-        if ts.len() == 1 {
-            let t = ts[0].clone();
-            out["type"] = t;
-        }
-    }
-    out
-}
-
-fn is_nullable(schema: &Value, schemas: &Map<String, Value>) -> bool {
-    types_of(schema).contains(&"null")
-        || schema
-            .get("oneOf")
-            .or_else(|| schema.get("anyOf"))
-            .and_then(Value::as_array)
-            .is_some_and(|alts| {
-                alts.iter()
-                    .any(|a| types_of(resolve(a, schemas)).contains(&"null"))
-            })
-}
-
-fn types_of(schema: &Value) -> Vec<&str> {
-    match schema.get("type") {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// Answers: credentials with their consumer; `GET /config` in YAML or JSON.

@@ -72,9 +72,8 @@ fn schemathesis_finds_nothing_stateful() {
     let budget = std::env::var("GATEHOUSE_SCHEMATHESIS_TIME").unwrap_or_else(|_| "60".into());
     // See scripts/schemathesis.toml: credentials have two addresses (Kong's), which this
     // one check cannot tell apart from a lost resource.
-    // Positive data: the stateful phase chains valid calls; invalid data is the stateless
-    // run's job (a form cannot carry `false` or `null` apart from the text, so negative
-    // cases in forms are only meaningful where schemathesis knows the field's type).
+    // Positive data: the stateful phase chains calls that must succeed; invalid data is the
+    // stateless run's job.
     let args = [
         "--max-examples",
         "40",
