@@ -226,11 +226,7 @@ fn empty_of(schema: &Value) -> Value {
     if let Some(d) = schema.get("default") {
         return d.clone();
     }
-    let types: Vec<&str> = match schema.get("type") {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
+    let types = crate::form::types(schema);
     if types.contains(&"null") {
         Value::Null
     } else if types.contains(&"array") {

@@ -222,7 +222,8 @@ fn resolve<'a>(schema: &'a Value, schemas: &'a Map<String, Value>) -> &'a Value 
     }
 }
 
-fn types(schema: &Value) -> Vec<&str> {
+/// The JSON types a schema allows (`"type": "string"` or `["integer", "null"]`).
+pub(crate) fn types(schema: &Value) -> Vec<&str> {
     match schema.get("type") {
         Some(Value::String(t)) => vec![t.as_str()],
         Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),

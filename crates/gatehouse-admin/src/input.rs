@@ -25,18 +25,28 @@ enum Media {
     None,
 }
 
+/// The media type of the body (`application/json`), lower-case, without parameters; empty
+/// when none is given.
+fn essence(req: &Request) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
 fn media(req: &Request) -> Result<Media, ApiError> {
-    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+    if req.headers().get(header::CONTENT_TYPE).is_none() {
         return Ok(Media::None);
-    };
-    let essence = ct
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    }
+    let essence = essence(req);
     match essence.as_str() {
         "application/json" => Ok(Media::Json),
         "application/x-www-form-urlencoded" => Ok(Media::Form),
@@ -171,19 +181,7 @@ impl<S: Send + Sync> FromRequest<S> for Document {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let essence = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| {
-                v.to_str()
-                    .unwrap_or("")
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
+        let essence = essence(&req);
         // `curl --data-binary @file.yaml` labels the document as a form.
         let known = [
             "",

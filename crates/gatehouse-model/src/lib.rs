@@ -387,10 +387,10 @@ pub fn whole_numbers(v: &mut Value) {
     }
 }
 
-/// Renders a flat config for people: references by name where the target has one.
-pub fn to_document(cfg: &Config) -> Config {
-    let mut out = cfg.clone();
-    let mut names: HashMap<String, String> = HashMap::new();
+/// Each named entity's name by its id (services, routes, upstreams, consumers by
+/// username): how references are shown to people.
+pub(crate) fn names_by_id(cfg: &Config) -> HashMap<String, String> {
+    let mut names = HashMap::new();
     for s in &cfg.services {
         if let Some(n) = &s.name {
             names.insert(s.id.to_string(), n.clone());
@@ -409,6 +409,13 @@ pub fn to_document(cfg: &Config) -> Config {
             names.insert(c.id.to_string(), n.clone());
         }
     }
+    names
+}
+
+/// Renders a flat config for people: references by name where the target has one.
+pub fn to_document(cfg: &Config) -> Config {
+    let mut out = cfg.clone();
+    let names = names_by_id(cfg);
     let rename = |r: &mut Option<String>| {
         if let Some(n) = r.as_ref().and_then(|id| names.get(id)) {
             *r = Some(n.clone());

@@ -93,21 +93,28 @@ fn split_form(
 }
 
 /// A secret comes either in the clear (`key`, `password`) or as its stored hash
-/// (`key_hash`, `password_hash`, from a dump), never both: which one would count?
-fn secret_given_once(
-    clear: bool,
+/// (`key_hash`, `password_hash`, from a dump), never both (which one would count?); in the
+/// clear it is not empty.
+fn check_secret(
+    clear: Option<&str>,
     hash: &Option<String>,
     name: &str,
-    username: &Option<String>,
-    cpath: &str,
+    consumer: &str,
     field: &str,
     errors: &mut Vec<FieldError>,
 ) {
-    if clear && hash.is_some() {
+    if clear.is_some() && hash.is_some() {
         errors.push(FieldError::new(
-            label(Kind::Consumer, username.as_deref(), cpath),
+            consumer,
             format!("{field}.{name}_hash"),
             format!("give `{name}` or `{name}_hash`, not both"),
+        ));
+    }
+    if clear == Some("") {
+        errors.push(FieldError::new(
+            consumer,
+            format!("{field}.{name}"),
+            "must not be empty",
         ));
     }
 }
@@ -233,28 +240,22 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
         }
         for (j, cred) in c.basicauth_credentials.iter_mut().enumerate() {
             let field = format!("{cpath}.basicauth_credentials[{j}]");
-            secret_given_once(
-                cred.password.is_some(),
+            let consumer = label(Kind::Consumer, c.username.as_deref(), &cpath);
+            let clear = cred.password.as_deref();
+            check_secret(
+                clear,
                 &cred.password_hash,
                 "password",
-                &c.username,
-                &cpath,
+                &consumer,
                 &field,
                 errors,
             );
-            if cred.password.as_deref() == Some("") {
-                errors.push(FieldError::new(
-                    label(Kind::Consumer, c.username.as_deref(), &cpath),
-                    format!("{field}.password"),
-                    "must not be empty",
-                ));
-            }
             if let Some(p) = cred.password.take() {
                 match crate::secret::hash_password(&p) {
                     Ok(h) => cred.password_hash = Some(h),
                     Err(e) => errors.push(FieldError::new(
-                        label(Kind::Consumer, c.username.as_deref(), &cpath),
-                        format!("{cpath}.basicauth_credentials[{j}].password"),
+                        consumer,
+                        format!("{field}.password"),
                         format!("cannot hash the password: {e}"),
                     )),
                 }
@@ -268,22 +269,15 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
         }
         for (j, cred) in c.keyauth_credentials.iter_mut().enumerate() {
             let field = format!("{cpath}.keyauth_credentials[{j}]");
-            secret_given_once(
-                cred.key.is_some(),
+            let consumer = label(Kind::Consumer, c.username.as_deref(), &cpath);
+            check_secret(
+                cred.key.as_deref(),
                 &cred.key_hash,
                 "key",
-                &c.username,
-                &cpath,
+                &consumer,
                 &field,
                 errors,
             );
-            if cred.key.as_deref() == Some("") {
-                errors.push(FieldError::new(
-                    label(Kind::Consumer, c.username.as_deref(), &cpath),
-                    format!("{field}.key"),
-                    "must not be empty",
-                ));
-            }
             if let Some(k) = cred.key.take() {
                 cred.key_hash = Some(crate::secret::sha256_hex(&k));
             }

@@ -53,23 +53,7 @@ struct ScopeNames(HashMap<String, String>);
 
 impl ScopeNames {
     fn of(cfg: &Config) -> ScopeNames {
-        let mut m = HashMap::new();
-        for s in &cfg.services {
-            if let Some(n) = &s.name {
-                m.insert(s.id.to_string(), n.clone());
-            }
-        }
-        for r in &cfg.routes {
-            if let Some(n) = &r.name {
-                m.insert(r.id.to_string(), n.clone());
-            }
-        }
-        for c in &cfg.consumers {
-            if let Some(n) = &c.username {
-                m.insert(c.id.to_string(), n.clone());
-            }
-        }
-        ScopeNames(m)
+        ScopeNames(crate::names_by_id(cfg))
     }
 
     fn name<'a>(&'a self, reference: &'a str) -> &'a str {

@@ -641,7 +641,21 @@ async fn body_statuses_follow_the_document() {
         json!({"name": "a", "url": "http://127.0.0.1:9"}),
     )
     .await;
+    // Credential ids are unique across consumers and kinds.
+    for user in ["ann", "bo"] {
+        gw.admin_ok("POST", "/consumers", json!({"username": user}))
+            .await;
+    }
+    let cid = "00000000-0000-4000-8000-0000000000c1";
+    gw.admin_ok(
+        "POST",
+        "/consumers/ann/acls",
+        json!({"id": cid, "group": "g"}),
+    )
+    .await;
+    let twin = format!(r#"{{"id": "{cid}", "username": "bo-h", "secret": "0123456789abcdef"}}"#);
     let cases: Vec<(&str, &str, &str, u16, &str)> = vec![
+        ("POST", "/consumers/bo/hmac-auth", &twin, 409, "conflict"),
         (
             "POST",
             "/services",
