@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need on a fresh Debian machine — curl (the
-# real HTTP client), openssl (test certificates, s_client) and a Python virtualenv with
+# real HTTP client), openssl (test certificates, s_client), PostgreSQL and Redis (the cluster
+# store and shared counters; started when not running), and a Python virtualenv with
 # grpcio (the real gRPC client and server) and schemathesis (checks the admin API against its
 # OpenAPI document) — then runs every test of the workspace against the real binary.
 set -euo pipefail
@@ -11,10 +12,23 @@ command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
+command -v pg_ctlcluster >/dev/null 2>&1 || missing="$missing postgresql"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 if [ -n "$missing" ]; then
   echo "installing:$missing"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null
 fi
+# PostgreSQL (127.0.0.1:5432, user postgres, trust) and Redis (127.0.0.1:6379): each test
+# makes its own database or key prefix there and removes it. Tests that stop a server run
+# private ones (initdb / redis-server on free ports), never these.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+fi
+export GATEHOUSE_TEST_POSTGRES="${GATEHOUSE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+export GATEHOUSE_TEST_REDIS="${GATEHOUSE_TEST_REDIS:-redis://127.0.0.1:6379}"
 # Python clients and servers the tests drive (versions pinned in scripts/requirements-test.txt).
 VENV="${GATEHOUSE_TEST_VENV:-$HOME/.cache/gatehouse-venv}"
 if ! "$VENV/bin/python" -c 'import grpc' >/dev/null 2>&1 \

@@ -31,6 +31,10 @@ pub struct AdminState {
     pub control: Arc<Control>,
     /// SHA-256 (hex) of the admin token.
     pub token_hash: String,
+    /// This node as the registry shows it (its config version is read when asked).
+    pub node: gatehouse_store::NodeInfo,
+    /// Counters shared through Redis, when the node has them.
+    pub counters: Option<Arc<gatehouse_counters::cluster::ClusterCounters>>,
 }
 
 type St = State<Arc<AdminState>>;
@@ -145,12 +149,14 @@ fn fetch<T: Ent>(cfg: &Config, id: Uuid) -> Value {
 async fn create_with<T: Ent>(
     s: &AdminState,
     body: Input,
-    scope: impl FnOnce(&mut T, &Config) -> ApiResult<()>,
+    scope: impl Fn(&mut T, &Config) -> ApiResult<()>,
 ) -> ApiResult<Response> {
-    let mut e: T = entity::parse(body.required(entity::schema_name(T::KIND))?)?;
+    let given: T = entity::parse(body.required(entity::schema_name(T::KIND))?)?;
     let (cur, id) = s
         .control
         .mutate(move |cfg, origins| {
+            // Each attempt starts from the body (a retry after another node's write).
+            let mut e = given.clone();
             scope(&mut e, cfg)?;
             entity::insert(cfg, origins, e)
         })
@@ -159,38 +165,41 @@ async fn create_with<T: Ent>(
 }
 
 async fn put_one<T: Ent>(s: &AdminState, key: String, body: Input) -> ApiResult<Response> {
-    let mut e: T = entity::parse(body.required(entity::schema_name(T::KIND))?)?;
+    let given: T = entity::parse(body.required(entity::schema_name(T::KIND))?)?;
     let (cur, (id, created)) = s
         .control
-        .mutate(move |cfg, origins| match entity::find::<T>(cfg, &key) {
-            Some(i) => {
-                if e.name().is_none() && key.parse::<Uuid>().is_err() {
-                    // PUT /services/orders keeps the name it was addressed by.
-                    e.set_name(&key);
+        .mutate(move |cfg, origins| {
+            let mut e = given.clone();
+            match entity::find::<T>(cfg, &key) {
+                Some(i) => {
+                    if e.name().is_none() && key.parse::<Uuid>().is_err() {
+                        // PUT /services/orders keeps the name it was addressed by.
+                        e.set_name(&key);
+                    }
+                    Ok((entity::replace_at(cfg, origins, i, e)?, false))
                 }
-                Ok((entity::replace_at(cfg, origins, i, e)?, false))
-            }
-            None => {
-                match key.parse::<Uuid>() {
-                    Ok(id) => e.set_id(id),
-                    Err(_) => {
-                        if e.name().is_some_and(|n| n != key) {
-                            return Err(ApiError::new(
-                                StatusCode::CONFLICT,
-                                "conflict",
-                                format!(
-                                    "the body names the {} `{}`, the path `{key}`",
-                                    T::KIND.as_str(),
-                                    e.name().unwrap_or_default()
-                                ),
-                            ));
-                        }
-                        if !e.set_name(&key) {
-                            return Err(ApiError::not_found(T::KIND.as_str(), &key));
+                None => {
+                    match key.parse::<Uuid>() {
+                        Ok(id) => e.set_id(id),
+                        Err(_) => {
+                            if e.name().is_some_and(|n| n != key) {
+                                return Err(ApiError::new(
+                                    StatusCode::CONFLICT,
+                                    "conflict",
+                                    format!(
+                                        "the body names the {} `{}`, the path `{key}`",
+                                        T::KIND.as_str(),
+                                        e.name().unwrap_or_default()
+                                    ),
+                                ));
+                            }
+                            if !e.set_name(&key) {
+                                return Err(ApiError::not_found(T::KIND.as_str(), &key));
+                            }
                         }
                     }
+                    Ok((entity::insert(cfg, origins, e)?, true))
                 }
-                Ok((entity::insert(cfg, origins, e)?, true))
             }
         })
         .await?;
@@ -457,7 +466,7 @@ macro_rules! creds_api {
                 let shown = creds::Cred::on_create(&mut cred);
                 let (cur, id) = s
                     .control
-                    .mutate(move |cfg, _| creds::add(cfg, &c, cred))
+                    .mutate(move |cfg, _| creds::add(cfg, &c, cred.clone()))
                     .await?;
                 Ok((StatusCode::CREATED, Json(creds::created::<$t>(&cur.config, id, shown))).into_response())
             }
@@ -618,7 +627,7 @@ pub async fn create_target(
         .control
         .mutate(move |cfg, _| {
             let i = entity::must_find::<Upstream>(cfg, &up)?;
-            cfg.upstreams[i].targets.push(t);
+            cfg.upstreams[i].targets.push(t.clone());
             Ok(cfg.upstreams[i].id)
         })
         .await?;
@@ -742,14 +751,44 @@ pub async fn post_config(State(s): St, Document(text): Document) -> ApiResult<Re
 #[utoipa::path(get, path = "/status", tag = "status", responses((status = 200, description = "status", body = Object)))]
 pub async fn status(State(s): St) -> Json<Value> {
     let cur = s.control.current();
+    let counters = match &s.counters {
+        Some(c) => json!(c.status()),
+        None => json!({"backend": "local", "degraded": false}),
+    };
     Json(json!({
         "ready": s.control.is_ready(),
         "config_version": cur.version,
+        "config_source": s.control.source(),
         "store": s.control.store().backend(),
+        "store_health": s.control.store().health(),
         "read_only": s.control.store().read_only(),
+        "counters": counters,
+        "node": {"id": s.node.id, "hostname": s.node.hostname, "addresses": s.node.addresses},
         "entities": counts(&cur.config),
         "last_reload_error": s.control.last_error(),
         "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// The node registry.
+#[derive(Serialize, ToSchema)]
+pub struct ClusterNodes {
+    /// Every node seen in the last day, most recently seen first.
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<gatehouse_store::NodeRow>,
+    /// A node is stale when not seen for this many seconds.
+    pub stale_after_seconds: i64,
+}
+
+/// The nodes sharing this node's store: id, hostname, listen addresses, build version, the
+/// config version each serves, when each was last seen, and which are stale.
+#[utoipa::path(get, path = "/cluster/nodes", tag = "status",
+    responses((status = 200, body = ClusterNodes), (status = 503, body = ErrorBody)))]
+pub async fn cluster_nodes(State(s): St) -> ApiResult<Json<ClusterNodes>> {
+    let data = s.control.store().nodes().await?;
+    Ok(Json(ClusterNodes {
+        data,
+        stale_after_seconds: gatehouse_store::nodes::STALE_AFTER_SECS,
     }))
 }
 
@@ -1004,6 +1043,7 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(get_target, delete_target))
         .routes(routes!(get_config, post_config))
         .routes(routes!(status))
+        .routes(routes!(cluster_nodes))
         .routes(routes!(node_info))
         .routes(routes!(config_schema))
         .routes(routes!(purge_all_caches))

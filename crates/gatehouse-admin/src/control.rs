@@ -7,7 +7,23 @@ use std::sync::{Arc, PoisonError, RwLock};
 use gatehouse_model::{prepare, Config, ConfigError, Origins};
 use gatehouse_proxy::plugin::Registry;
 use gatehouse_proxy::{Shared, Snapshot};
+use gatehouse_store::last_good::{Cached, LastGood};
 use gatehouse_store::{diff, ConfigStore, StoreError, Versioned};
+
+/// Times an admin write is re-applied on a fresh config after another node's write won.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Where the running config came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigSource {
+    /// Nothing loaded yet.
+    None,
+    /// The store.
+    Store,
+    /// The last-good copy in the data dir (the store was unreachable at start).
+    LastGood,
+}
 
 /// Why a config change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +45,11 @@ pub struct Control {
     write: tokio::sync::Mutex<()>,
     ready: AtomicBool,
     last_error: RwLock<Option<String>>,
+    source: RwLock<ConfigSource>,
+    last_good: Option<LastGood>,
+    saving: tokio::sync::watch::Sender<Option<Arc<Versioned>>>,
+    /// The admin token hash, copied into the last-good config.
+    token_hash: RwLock<Option<String>>,
 }
 
 impl Control {
@@ -38,7 +59,19 @@ impl Control {
         shared: Arc<Shared>,
         catalog: Arc<Registry>,
     ) -> Arc<Control> {
-        Arc::new(Control {
+        Control::with_last_good(store, shared, catalog, None)
+    }
+
+    /// A controller that also keeps every installed config in `last_good` (for stores
+    /// outside the node), written in the background, latest first.
+    pub fn with_last_good(
+        store: Arc<dyn ConfigStore>,
+        shared: Arc<Shared>,
+        catalog: Arc<Registry>,
+        last_good: Option<LastGood>,
+    ) -> Arc<Control> {
+        let (saving, _) = tokio::sync::watch::channel(None);
+        let c = Arc::new(Control {
             store,
             shared,
             catalog,
@@ -46,7 +79,71 @@ impl Control {
             write: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             last_error: RwLock::new(None),
-        })
+            source: RwLock::new(ConfigSource::None),
+            last_good,
+            saving,
+            token_hash: RwLock::new(None),
+        });
+        if c.last_good.is_some() {
+            c.spawn_saver();
+        }
+        c
+    }
+
+    /// Where the running config came from.
+    pub fn source(&self) -> ConfigSource {
+        *self.source.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The admin token hash to keep with the last-good config.
+    pub fn set_token_hash(&self, hash: &str) {
+        *self
+            .token_hash
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(hash.to_string());
+    }
+
+    /// Writes the newest installed config to the last-good copy, off the request path; a
+    /// burst of writes ends in one file write of the last one.
+    fn spawn_saver(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let mut rx = self.saving.subscribe();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(v) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let Some(c) = me.upgrade() else { break };
+                let token = c
+                    .token_hash
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let saved = tokio::task::spawn_blocking(move || {
+                    let Some(lg) = c.last_good.as_ref() else {
+                        return Ok(());
+                    };
+                    lg.save(&v.config, v.version, token.as_deref())
+                })
+                .await;
+                match saved {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot write the last-good config"),
+                    Err(e) => tracing::error!(error = %e, "last-good config writer failed"),
+                }
+            }
+        });
+    }
+
+    /// Starts from the last-good copy (the store is unreachable): validated and compiled
+    /// like any config; the first config the store gives later replaces it whatever its
+    /// version.
+    pub fn start_from(&self, cached: Cached) -> Result<u64, ControlError> {
+        let cfg = prepare(cached.config, &Origins::new(), &*self.catalog)?;
+        let snap = Snapshot::compile(&cfg, cached.version, &self.catalog)?;
+        self.install(cfg, snap, cached.version);
+        *self.source.write().unwrap_or_else(PoisonError::into_inner) = ConfigSource::LastGood;
+        Ok(cached.version)
     }
 
     /// The store behind this controller.
@@ -83,11 +180,16 @@ impl Control {
     fn install(&self, config: Config, mut snap: Snapshot, version: u64) {
         snap.version = version;
         self.shared.snapshot.store(Arc::new(snap));
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Versioned {
+        let v = Arc::new(Versioned {
             config,
             version,
             validated: true,
         });
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = v.clone();
+        *self.source.write().unwrap_or_else(PoisonError::into_inner) = ConfigSource::Store;
+        if self.last_good.is_some() {
+            self.saving.send_replace(Some(v));
+        }
         *self
             .last_error
             .write()
@@ -101,7 +203,10 @@ impl Control {
         let _g = self.write.lock().await;
         let result: Result<u64, ControlError> = async {
             let v = self.store.load().await?;
-            if self.is_ready() && v.version <= self.current().version {
+            // A config from the last-good copy gives way to the store's, whatever its
+            // version (the database may have been restored from a backup meanwhile).
+            let from_store = self.source() == ConfigSource::Store;
+            if self.is_ready() && from_store && v.version <= self.current().version {
                 return Ok(self.current().version);
             }
             let cfg = if v.validated {
@@ -127,9 +232,45 @@ impl Control {
 
     /// Applies an edit to a copy of the running config; validates, persists and swaps it in
     /// before returning, so the next request already sees it.
-    pub async fn mutate<F, T>(&self, edit: F) -> Result<(Arc<Versioned>, T), crate::api::ApiError>
+    ///
+    /// When another node wrote first (the store's version moved on), the edit is applied
+    /// again to the store's newer config — a merge: writes to different entities both land,
+    /// and two writes to the same entity end as the later one, as with a single node. Only
+    /// after [`CONFLICT_RETRIES`] lost races does the caller get 409.
+    pub async fn mutate<F, T>(
+        &self,
+        mut edit: F,
+    ) -> Result<(Arc<Versioned>, T), crate::api::ApiError>
     where
-        F: FnOnce(&mut Config, &mut Origins) -> Result<T, crate::api::ApiError>,
+        F: FnMut(&mut Config, &mut Origins) -> Result<T, crate::api::ApiError>,
+    {
+        let mut tries = 0;
+        loop {
+            match self.mutate_once(&mut edit).await {
+                Err(ControlError::Store(StoreError::Conflict { .. }))
+                    if tries < CONFLICT_RETRIES =>
+                {
+                    tries += 1;
+                    tracing::debug!(
+                        tries,
+                        "another node wrote first; applying the edit again on its config"
+                    );
+                    self.reload().await?;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(Err(api)) => return Err(api),
+                Ok(Ok(done)) => return Ok(done),
+            }
+        }
+    }
+
+    /// One attempt of [`Control::mutate`]: an edit's own error is the inner result.
+    async fn mutate_once<F, T>(
+        &self,
+        edit: &mut F,
+    ) -> Result<Result<(Arc<Versioned>, T), crate::api::ApiError>, ControlError>
+    where
+        F: FnMut(&mut Config, &mut Origins) -> Result<T, crate::api::ApiError>,
     {
         let _g = self.write.lock().await;
         if self.store.read_only() {
@@ -138,21 +279,20 @@ impl Control {
         let cur = self.current();
         let mut cfg = cur.config.clone();
         let mut origins = Origins::new();
-        let out = edit(&mut cfg, &mut origins)?;
-        let cfg = gatehouse_model::prepare_after(cfg, &origins, &*self.catalog, Some(&cur.config))
-            .map_err(ControlError::from)?;
-        let snap = Snapshot::compile(&cfg, 0, &self.catalog).map_err(ControlError::from)?;
+        let out = match edit(&mut cfg, &mut origins) {
+            Ok(out) => out,
+            Err(e) => return Ok(Err(e)),
+        };
+        let cfg = gatehouse_model::prepare_after(cfg, &origins, &*self.catalog, Some(&cur.config))?;
+        let snap = Snapshot::compile(&cfg, 0, &self.catalog)?;
         let changes = diff::diff(&cur.config, &cfg);
         let version = if changes.is_empty() {
             cur.version
         } else {
-            self.store
-                .apply(changes, cur.version)
-                .await
-                .map_err(ControlError::from)?
+            self.store.apply(changes, cur.version).await?
         };
         self.install(cfg, snap, version);
-        Ok((self.current(), out))
+        Ok(Ok((self.current(), out)))
     }
 
     /// Replaces the whole config (already flat and validated) — `POST /config`.

@@ -14,8 +14,16 @@ use std::sync::Arc;
 
 use gatehouse_proxy::plugin::{Factory, Registry};
 
-/// Every built-in plugin, ready to hand to the proxy and the validators.
+/// Every built-in plugin, ready to hand to the proxy and the validators (a node without
+/// shared counters).
 pub fn registry() -> Registry {
+    registry_with(None)
+}
+
+/// Every built-in plugin; limits with `policy: redis` count in `cluster`.
+pub fn registry_with(
+    cluster: Option<Arc<traffic::counters::cluster::ClusterCounters>>,
+) -> Registry {
     let factories: Vec<Arc<dyn Factory>> = vec![
         Arc::new(auth::basic_auth::BasicAuth),
         Arc::new(auth::hmac_auth::HmacAuth),
@@ -29,7 +37,7 @@ pub fn registry() -> Registry {
         Arc::new(security::request_validator::RequestValidator),
         Arc::new(traffic::limit_conn::LimitConn),
         Arc::new(traffic::proxy_cache::ProxyCache),
-        Arc::new(traffic::rate_limiting::RateLimiting),
+        Arc::new(traffic::rate_limiting::RateLimiting { cluster }),
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),
         Arc::new(transform::grpc_web::GrpcWeb),

@@ -30,6 +30,7 @@ pub struct FileStore {
     catalog: Arc<dyn PluginCatalog>,
     state: Mutex<State>,
     tx: watch::Sender<u64>,
+    node: crate::nodes::OneNode,
 }
 
 fn read(path: &Path) -> Result<String, StoreError> {
@@ -55,6 +56,7 @@ impl FileStore {
                 source: Source::File,
             }),
             tx,
+            node: Default::default(),
         })
     }
 
@@ -167,5 +169,15 @@ impl ConfigStore for FileStore {
 
     fn set_admin_token_hash(&self, hash: String) -> StoreFuture<'_, ()> {
         Box::pin(async move { crate::private::write(&self.token_path, hash.as_bytes()) })
+    }
+
+    fn heartbeat(&self, node: &crate::NodeInfo) -> StoreFuture<'_, ()> {
+        self.node.beat(node);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn nodes(&self) -> StoreFuture<'_, Vec<crate::NodeRow>> {
+        let list = self.node.list();
+        Box::pin(async move { Ok(list) })
     }
 }

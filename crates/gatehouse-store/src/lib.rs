@@ -1,13 +1,24 @@
 //! Where configuration lives. [`ConfigStore`] is the one interface the admin API and the
-//! reload loop use; backends: declarative file ([`file::FileStore`]) and SQLite
-//! ([`sqlite::SqliteStore`]). A PostgreSQL backend with a change feed fits the same trait.
+//! reload loop use; backends: declarative file ([`file::FileStore`]), SQLite
+//! ([`sqlite::SqliteStore`], the embedded default) and PostgreSQL ([`postgres::PgStore`],
+//! shared by the nodes of a cluster, with LISTEN/NOTIFY as its change feed).
+//!
+//! The pattern every later stored feature follows: one trait, one module per engine, the
+//! same tables in `migrations/sqlite` and `migrations/postgres`, rows decoded by shared code
+//! ([`rows`]), and tests that run against both engines.
 
 pub mod diff;
 pub mod file;
 pub mod keyring;
+pub mod last_good;
+pub mod nodes;
+pub mod postgres;
 pub mod private;
+pub mod rows;
 pub mod sealed;
 pub mod sqlite;
+
+pub use nodes::{NodeInfo, NodeRow};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +61,9 @@ pub enum StoreError {
     /// A secret field could not be sealed or opened (keyring missing a key, tampering).
     #[error("secrets at rest: {0}")]
     Keyring(String),
+    /// The store cannot be reached (database down, connection refused, timeout).
+    #[error("config store unreachable: {0}")]
+    Unavailable(String),
     /// Stored data that no longer parses.
     #[error("corrupt stored {kind} {id}: {message}")]
     Corrupt {
@@ -168,6 +182,47 @@ pub trait ConfigStore: Send + Sync {
     fn admin_token_hash(&self) -> StoreFuture<'_, Option<String>>;
     /// Stores the SHA-256 (hex) of the admin token.
     fn set_admin_token_hash(&self, hash: String) -> StoreFuture<'_, ()>;
+    /// True when the store lives outside this node (the node then keeps a last-good copy
+    /// of the config in its data dir and can start from it while the store is down).
+    fn remote(&self) -> bool {
+        false
+    }
+    /// Whether the store answered its last query, and since when it has not.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::default()
+    }
+    /// Records this node in the registry (insert or refresh `last_seen`).
+    fn heartbeat(&self, node: &NodeInfo) -> StoreFuture<'_, ()>;
+    /// Every node the registry knows, most recently seen first.
+    fn nodes(&self) -> StoreFuture<'_, Vec<NodeRow>>;
+}
+
+/// Reachability of a store, for `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreHealth {
+    /// True when the last query succeeded.
+    pub reachable: bool,
+    /// The last failure, while unreachable.
+    pub error: Option<String>,
+    /// Unix seconds of the first failure of the current outage.
+    pub down_since: Option<i64>,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        StoreHealth {
+            reachable: true,
+            error: None,
+            down_since: None,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Hex SHA-256 of a secret, the form in which admin tokens are stored.

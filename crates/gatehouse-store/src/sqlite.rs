@@ -12,9 +12,9 @@ use tokio::sync::watch;
 use crate::diff::entities;
 use crate::keyring::Keyring;
 use crate::sealed;
-use crate::{Change, ConfigStore, Entity, StoreError, StoreFuture, Versioned};
+use crate::{Change, ConfigStore, Entity, NodeInfo, NodeRow, StoreError, StoreFuture, Versioned};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Config in a SQLite database.
 pub struct SqliteStore {
@@ -50,8 +50,7 @@ async fn put(
     e: &Entity,
     keyring: &Keyring,
 ) -> Result<(), StoreError> {
-    let mut body = e.to_json();
-    sealed::seal(e.kind(), &mut body, keyring)?;
+    let body = crate::rows::encode(e, keyring)?;
     let pos: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'next_position'")
         .fetch_one(&mut **tx)
         .await?;
@@ -63,7 +62,7 @@ async fn put(
     .bind(e.kind().as_str())
     .bind(e.id().to_string())
     .bind(pos)
-    .bind(body.to_string())
+    .bind(body)
     .bind(now())
     .bind(now())
     .execute(&mut **tx)
@@ -136,22 +135,11 @@ impl SqliteStore {
                 row.try_get("id")?,
                 row.try_get("body")?,
             );
-            let Some(k) = Kind::parse(&kind) else {
+            let Some(v) = crate::rows::resealed(&kind, &id, &body, &self.keyring)? else {
                 continue;
             };
-            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&body) else {
-                continue;
-            };
-            if !sealed::needs_reseal(k, &mut v, &self.keyring) {
-                continue;
-            }
-            sealed::seal(k, &mut v, &self.keyring).map_err(|e| StoreError::Corrupt {
-                kind: kind.clone(),
-                id: id.clone(),
-                message: e.to_string(),
-            })?;
             sqlx::query("UPDATE entities SET body = ? WHERE kind = ? AND id = ?")
-                .bind(v.to_string())
+                .bind(v)
                 .bind(&kind)
                 .bind(&id)
                 .execute(&mut *tx)
@@ -225,26 +213,14 @@ impl ConfigStore for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;
-            let mut cfg = Config::default();
-            let mut changes = Vec::with_capacity(rows.len());
+            let mut entities = Vec::with_capacity(rows.len());
             for row in rows {
                 let kind: String = row.try_get("kind")?;
                 let id: String = row.try_get("id")?;
                 let body: String = row.try_get("body")?;
-                let corrupt = |message: String| StoreError::Corrupt {
-                    kind: kind.clone(),
-                    id: id.clone(),
-                    message,
-                };
-                let k = Kind::parse(&kind).ok_or_else(|| corrupt("unknown kind".into()))?;
-                let mut v: serde_json::Value =
-                    serde_json::from_str(&body).map_err(|e| corrupt(e.to_string()))?;
-                sealed::unseal(k, &mut v, &self.keyring).map_err(|e| corrupt(e.to_string()))?;
-                changes.push(Change::Put(
-                    Entity::from_json(k, v).map_err(|e| corrupt(e.to_string()))?,
-                ));
+                entities.push(crate::rows::decode(&kind, &id, &body, &self.keyring)?);
             }
-            crate::diff::apply(&mut cfg, changes);
+            let cfg = crate::rows::assemble(entities);
             // Re-validated on load: the database may have been written by another version.
             Ok(Versioned {
                 config: cfg,
@@ -327,6 +303,49 @@ impl ConfigStore for SqliteStore {
                 .execute(&self.pool)
                 .await?;
             Ok(())
+        })
+    }
+
+    fn heartbeat(&self, node: &NodeInfo) -> StoreFuture<'_, ()> {
+        let node = node.clone();
+        Box::pin(async move {
+            let now = now();
+            sqlx::query(
+                "INSERT INTO nodes (id, hostname, addresses, version, config_version, started_at, last_seen)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, addresses = excluded.addresses,
+                   version = excluded.version, config_version = excluded.config_version,
+                   started_at = excluded.started_at, last_seen = excluded.last_seen",
+            )
+            .bind(node.id.to_string())
+            .bind(&node.hostname)
+            .bind(serde_json::to_string(&node.addresses).unwrap_or_default())
+            .bind(&node.version)
+            .bind(node.config_version as i64)
+            .bind(node.started_at)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            sqlx::query("DELETE FROM nodes WHERE last_seen < ?")
+                .bind(now - crate::nodes::FORGET_AFTER_SECS)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn nodes(&self) -> StoreFuture<'_, Vec<NodeRow>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, hostname, addresses, version, config_version, started_at, last_seen
+                 FROM nodes ORDER BY last_seen DESC, id",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let now = now();
+            rows.into_iter()
+                .map(|r| crate::nodes::from_row(&r, now))
+                .collect()
         })
     }
 }

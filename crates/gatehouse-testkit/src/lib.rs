@@ -2,6 +2,7 @@
 //! status, slow, streaming/SSE, WebSocket, connection-dropping), a launcher for the real
 //! `gatehouse` binary, and a small HTTP client.
 
+pub mod backing;
 pub mod client;
 pub mod gateway;
 pub mod hostile;

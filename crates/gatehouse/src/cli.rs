@@ -34,6 +34,15 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Create or upgrade the store's schema (`serve` does the same at start), then exit.
+    Migrate {
+        /// The store: `sqlite://PATH` or `postgres://user:password@host:port/db`.
+        #[arg(long, env = "GATEHOUSE_STORE")]
+        store: Option<String>,
+        /// The data directory (the SQLite database's default place, and the keyring).
+        #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = ".")]
+        data_dir: PathBuf,
+    },
     /// Manage the keyring that encrypts secrets at rest (`<data dir>/keyring`).
     Keyring {
         /// What to do.
@@ -166,8 +175,20 @@ pub struct ServeArgs {
     )]
     pub admin_token_file: Option<PathBuf>,
     /// Run DB-less from this declarative YAML/JSON file (watched; SIGHUP reloads).
-    #[arg(long, env = "GATEHOUSE_CONFIG")]
+    #[arg(long, env = "GATEHOUSE_CONFIG", conflicts_with = "store")]
     pub config: Option<PathBuf>,
+    /// Where the config lives: `sqlite://PATH` (default `<data dir>/gatehouse.db`) or
+    /// `postgres://user:password@host:port/db` (a cluster: every node on the same database).
+    #[arg(long, env = "GATEHOUSE_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// Redis for counters shared by every node (`policy: redis`): `redis://`, `rediss://`
+    /// (TLS), `redis+cluster://h1:p1,h2:p2`, `redis+sentinel://s1:26379,s2:26379/master`.
+    #[arg(long, env = "GATEHOUSE_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// Prefix of every Redis key this cluster writes (clusters sharing a Redis need
+    /// different prefixes).
+    #[arg(long, env = "GATEHOUSE_REDIS_PREFIX", default_value = "gatehouse")]
+    pub redis_prefix: String,
     /// Log level or tracing filter (e.g. `info`, `gatehouse=debug`).
     #[arg(long, env = "GATEHOUSE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -5,6 +5,7 @@ mod cli;
 mod config_cmd;
 mod listen;
 mod serve;
+mod stores;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,15 @@ fn main() -> ExitCode {
             }
         },
         cli::Command::Validate { file } => validate(&file),
+        cli::Command::Migrate { store, data_dir } => {
+            match stores::migrate(store.as_deref(), &data_dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gatehouse: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         cli::Command::Keyring { action } => match keyring(action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -8,11 +8,10 @@ use anyhow::{Context, Result};
 use axum::routing::get;
 use axum::Json;
 use gatehouse_admin::{AdminState, Control};
+use gatehouse_counters::cluster::ClusterCounters;
 use gatehouse_model::PluginCatalog;
 use gatehouse_proxy::{ProxySettings, Shared, Snapshot};
-use gatehouse_store::file::FileStore;
-use gatehouse_store::sqlite::SqliteStore;
-use gatehouse_store::{sha256_hex, ConfigStore};
+use gatehouse_store::{sha256_hex, ConfigStore, NodeInfo};
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -85,7 +84,13 @@ pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String> {
     Ok(token)
 }
 
-async fn admin_token(store: &dyn ConfigStore, given: Option<&str>) -> Result<String> {
+/// The admin token's hash: the one given, else the store's, else (store unreachable) the
+/// last-good copy's, else a new one printed once.
+async fn admin_token(
+    store: &dyn ConfigStore,
+    given: Option<&str>,
+    offline: Option<&str>,
+) -> Result<String> {
     if let Some(t) = given {
         anyhow::ensure!(
             t.len() >= 16,
@@ -95,12 +100,18 @@ async fn admin_token(store: &dyn ConfigStore, given: Option<&str>) -> Result<Str
         // A declarative node gets its token on every start; writing it down would only
         // leave a file in the working directory (the default data dir).
         if !store.read_only() {
-            store
-                .set_admin_token_hash(h.clone())
-                .await
-                .context("storing the admin token hash")?;
+            match store.set_admin_token_hash(h.clone()).await {
+                Ok(()) => {}
+                Err(e) if offline.is_some() => {
+                    tracing::warn!(error = %e, "cannot store the admin token hash while the store is unreachable");
+                }
+                Err(e) => return Err(e).context("storing the admin token hash"),
+            }
         }
         return Ok(h);
+    }
+    if let Some(h) = offline {
+        return Ok(h.to_string());
     }
     if let Some(h) = store
         .admin_token_hash()
@@ -138,41 +149,44 @@ pub fn run(args: ServeArgs) -> Result<()> {
 async fn serve(args: ServeArgs) -> Result<()> {
     gatehouse_store::private::create_dir(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let registry = Arc::new(gatehouse_plugins::registry());
-    let catalog: Arc<dyn PluginCatalog> = registry.clone();
-    let store: Arc<dyn ConfigStore> = match &args.config {
-        Some(path) => {
-            let s = Arc::new(
-                FileStore::open(path, &args.data_dir, catalog.clone())
-                    .with_context(|| format!("opening {}", path.display()))?,
-            );
-            s.spawn_watcher(Duration::from_secs(1));
-            s
+    let counters = match &args.redis {
+        Some(url) => {
+            let c = ClusterCounters::connect(url, &args.redis_prefix)
+                .await
+                .context("--redis")?;
+            c.spawn_upkeep();
+            Some(c)
         }
-        None => {
-            let db = args.data_dir.join("gatehouse.db");
-            let keyring = Arc::new(
-                gatehouse_store::keyring::Keyring::load(&args.data_dir)
-                    .context("loading the keyring for secrets at rest")?,
-            );
-            let s = Arc::new(
-                SqliteStore::open(&db, keyring)
-                    .await
-                    .with_context(|| format!("opening {}", db.display()))?,
-            );
-            s.spawn_poller(Duration::from_secs(2));
-            s
-        }
+        None => None,
     };
+    let registry = Arc::new(gatehouse_plugins::registry_with(counters.clone()));
+    let catalog: Arc<dyn PluginCatalog> = registry.clone();
+    let opened = crate::stores::open(&args, catalog).await?;
+    let store = opened.store.clone();
     let given_token = match &args.admin_token_file {
         Some(path) => Some(read_token_file(path)?),
         None => args.admin_token.clone(),
     };
-    let token_hash = admin_token(&*store, given_token.as_deref()).await?;
+    let offline_token = opened
+        .cached
+        .as_ref()
+        .and_then(|c| c.admin_token_sha256.clone());
+    let token_hash = admin_token(&*store, given_token.as_deref(), offline_token.as_deref()).await?;
 
     let shared = Shared::new(Snapshot::empty(), settings(&args)?);
-    let control = Control::new(store.clone(), shared.clone(), registry);
-    control.reload().await.context("loading the config")?;
+    let control =
+        Control::with_last_good(store.clone(), shared.clone(), registry, opened.last_good);
+    control.set_token_hash(&token_hash);
+    match opened.cached {
+        Some(cached) => {
+            control
+                .start_from(cached)
+                .context("starting from the last-good config")?;
+        }
+        None => {
+            control.reload().await.context("loading the config")?;
+        }
+    }
     control.spawn_reloader();
 
     let workers = args
@@ -191,16 +205,26 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let tls_addr = tls_listener.as_ref().map(|l| l.addr);
 
-    let (admin_router, _) = gatehouse_admin::build(Arc::new(AdminState {
-        control: control.clone(),
-        token_hash,
-    }));
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding admin listener {}", args.admin_listen))?;
     let status = tokio::net::TcpListener::bind(args.status_listen)
         .await
         .with_context(|| format!("binding status listener {}", args.status_listen))?;
+    let node = node_info(
+        &args,
+        proxy_addr,
+        tls_addr,
+        admin.local_addr()?,
+        status.local_addr()?,
+    )?;
+    spawn_heartbeat(control.clone(), node.clone(), counters.clone());
+    let (admin_router, _) = gatehouse_admin::build(Arc::new(AdminState {
+        control: control.clone(),
+        token_hash,
+        node,
+        counters: counters.clone(),
+    }));
     let admin_addr = admin.local_addr()?;
     let status_addr = status.local_addr()?;
 
@@ -227,18 +251,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
         stop_rx.clone(),
     ));
     let ready_control = control.clone();
+    let metrics_counters = counters.clone();
     let status_router = axum::Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
             "/metrics",
-            get(|| async {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    gatehouse_plugins::observe::prometheus::render(),
-                )
+            get(move || {
+                let degraded = metrics_counters.as_ref().map(|c| c.is_degraded());
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        with_node_metrics(
+                            gatehouse_plugins::observe::prometheus::render(),
+                            degraded,
+                        ),
+                    )
+                }
             }),
         )
         .route(
@@ -289,4 +320,82 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tokio::task::spawn_blocking(move || proxy.join()).await.ok();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The node's own metrics, added before the exposition's `# EOF`:
+/// `gatehouse_counter_store_degraded` is 1 while shared counters fall back to local
+/// counting (Redis unreachable), 0 when exact, absent without `--redis`.
+fn with_node_metrics(mut text: String, degraded: Option<bool>) -> String {
+    let Some(d) = degraded else {
+        return text;
+    };
+    let eof = text.rfind("# EOF").unwrap_or(text.len());
+    text.insert_str(
+        eof,
+        &format!(
+            "# HELP gatehouse_counter_store_degraded 1 while shared counters count locally because Redis is unreachable.\n# TYPE gatehouse_counter_store_degraded gauge\ngatehouse_counter_store_degraded {}\n",
+            u8::from(d)
+        ),
+    );
+    text
+}
+
+/// A stable node id, kept in the data dir (a restarted node is the same registry entry).
+fn node_id(data_dir: &std::path::Path) -> Result<uuid::Uuid> {
+    let path = data_dir.join("node-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(id) = text.trim().parse() {
+            return Ok(id);
+        }
+    }
+    let id = uuid::Uuid::new_v4();
+    gatehouse_store::private::write(&path, id.to_string().as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+fn node_info(
+    args: &ServeArgs,
+    proxy: std::net::SocketAddr,
+    tls: Option<std::net::SocketAddr>,
+    admin: std::net::SocketAddr,
+    status: std::net::SocketAddr,
+) -> Result<NodeInfo> {
+    let mut addresses = vec![format!("proxy={proxy}")];
+    if let Some(t) = tls {
+        addresses.push(format!("tls={t}"));
+    }
+    addresses.push(format!("admin={admin}"));
+    addresses.push(format!("status={status}"));
+    Ok(NodeInfo {
+        id: node_id(&args.data_dir)?,
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        addresses,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        config_version: 0,
+        started_at: gatehouse_store::unix_now(),
+    })
+}
+
+/// Every few seconds: tell the registry this node is alive and which config it serves, and
+/// count the live nodes (the divisor of limits while Redis is down).
+fn spawn_heartbeat(
+    control: Arc<Control>,
+    mut node: NodeInfo,
+    counters: Option<Arc<ClusterCounters>>,
+) {
+    tokio::spawn(async move {
+        loop {
+            node.config_version = control.current().version;
+            let store = control.store();
+            if let Err(e) = store.heartbeat(&node).await {
+                tracing::debug!(error = %e, "heartbeat not recorded");
+            } else if let (Some(c), Ok(nodes)) = (&counters, store.nodes().await) {
+                c.set_live_nodes(nodes.iter().filter(|n| !n.stale).count());
+            }
+            tokio::time::sleep(Duration::from_secs(gatehouse_store::nodes::HEARTBEAT_SECS)).await;
+        }
+    });
 }

@@ -1,6 +1,6 @@
 //! Traffic-control plugins.
 
-pub mod counters;
+pub use gatehouse_counters as counters;
 pub mod limit_conn;
 pub mod proxy_cache;
 pub mod rate_limiting;

@@ -1,6 +1,8 @@
 //! `rate-limiting`: requests per second/minute/hour/day/month, by consumer, credential, IP,
 //! header, path, service or route. Sliding windows, exact under concurrency (see
-//! `counters`); counters survive reloads that keep the plugin's config.
+//! `counters`); counters survive reloads that keep the plugin's config. `policy: redis`
+//! counts across every node of a cluster, exactly, through leases of the remaining quota
+//! (see `gatehouse_counters::cluster`).
 
 use std::sync::Arc;
 
@@ -10,7 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::counters::{CounterKey, CounterStore, KeyPart, LocalCounters, Period};
+use super::counters::cluster::ClusterCounters;
+use super::counters::{CounterKey, CounterStore, Decision, KeyPart, LocalCounters, Period};
 use crate::config;
 
 /// What requests are counted together.
@@ -41,6 +44,8 @@ pub enum Policy {
     /// In this node's memory.
     #[default]
     Local,
+    /// In Redis, shared by every node (the node needs `--redis`).
+    Redis,
 }
 
 fn too_many() -> u16 {
@@ -75,7 +80,8 @@ pub struct RateLimitingConfig {
     /// Header for `limit_by: header`.
     #[serde(default)]
     pub header_name: Option<String>,
-    /// Where counters live (`local`; `redis` comes with the cluster).
+    /// Where counters live: `local` (this node) or `redis` (the whole cluster, exact; every
+    /// node needs `--redis`).
     #[serde(default)]
     pub policy: Policy,
     /// Do not send RateLimit-* / X-RateLimit-* headers.
@@ -100,17 +106,27 @@ impl RateLimitingConfig {
     }
 }
 
-/// The `rate-limiting` factory.
-pub struct RateLimiting;
+/// The `rate-limiting` factory; `cluster` is the node's Redis counters, if it has some.
+#[derive(Default)]
+pub struct RateLimiting {
+    /// Shared counters for `policy: redis`.
+    pub cluster: Option<Arc<ClusterCounters>>,
+}
+
+/// Where a compiled instance counts.
+enum Counters {
+    Local(Arc<LocalCounters>),
+    Cluster(Arc<ClusterCounters>),
+}
 
 struct Compiled {
-    limits: Vec<(Period, u64)>,
+    limits: Arc<[(Period, u64)]>,
     by: LimitBy,
     header: Option<HeaderName>,
     hide: bool,
     status: StatusCode,
     message: String,
-    counters: Arc<LocalCounters>,
+    counters: Counters,
 }
 
 /// `X-RateLimit-Limit-<Period>` and `X-RateLimit-Remaining-<Period>`; static names clone
@@ -178,14 +194,30 @@ impl Factory for RateLimiting {
                 last = l;
             }
             check_limit_by(c.limit_by, c.header_name.as_deref(), c.error_code, &mut e);
+            if matches!(c.policy, Policy::Redis) && self.cluster.is_none() {
+                e.push((
+                    "policy".into(),
+                    "`redis` needs the node started with --redis (GATEHOUSE_REDIS); every node of a cluster needs it".into(),
+                ));
+            }
             e
         })
     }
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let c: RateLimitingConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
         let limits = c.limits();
+        let counters = match (c.policy, &self.cluster) {
+            (Policy::Redis, Some(cluster)) => Counters::Cluster(cluster.clone()),
+            (Policy::Redis, None) => {
+                return Err("policy: `redis` needs the node started with --redis".into())
+            }
+            // Same plugin id and config as before a reload: the same counters.
+            (Policy::Local, _) => {
+                Counters::Local(ctx.state.get_or_insert(ctx.id, v, LocalCounters::default))
+            }
+        };
         Ok(Arc::new(Compiled {
-            limits: limits.clone(),
+            limits: limits.into(),
             by: c.limit_by,
             header: c
                 .header_name
@@ -195,8 +227,7 @@ impl Factory for RateLimiting {
             hide: c.hide_client_headers,
             status: StatusCode::from_u16(c.error_code).map_err(|e| e.to_string())?,
             message: c.error_message,
-            // Same plugin id and config as before a reload: the same counters.
-            counters: ctx.state.get_or_insert(ctx.id, v, LocalCounters::default),
+            counters,
         }))
     }
     fn schema(&self) -> Value {
@@ -267,12 +298,52 @@ pub fn counter_key(
 }
 
 impl Plugin for Compiled {
-    fn access(&self, ctx: &mut RequestCtx, req: &mut http::request::Parts) -> Flow {
+    /// With shared counters the decision is made here: from the node's lease when it has
+    /// units (a ready future), else after asking Redis for a block.
+    fn prepare(
+        &self,
+        ctx: &RequestCtx,
+        req: &http::request::Parts,
+    ) -> Option<gatehouse_proxy::plugin::PrepareFuture> {
+        let Counters::Cluster(cluster) = &self.counters else {
+            return None;
+        };
         let key = self.key(ctx, req);
+        let now = ctx.request.started_unix_ms;
+        if let Some(d) = cluster.try_hit(&key, &self.limits, 1, now) {
+            return Some(Box::pin(std::future::ready(Some(
+                Box::new(d) as Box<dyn std::any::Any>
+            ))));
+        }
+        let (cluster, limits) = (cluster.clone(), self.limits.clone());
+        Some(Box::pin(async move {
+            let d = cluster.hit(&key, &limits, 1, now).await;
+            Some(Box::new(d) as Box<dyn std::any::Any>)
+        }))
+    }
+
+    fn access(&self, ctx: &mut RequestCtx, req: &mut http::request::Parts) -> Flow {
         // The request's arrival time (read once by the proxy) places it in the windows.
-        let d = self
-            .counters
-            .hit(&key, &self.limits, ctx.request.started_unix_ms);
+        let d = match &self.counters {
+            Counters::Local(local) => local.hit(
+                &self.key(ctx, req),
+                &self.limits,
+                ctx.request.started_unix_ms,
+            ),
+            Counters::Cluster(_) => match ctx
+                .prepared
+                .take()
+                .and_then(|p| p.downcast::<Decision>().ok())
+            {
+                Some(d) => *d,
+                // prepare always decides for shared counters; refuse rather than pass
+                // uncounted if that ever changes.
+                None => Decision {
+                    allowed: false,
+                    usage: Default::default(),
+                },
+            },
+        };
         ctx.limit = Some(LimitDecision { allowed: d.allowed });
         // The most constraining window decides the standard headers.
         let tight = d

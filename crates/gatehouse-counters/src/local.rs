@@ -1,172 +1,9 @@
-//! Rate-limit counters behind a trait, so a cluster-wide store (Redis) can replace the local
-//! one without touching the plugin. The local store keeps, per key, the current and previous
-//! fixed window of each period and decides with a sliding-window estimate. A decision and
-//! its increments happen under one lock per key shard: with a limit of N, N requests pass,
-//! however many arrive at once on however many workers.
+//! Counters in this process (see the crate docs).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-/// A rate-limit period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    /// 1 s.
-    Second,
-    /// 60 s.
-    Minute,
-    /// 3,600 s.
-    Hour,
-    /// 86,400 s.
-    Day,
-    /// 30 days.
-    Month,
-}
-
-impl Period {
-    /// All periods, shortest first.
-    pub const ALL: [Period; 5] = [
-        Period::Second,
-        Period::Minute,
-        Period::Hour,
-        Period::Day,
-        Period::Month,
-    ];
-
-    /// Length in milliseconds.
-    pub fn millis(self) -> u64 {
-        match self {
-            Period::Second => 1_000,
-            Period::Minute => 60_000,
-            Period::Hour => 3_600_000,
-            Period::Day => 86_400_000,
-            Period::Month => 30 * 86_400_000,
-        }
-    }
-
-    /// Name used in headers (`X-RateLimit-Limit-Minute`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Period::Second => "Second",
-            Period::Minute => "Minute",
-            Period::Hour => "Hour",
-            Period::Day => "Day",
-            Period::Month => "Month",
-        }
-    }
-}
-
-/// The outcome for one period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    /// The period.
-    pub period: Period,
-    /// Its limit.
-    pub limit: u64,
-    /// Requests left after this one (0 when refused).
-    pub remaining: u64,
-    /// Milliseconds until the current window ends.
-    pub reset_ms: u64,
-}
-
-impl Default for Usage {
-    fn default() -> Self {
-        Usage {
-            period: Period::Second,
-            limit: 0,
-            remaining: 0,
-            reset_ms: 0,
-        }
-    }
-}
-
-/// The usages of one decision, kept inline (at most one per period): a decision is made
-/// for every request and should not allocate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usages {
-    items: [Usage; 5],
-    len: u8,
-}
-
-impl Usages {
-    /// Adds the outcome of the next period (at most one per period; extras are ignored).
-    pub fn push(&mut self, u: Usage) {
-        if let Some(slot) = self.items.get_mut(usize::from(self.len)) {
-            *slot = u;
-            self.len += 1;
-        }
-    }
-}
-
-impl std::ops::Deref for Usages {
-    type Target = [Usage];
-    fn deref(&self) -> &[Usage] {
-        &self.items[..usize::from(self.len)]
-    }
-}
-
-impl std::ops::DerefMut for Usages {
-    fn deref_mut(&mut self) -> &mut [Usage] {
-        &mut self.items[..usize::from(self.len)]
-    }
-}
-
-/// A decision over all configured periods.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// True when the request may pass (and was counted).
-    pub allowed: bool,
-    /// Per period, in the order given.
-    pub usage: Usages,
-}
-
-/// What one counter counts: a route and the identity requests are grouped by. Built without
-/// allocating for the common cases; a shared store (Redis) uses its `Display` form.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CounterKey {
-    /// The route the limit applies on.
-    pub route: uuid::Uuid,
-    /// Who or what is counted.
-    pub by: KeyPart,
-}
-
-/// The identity part of a [`CounterKey`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum KeyPart {
-    /// A consumer id.
-    Consumer(uuid::Uuid),
-    /// A credential identifier.
-    Credential(std::sync::Arc<str>),
-    /// A client address.
-    Ip(std::net::IpAddr),
-    /// A header value.
-    Header(String),
-    /// A request path.
-    Path(String),
-    /// A service id.
-    Service(uuid::Uuid),
-    /// A route id.
-    Route(uuid::Uuid),
-}
-
-impl std::fmt::Display for CounterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.by {
-            KeyPart::Consumer(c) => write!(f, "{}|consumer:{c}", self.route),
-            KeyPart::Credential(c) => write!(f, "{}|credential:{c}", self.route),
-            KeyPart::Ip(ip) => write!(f, "{}|ip:{ip}", self.route),
-            KeyPart::Header(h) => write!(f, "{}|header:{h}", self.route),
-            KeyPart::Path(p) => write!(f, "{}|path:{p}", self.route),
-            KeyPart::Service(s) => write!(f, "{}|service:{s}", self.route),
-            KeyPart::Route(r) => write!(f, "{}|route:{r}", self.route),
-        }
-    }
-}
-
-/// Where counters live.
-pub trait CounterStore: Send + Sync {
-    /// Counts a request for `key` if every limit allows it.
-    fn hit(&self, key: &CounterKey, limits: &[(Period, u64)], now_ms: u64) -> Decision;
-}
+use crate::{CounterKey, CounterStore, Decision, Period, Usage, Usages};
 
 #[derive(Default, Clone, Copy)]
 struct Window {
@@ -234,7 +71,13 @@ impl LocalCounters {
 }
 
 impl CounterStore for LocalCounters {
-    fn hit(&self, key: &CounterKey, limits: &[(Period, u64)], now_ms: u64) -> Decision {
+    fn hit_n(
+        &self,
+        key: &CounterKey,
+        limits: &[(Period, u64)],
+        cost: u64,
+        now_ms: u64,
+    ) -> Decision {
         let mut shard = self.shards[shard_of(key)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -245,14 +88,14 @@ impl CounterStore for LocalCounters {
         }
         // Looked up first, so a hit allocates no key; inserted once on a miss.
         if let Some(entry) = shard.get_mut(key) {
-            return decide(entry, limits, now_ms);
+            return decide(entry, limits, cost, now_ms);
         }
-        decide(shard.entry(key.clone()).or_default(), limits, now_ms)
+        decide(shard.entry(key.clone()).or_default(), limits, cost, now_ms)
     }
 }
 
-/// Counts a request against one key's windows if every limit allows it.
-fn decide(entry: &mut Entry, limits: &[(Period, u64)], now_ms: u64) -> Decision {
+/// Counts `cost` against one key's windows if every limit allows all of it.
+fn decide(entry: &mut Entry, limits: &[(Period, u64)], cost: u64, now_ms: u64) -> Decision {
     entry.last_ms = now_ms;
     let mut usage = Usages::default();
     let mut allowed = true;
@@ -270,7 +113,7 @@ fn decide(entry: &mut Entry, limits: &[(Period, u64)], now_ms: u64) -> Decision 
             None => (u128::from(w.previous) * u128::from(left) / u128::from(len)) as u64,
         };
         let used = carried + w.current;
-        if used >= limit {
+        if used.saturating_add(cost) > limit {
             allowed = false;
         }
         usage.push(Usage {
@@ -282,11 +125,11 @@ fn decide(entry: &mut Entry, limits: &[(Period, u64)], now_ms: u64) -> Decision 
     }
     if allowed {
         for &(period, _) in limits {
-            entry.windows[period as usize].current += 1;
+            entry.windows[period as usize].current += cost;
         }
-        // This request took one of what remained.
+        // This request took `cost` of what remained.
         for u in usage.iter_mut() {
-            u.remaining = u.remaining.saturating_sub(1);
+            u.remaining = u.remaining.saturating_sub(cost);
         }
     }
     Decision { allowed, usage }
@@ -295,6 +138,7 @@ fn decide(entry: &mut Entry, limits: &[(Period, u64)], now_ms: u64) -> Decision 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeyPart;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 

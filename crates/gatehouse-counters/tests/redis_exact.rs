@@ -1,0 +1,121 @@
+//! Exactness of the lease algorithm against a real Redis: several "nodes" (separate
+//! `ClusterCounters`, as separate processes would have) hammer one counter from many tasks;
+//! at most N pass, and not much less. Keys live under a prefix of the test's own.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use gatehouse_counters::cluster::ClusterCounters;
+use gatehouse_counters::{CounterKey, KeyPart, Period};
+use gatehouse_testkit::backing::{redis_url, TestPrefix};
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Runs `per_task × tasks × nodes` hits on one counter limited to `limit` per hour (one
+/// window for the whole run); returns how many passed.
+async fn run(nodes: usize, tasks: usize, per_task: usize, limit: u64, cost: u64) -> u64 {
+    let prefix = TestPrefix::new_on(&redis_url());
+    let mut all = Vec::new();
+    for _ in 0..nodes {
+        let c = ClusterCounters::connect(&redis_url(), &prefix.prefix)
+            .await
+            .unwrap();
+        c.set_live_nodes(nodes);
+        assert!(
+            !c.is_degraded(),
+            "redis at {} is not reachable",
+            redis_url()
+        );
+        all.push(c);
+    }
+    let key = CounterKey {
+        route: uuid::Uuid::new_v4(),
+        by: KeyPart::Header("tenant-a".into()),
+    };
+    let limits = [(Period::Second, u64::MAX / 4), (Period::Hour, limit)];
+    let passed = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for c in &all {
+        for _ in 0..tasks {
+            let (c, key, passed) = (c.clone(), key.clone(), passed.clone());
+            handles.push(tokio::spawn(async move {
+                for _ in 0..per_task {
+                    let now = now_ms();
+                    let d = match c.try_hit(&key, &limits, cost, now) {
+                        Some(d) => d,
+                        None => c.hit(&key, &limits, cost, now).await,
+                    };
+                    if d.allowed {
+                        passed.fetch_add(cost, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    for c in &all {
+        assert!(!c.is_degraded(), "a node fell back to local counting");
+    }
+    passed.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_most_n_and_not_much_less_across_nodes() {
+    for (nodes, tasks, per_task, limit) in [
+        (3, 8, 200, 1_000),
+        (5, 4, 100, 777),
+        (2, 16, 50, 100),
+        (4, 2, 10, 5),
+    ] {
+        let passed = run(nodes, tasks, per_task, limit, 1).await;
+        let offered = (nodes * tasks * per_task) as u64;
+        assert!(passed <= limit, "{passed} > {limit} ({nodes} nodes)");
+        // Everything offered beyond the limit: the limit must be (nearly) reached.
+        let floor = limit.min(offered) * 95 / 100;
+        assert!(
+            passed >= floor,
+            "{passed} < {floor} ({nodes} nodes, limit {limit})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn costs_above_one_never_overrun() {
+    // Token-style costs (an AI token limit spends many units per request).
+    let passed = run(3, 4, 100, 10_000, 37).await;
+    assert!(passed <= 10_000, "{passed}");
+    assert!(passed >= 10_000 - 3 * 37 * 2, "{passed}");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_degrades_to_local_counting() {
+    let port = gatehouse_testkit::closed_port().port();
+    let c = ClusterCounters::connect(&format!("redis://127.0.0.1:{port}"), "x")
+        .await
+        .unwrap();
+    assert!(c.is_degraded());
+    c.set_live_nodes(4);
+    let key = CounterKey {
+        route: uuid::Uuid::nil(),
+        by: KeyPart::Header("k".into()),
+    };
+    let limits = [(Period::Minute, 40)];
+    let now = now_ms();
+    let passed = (0..30)
+        .filter(|_| {
+            c.try_hit(&key, &limits, 1, now)
+                .expect("degraded decides locally")
+                .allowed
+        })
+        .count();
+    assert_eq!(passed, 10, "40 / 4 live nodes");
+    let st = c.status();
+    assert!(st.degraded && st.reason.is_some() && st.since.is_some());
+}

@@ -1,0 +1,156 @@
+//! The same store contract, run against every database engine: SQLite (a temp file) and
+//! PostgreSQL (a database of this test's own). Later stored features add their checks
+//! here, so both engines keep behaving alike.
+
+use std::sync::Arc;
+
+use gatehouse_model::{Config, Kind, Route, Service};
+use gatehouse_store::keyring::Keyring;
+use gatehouse_store::postgres::PgStore;
+use gatehouse_store::sqlite::SqliteStore;
+use gatehouse_store::{Change, ConfigStore, Entity, NodeInfo, StoreError};
+use gatehouse_testkit::backing::TestDb;
+use uuid::Uuid;
+
+fn service(name: &str) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "id": Uuid::new_v4(), "name": name, "url": "http://127.0.0.1:9"
+    }))
+    .unwrap()
+}
+
+fn route(service: Uuid, path: &str) -> Route {
+    serde_json::from_value(serde_json::json!({
+        "id": Uuid::new_v4(), "service": service.to_string(), "paths": [path]
+    }))
+    .unwrap()
+}
+
+async fn contract(store: &dyn ConfigStore) {
+    let v0 = store.load().await.unwrap().version;
+    // Writes land in order, bump the version, and are read back.
+    let s = service("orders");
+    let r = route(s.id, "/orders");
+    let v1 = store
+        .apply(
+            vec![
+                Change::Put(Entity::Service(s.clone())),
+                Change::Put(Entity::Route(r.clone())),
+            ],
+            v0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v1, v0 + 1);
+    let got = store.load().await.unwrap();
+    assert_eq!(got.version, v1);
+    assert_eq!(got.config.services, vec![s.clone()]);
+    assert_eq!(got.config.routes, vec![r.clone()]);
+    assert_eq!(*store.watch().borrow(), v1);
+
+    // A writer that started from an old version loses: nothing of its write lands.
+    let stale = store
+        .apply(vec![Change::Put(Entity::Service(service("lost")))], v0)
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { expected, found }) if expected == v0 && found == v1),
+        "{stale:?}"
+    );
+    assert_eq!(store.load().await.unwrap().config.services.len(), 1);
+
+    // Replace and delete.
+    let mut s2 = s.clone();
+    s2.retries = 2;
+    let v2 = store
+        .apply(
+            vec![
+                Change::Put(Entity::Service(s2.clone())),
+                Change::Delete(Kind::Route, r.id),
+            ],
+            v1,
+        )
+        .await
+        .unwrap();
+    let got = store.load().await.unwrap();
+    assert_eq!((got.version, got.config.services.clone()), (v2, vec![s2]));
+    assert!(got.config.routes.is_empty());
+
+    // A whole config of many entities in one go, read back in declaration order.
+    let mut big = Config::default();
+    let svc = service("bulk");
+    for i in 0..12_000 {
+        big.routes.push(route(svc.id, &format!("/r{i}")));
+    }
+    big.services.push(svc);
+    let v3 = store.replace(big.clone()).await.unwrap();
+    let got = store.load().await.unwrap();
+    assert_eq!(got.version, v3);
+    assert_eq!(got.config.routes, big.routes);
+
+    // The node registry.
+    let node = NodeInfo {
+        id: Uuid::new_v4(),
+        hostname: "n1".into(),
+        addresses: vec!["proxy=127.0.0.1:8080".into()],
+        version: "0.1.0".into(),
+        config_version: v3,
+        started_at: 1,
+    };
+    store.heartbeat(&node).await.unwrap();
+    let mut again = node.clone();
+    again.config_version = v3 + 1;
+    store.heartbeat(&again).await.unwrap();
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].info, again);
+    assert!(!nodes[0].stale);
+
+    // The admin token hash.
+    store.set_admin_token_hash("ab".repeat(32)).await.unwrap();
+    assert_eq!(
+        store.admin_token_hash().await.unwrap(),
+        Some("ab".repeat(32))
+    );
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Arc::new(Keyring::load(dir.path()).unwrap());
+    let store = SqliteStore::open(&dir.path().join("gh.db"), ring)
+        .await
+        .unwrap();
+    contract(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_the_contract() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Arc::new(Keyring::load(dir.path()).unwrap());
+    let store = PgStore::connect_lazy(&db.url(), ring.clone()).unwrap();
+    store.migrate().await.unwrap();
+    contract(&store).await;
+    // A second node on the same database: migrations are already there, and it reads what
+    // the first wrote.
+    let other = PgStore::connect_lazy(&db.url(), ring).unwrap();
+    let v = other.migrate().await.unwrap();
+    assert_eq!(other.load().await.unwrap().version, v);
+    assert!(other.health().reachable);
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_an_outage_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Arc::new(Keyring::load(dir.path()).unwrap());
+    let addr = gatehouse_testkit::closed_port();
+    let store = PgStore::connect_lazy(&format!("postgres://postgres:pw@{addr}/x"), ring).unwrap();
+    let e = store.migrate().await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    let h = store.health();
+    assert!(!h.reachable && h.down_since.is_some() && h.error.is_some());
+    assert!(matches!(
+        store.load().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
