@@ -130,6 +130,7 @@ type Shard = Mutex<HashMap<CounterKey, Lease, foldhash::quality::RandomState>>;
 /// Counters shared by every node through Redis (see the module docs).
 pub struct ClusterCounters {
     target: Target,
+    ca_pem: Option<Vec<u8>>,
     url: String,
     prefix: String,
     conn: Mutex<Option<Conn>>,
@@ -175,12 +176,18 @@ enum Step {
 }
 
 impl ClusterCounters {
-    /// Counters in the Redis at `url`, keys under `prefix`. Connects now; if Redis does not
-    /// answer, starts degraded (local counting) and keeps trying (see [`Self::spawn_upkeep`]).
-    pub async fn connect(url: &str, prefix: &str) -> Result<Arc<ClusterCounters>, UrlError> {
+    /// Counters in the Redis at `url`, keys under `prefix`; `ca_pem` verifies a TLS Redis
+    /// with a private CA. Connects now; if Redis does not answer, starts degraded (local
+    /// counting) and keeps trying (see [`Self::spawn_upkeep`]).
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Arc<ClusterCounters>, UrlError> {
         let target = Target::parse(url)?;
         let me = Arc::new(ClusterCounters {
             target,
+            ca_pem,
             url: redis_conn::redacted(url),
             prefix: prefix.to_string(),
             conn: Mutex::new(None),
@@ -204,7 +211,7 @@ impl ClusterCounters {
     }
 
     async fn reconnect(&self) -> Result<(), redis::RedisError> {
-        let mut c = redis_conn::connect(&self.target).await?;
+        let mut c = redis_conn::connect(&self.target, self.ca_pem.as_deref()).await?;
         c.ping().await?;
         *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(c);
         Ok(())

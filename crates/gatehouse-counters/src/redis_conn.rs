@@ -166,20 +166,36 @@ fn manager_config() -> redis::aio::ConnectionManagerConfig {
         .set_number_of_retries(1)
 }
 
-/// Opens a connection to `target`.
-pub(crate) async fn connect(target: &Target) -> Result<Conn, RedisError> {
+fn certs(ca_pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca_pem.to_vec()),
+    }
+}
+
+/// Opens a connection to `target`; TLS servers are verified against `ca_pem` when given
+/// (a private CA), else against the system's roots.
+pub(crate) async fn connect(target: &Target, ca_pem: Option<&[u8]>) -> Result<Conn, RedisError> {
     match target {
         Target::Single(url) => {
-            let client = redis::Client::open(url.as_str())?;
+            let client = match ca_pem {
+                Some(ca) if url.starts_with("rediss") => {
+                    redis::Client::build_with_tls(url.as_str(), certs(ca))?
+                }
+                _ => redis::Client::open(url.as_str())?,
+            };
             let m = ConnectionManager::new_with_config(client, manager_config()).await?;
             Ok(Conn::Single(m))
         }
         Target::Cluster(nodes) => {
-            let client = redis::cluster::ClusterClient::builder(nodes.clone())
+            let mut b = redis::cluster::ClusterClient::builder(nodes.clone())
                 .connection_timeout(TIMEOUT)
                 .response_timeout(TIMEOUT)
-                .retries(1)
-                .build()?;
+                .retries(1);
+            if let (Some(ca), true) = (ca_pem, nodes.iter().all(|n| n.starts_with("rediss"))) {
+                b = b.certs(certs(ca));
+            }
+            let client = b.build()?;
             Ok(Conn::Cluster(client.get_async_connection().await?))
         }
         Target::Sentinel {

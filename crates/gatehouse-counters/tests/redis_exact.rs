@@ -22,7 +22,7 @@ async fn run(nodes: usize, tasks: usize, per_task: usize, limit: u64, cost: u64)
     let prefix = TestPrefix::new_on(&redis_url());
     let mut all = Vec::new();
     for _ in 0..nodes {
-        let c = ClusterCounters::connect(&redis_url(), &prefix.prefix)
+        let c = ClusterCounters::connect(&redis_url(), &prefix.prefix, None)
             .await
             .unwrap();
         c.set_live_nodes(nodes);
@@ -97,7 +97,7 @@ async fn costs_above_one_never_overrun() {
 #[tokio::test]
 async fn an_unreachable_redis_degrades_to_local_counting() {
     let port = gatehouse_testkit::closed_port().port();
-    let c = ClusterCounters::connect(&format!("redis://127.0.0.1:{port}"), "x")
+    let c = ClusterCounters::connect(&format!("redis://127.0.0.1:{port}"), "x", None)
         .await
         .unwrap();
     assert!(c.is_degraded());
@@ -118,4 +118,78 @@ async fn an_unreachable_redis_degrades_to_local_counting() {
     assert_eq!(passed, 10, "40 / 4 live nodes");
     let st = c.status();
     assert!(st.degraded && st.reason.is_some() && st.since.is_some());
+}
+
+/// The same exactness through a Redis Cluster and through Sentinel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_and_sentinel_deployments_count_exactly() {
+    use gatehouse_testkit::backing::{PrivateRedisCluster, PrivateSentinel};
+    let cluster = PrivateRedisCluster::start();
+    let sentinel = PrivateSentinel::start();
+    for url in [cluster.url(), sentinel.url()] {
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let c = ClusterCounters::connect(&url, "gh", None).await.unwrap();
+            assert!(!c.is_degraded(), "{url}: {:?}", c.status());
+            c.set_live_nodes(2);
+            nodes.push(c);
+        }
+        // Several counters, so keys land in different slots of the cluster.
+        for tenant in ["a", "b", "c", "d"] {
+            let key = CounterKey {
+                route: uuid::Uuid::new_v4(),
+                by: KeyPart::Header(tenant.into()),
+            };
+            let limits = [(Period::Hour, 50)];
+            let mut passed = 0;
+            for i in 0..150 {
+                let c = &nodes[i % 2];
+                let now = now_ms();
+                let d = match c.try_hit(&key, &limits, 1, now) {
+                    Some(d) => d,
+                    None => c.hit(&key, &limits, 1, now).await,
+                };
+                passed += u64::from(d.allowed);
+            }
+            assert_eq!(passed, 50, "{url} tenant {tenant}");
+        }
+        for c in &nodes {
+            assert!(!c.is_degraded(), "{url}: {:?}", c.status());
+        }
+    }
+}
+
+/// `rediss://` with a private CA: verified, and exact.
+#[tokio::test]
+async fn tls_redis_with_a_private_ca() {
+    use gatehouse_testkit::pki::{KeyKind, Pki};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "redis");
+    let cert = pki.server(&["127.0.0.1"], KeyKind::P256);
+    let redis =
+        gatehouse_testkit::backing::PrivateRedis::start_tls(&cert.cert_file, &cert.key_file);
+    let url = redis.url();
+    assert!(url.starts_with("rediss://"));
+    // Without the CA the server is not trusted: degraded, with the reason.
+    let untrusted = ClusterCounters::connect(&url, "gh", None).await.unwrap();
+    assert!(untrusted.is_degraded());
+    let c = ClusterCounters::connect(&url, "gh", Some(pki.ca.clone().into_bytes()))
+        .await
+        .unwrap();
+    assert!(!c.is_degraded(), "{:?}", c.status());
+    let key = CounterKey {
+        route: uuid::Uuid::new_v4(),
+        by: KeyPart::Header("t".into()),
+    };
+    let limits = [(Period::Hour, 7)];
+    let mut passed = 0;
+    for _ in 0..20 {
+        let now = now_ms();
+        let d = match c.try_hit(&key, &limits, 1, now) {
+            Some(d) => d,
+            None => c.hit(&key, &limits, 1, now).await,
+        };
+        passed += u64::from(d.allowed);
+    }
+    assert_eq!(passed, 7);
 }

@@ -265,6 +265,7 @@ pub struct PrivateRedis {
     child: Option<Child>,
     /// Its port.
     pub port: u16,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl PrivateRedis {
@@ -273,6 +274,18 @@ impl PrivateRedis {
         let mut r = PrivateRedis {
             child: None,
             port: free_port(),
+            tls: None,
+        };
+        r.up();
+        r
+    }
+
+    /// Starts on a free port, TLS only, with this certificate and key.
+    pub fn start_tls(cert: &Path, key: &Path) -> PrivateRedis {
+        let mut r = PrivateRedis {
+            child: None,
+            port: free_port(),
+            tls: Some((cert.to_path_buf(), key.to_path_buf())),
         };
         r.up();
         r
@@ -280,27 +293,28 @@ impl PrivateRedis {
 
     /// Its URL.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server (again, on the same port).
     pub fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
+        let port = self.port.to_string();
+        let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let (cert, key);
+        match &self.tls {
+            Some((c, k)) => {
+                (cert, key) = (c.display().to_string(), k.display().to_string());
+                args.extend(["--port", "0", "--tls-port", &port, "--tls-cert-file", &cert]);
+                args.extend(["--tls-key-file", &key, "--tls-auth-clients", "no"]);
+            }
+            None => args.extend(["--port", &port]),
+        }
+        self.child = Some(redis_server(&args));
         let port = self.port;
         wait_until("redis", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -319,5 +333,172 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.down();
+    }
+}
+
+/// Starts `redis-server` with `args`, its output discarded.
+fn redis_server(args: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server")
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Redis Cluster of three masters (no replicas) on free ports.
+pub struct PrivateRedisCluster {
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+    /// The masters' ports.
+    pub ports: Vec<u16>,
+}
+
+impl PrivateRedisCluster {
+    /// Starts three cluster-enabled servers and joins them.
+    pub fn start() -> PrivateRedisCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let d = dir.path().display().to_string();
+        let children = ports
+            .iter()
+            .map(|p| {
+                let conf = format!("nodes-{p}.conf");
+                redis_server(&[
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &p.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                    "--dir",
+                    &d,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+            })
+            .collect();
+        for &p in &ports {
+            wait_until("redis cluster node", Duration::from_secs(10), || {
+                redis_cli(p, &["ping"]).contains("PONG")
+            });
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(nodes.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let st = Command::new("redis-cli")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli --cluster create");
+        assert!(st.success(), "redis-cli --cluster create failed");
+        for &p in &ports {
+            wait_until("redis cluster state ok", Duration::from_secs(20), || {
+                redis_cli(p, &["cluster", "info"]).contains("cluster_state:ok")
+            });
+        }
+        PrivateRedisCluster {
+            children,
+            _dir: dir,
+            ports,
+        }
+    }
+
+    /// `redis+cluster://` URL naming every master.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
+
+impl Drop for PrivateRedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A Redis master watched by one Sentinel, on free ports.
+pub struct PrivateSentinel {
+    master: Child,
+    sentinel: Child,
+    _dir: tempfile::TempDir,
+    /// The sentinel's port.
+    pub port: u16,
+}
+
+impl PrivateSentinel {
+    /// Starts a master and a sentinel monitoring it as `mymaster`.
+    pub fn start() -> PrivateSentinel {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mport, sport) = (free_port(), free_port());
+        let master = redis_server(&[
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &mport.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        wait_until("redis master", Duration::from_secs(10), || {
+            redis_cli(mport, &["ping"]).contains("PONG")
+        });
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sport}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {mport} 1\nsentinel down-after-milliseconds mymaster 2000\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let sentinel = redis_server(&[&conf.display().to_string(), "--sentinel"]);
+        wait_until("sentinel knows the master", Duration::from_secs(10), || {
+            redis_cli(sport, &["sentinel", "get-master-addr-by-name", "mymaster"])
+                .contains(&mport.to_string())
+        });
+        PrivateSentinel {
+            master,
+            sentinel,
+            _dir: dir,
+            port: sport,
+        }
+    }
+
+    /// `redis+sentinel://` URL of the master.
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.port)
+    }
+}
+
+impl Drop for PrivateSentinel {
+    fn drop(&mut self) {
+        for c in [&mut self.sentinel, &mut self.master] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

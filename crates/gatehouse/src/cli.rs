@@ -185,6 +185,9 @@ pub struct ServeArgs {
     /// (TLS), `redis+cluster://h1:p1,h2:p2`, `redis+sentinel://s1:26379,s2:26379/master`.
     #[arg(long, env = "GATEHOUSE_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
+    /// PEM CA certificate(s) that verify a `rediss://` server (default: the system's roots).
+    #[arg(long, env = "GATEHOUSE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key this cluster writes (clusters sharing a Redis need
     /// different prefixes).
     #[arg(long, env = "GATEHOUSE_REDIS_PREFIX", default_value = "gatehouse")]

@@ -151,7 +151,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let counters = match &args.redis {
         Some(url) => {
-            let c = ClusterCounters::connect(url, &args.redis_prefix)
+            let ca = match &args.redis_ca_file {
+                Some(f) => Some(
+                    std::fs::read(f)
+                        .with_context(|| format!("reading --redis-ca-file {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let c = ClusterCounters::connect(url, &args.redis_prefix, ca)
                 .await
                 .context("--redis")?;
             c.spawn_upkeep();
