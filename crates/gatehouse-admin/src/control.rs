@@ -202,11 +202,16 @@ impl Control {
     pub async fn reload(&self) -> Result<u64, ControlError> {
         let _g = self.write.lock().await;
         let result: Result<u64, ControlError> = async {
+            let t0 = std::time::Instant::now();
             let v = self.store.load().await?;
-            // A config from the last-good copy gives way to the store's, whatever its
-            // version (the database may have been restored from a backup meanwhile).
+            let loaded = t0.elapsed();
+            // Any other version is installed, a lower one too: the database may have been
+            // restored from a backup (this node's own writes are committed before it
+            // reloads, so a load never returns something older than what it wrote). A
+            // config from the last-good copy gives way to the store's even at the same
+            // version number.
             let from_store = self.source() == ConfigSource::Store;
-            if self.is_ready() && from_store && v.version <= self.current().version {
+            if self.is_ready() && from_store && v.version == self.current().version {
                 return Ok(self.current().version);
             }
             let cfg = if v.validated {
@@ -214,10 +219,18 @@ impl Control {
             } else {
                 prepare(v.config, &Origins::new(), &*self.catalog)?
             };
+            let validated = t0.elapsed();
             let snap = Snapshot::compile(&cfg, v.version, &self.catalog)?;
             let n = cfg.routes.len();
             self.install(cfg, snap, v.version);
-            tracing::info!(version = v.version, routes = n, "config loaded");
+            tracing::info!(
+                version = v.version,
+                routes = n,
+                load_ms = loaded.as_millis() as u64,
+                validate_ms = (validated - loaded).as_millis() as u64,
+                compile_ms = (t0.elapsed() - validated).as_millis() as u64,
+                "config loaded"
+            );
             Ok(v.version)
         }
         .await;

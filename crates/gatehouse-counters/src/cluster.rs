@@ -142,6 +142,8 @@ pub struct ClusterCounters {
     leases: AtomicU64,
     lease_script: Script,
     give_back_script: Script,
+    /// The runtime background refills run on (the one `connect` ran on).
+    rt: tokio::runtime::Handle,
 }
 
 fn unix_now() -> i64 {
@@ -201,6 +203,7 @@ impl ClusterCounters {
             leases: AtomicU64::new(0),
             lease_script: Script::new(LEASE_LUA),
             give_back_script: Script::new(GIVE_BACK_LUA),
+            rt: tokio::runtime::Handle::current(),
         });
         if let Err(e) = me.reconnect().await {
             me.enter_degraded(&e.to_string());
@@ -288,8 +291,11 @@ impl ClusterCounters {
 
     /// Decides without waiting when the node's lease can (or while degraded); `None` means
     /// Redis must be asked: call [`Self::hit`].
+    ///
+    /// When the lease runs low (a quarter of its block left), the next block is asked for
+    /// in the background, so busy counters rarely make a request wait for Redis.
     pub fn try_hit(
-        &self,
+        self: &Arc<Self>,
         key: &CounterKey,
         limits: &[(Period, u64)],
         cost: u64,
@@ -302,9 +308,46 @@ impl ClusterCounters {
             .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match shard.get_mut(key)?.spend(limits, cost, now) {
-            Spend::Decided(d) => Some(d),
-            Spend::Refill => None,
+        let lease = shard.get_mut(key)?;
+        let d = match lease.spend(limits, cost, now) {
+            Spend::Decided(d) => d,
+            Spend::Refill => return None,
+        };
+        if d.allowed && lease.wants_ahead() {
+            lease.refilling = true;
+            let want = lease.next_want(cost, now);
+            drop(shard);
+            let (me, key, limits) = (self.clone(), key.clone(), limits.to_vec());
+            self.rt.spawn(async move {
+                let r = me.lease(&key, &limits, want, now).await;
+                me.finish_refill(&key, &limits, r, now);
+            });
+        }
+        Some(d)
+    }
+
+    /// Records a refill's outcome and wakes the requests waiting for it.
+    fn finish_refill(
+        &self,
+        key: &CounterKey,
+        limits: &[(Period, u64)],
+        r: Result<(u64, Vec<u64>), redis::RedisError>,
+        now: u64,
+    ) {
+        let mut shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(lease) = shard.get_mut(key) {
+            lease.refilling = false;
+            if let Ok((granted, remaining)) = &r {
+                lease.grant(limits, *granted, remaining, now);
+            }
+            lease.notify.notify_waiters();
+        }
+        drop(shard);
+        if let Err(e) = r {
+            self.enter_degraded(&e.to_string());
         }
     }
 
@@ -368,21 +411,7 @@ impl ClusterCounters {
                             .await;
                     }
                     let r = self.lease(key, limits, want, now).await;
-                    let mut shard = self
-                        .shard(key)
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    if let Some(lease) = shard.get_mut(key) {
-                        lease.refilling = false;
-                        if let Ok((granted, remaining)) = &r {
-                            lease.grant(limits, *granted, remaining, now);
-                        }
-                        lease.notify.notify_waiters();
-                    }
-                    drop(shard);
-                    if let Err(e) = r {
-                        self.enter_degraded(&e.to_string());
-                    }
+                    self.finish_refill(key, limits, r, now);
                 }
             }
         }

@@ -134,6 +134,12 @@ impl Lease {
         Spend::Refill
     }
 
+    /// True when a quarter or less of a sizeable block is left and nothing is being asked:
+    /// time to ask for the next block in the background, before requests have to wait.
+    pub(crate) fn wants_ahead(&self) -> bool {
+        !self.refilling && self.granted >= 8 && self.tokens <= self.granted / 4
+    }
+
     /// The block to ask for: doubled when the last one went fast, halved when it lasted.
     pub(crate) fn next_want(&mut self, cost: u64, now_ms: u64) -> u64 {
         let lasted = now_ms.saturating_sub(self.granted_ms);

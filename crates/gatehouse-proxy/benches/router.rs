@@ -1,5 +1,5 @@
-//! Router benchmarks: lookup among 10,000 mixed routes (prefix, `{param}`, regex, hosts) and
-//! a full reload (validate + compile + swap) of a 10,000-route config.
+//! Router benchmarks: lookup among 10,000 and 100,000 mixed routes (prefix, `{param}`,
+//! regex, hosts) and a full reload (validate + compile + swap) of configs that size.
 //! Run: `cargo bench -p gatehouse-proxy --bench router`.
 
 use std::hint::black_box;
@@ -12,8 +12,6 @@ use gatehouse_proxy::router::{RouteSpec, Router};
 use gatehouse_proxy::Snapshot;
 use http::{HeaderMap, Method};
 
-const N: usize = 10_000;
-
 fn route_paths(i: usize) -> (Vec<String>, Vec<String>) {
     match i % 10 {
         0..=5 => (vec![], vec![format!("/svc{i}/items")]),
@@ -23,8 +21,8 @@ fn route_paths(i: usize) -> (Vec<String>, Vec<String>) {
     }
 }
 
-fn specs() -> Vec<RouteSpec> {
-    (0..N)
+fn specs(n: usize) -> Vec<RouteSpec> {
+    (0..n)
         .map(|i| {
             let (hosts, paths) = route_paths(i);
             RouteSpec {
@@ -41,10 +39,10 @@ fn specs() -> Vec<RouteSpec> {
         .collect()
 }
 
-fn requests() -> Vec<(String, String)> {
+fn requests(n: usize) -> Vec<(String, String)> {
     (0..1000)
         .map(|k| {
-            let i = (k * 7919) % N;
+            let i = (k * 7919) % n;
             let path = match i % 10 {
                 0..=5 => format!("/svc{i}/items/42"),
                 6 | 7 => format!("/api/{i}/users/99/orders/1"),
@@ -61,12 +59,12 @@ fn requests() -> Vec<(String, String)> {
         .collect()
 }
 
-fn config() -> Config {
+fn config(n: usize) -> Config {
     let mut cfg = Config::default();
     for s in 0..20 {
         cfg.services.push(serde_json::from_value::<Service>(serde_json::json!({"name": format!("s{s}"), "url": format!("http://10.0.0.{s}:8080")})).unwrap());
     }
-    for i in 0..N {
+    for i in 0..n {
         let (hosts, paths) = route_paths(i);
         let mut r: Route = serde_json::from_value(
             serde_json::json!({"name": format!("r{i}"), "service": format!("s{}", i % 20)}),
@@ -80,8 +78,13 @@ fn config() -> Config {
 }
 
 fn bench(c: &mut Criterion) {
-    let router = Router::new(&specs()).unwrap();
-    let reqs = requests();
+    bench_n(c, 10_000, "10k");
+    bench_n(c, 100_000, "100k");
+}
+
+fn bench_n(c: &mut Criterion, n: usize, label: &str) {
+    let router = Router::new(&specs(n)).unwrap();
+    let reqs = requests(n);
     let headers = HeaderMap::new();
     for (h, p) in &reqs {
         assert!(
@@ -90,14 +93,14 @@ fn bench(c: &mut Criterion) {
         );
     }
     let mut k = 0;
-    c.bench_function("router lookup, 10k routes", |b| {
+    c.bench_function(&format!("router lookup, {label} routes"), |b| {
         b.iter(|| {
             let (h, p) = &reqs[k % reqs.len()];
             k += 1;
             black_box(router.find(black_box(h), &Method::GET, black_box(p), &headers))
         })
     });
-    c.bench_function("router lookup miss, 10k routes", |b| {
+    c.bench_function(&format!("router lookup miss, {label} routes"), |b| {
         b.iter(|| {
             black_box(router.find(
                 "nohost.example",
@@ -108,12 +111,12 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let cfg = config();
+    let cfg = config(n);
     let registry = gatehouse_proxy::plugin::Registry::default();
     let live = ArcSwap::from_pointee(Snapshot::empty());
     let mut group = c.benchmark_group("reload");
     group.sample_size(10);
-    group.bench_function("validate + compile + swap, 10k routes", |b| {
+    group.bench_function(format!("validate + compile + swap, {label} routes"), |b| {
         b.iter(|| {
             let flat = prepare(cfg.clone(), &Origins::new(), &NoPlugins).unwrap();
             let snap = Snapshot::compile(&flat, 2, &registry).unwrap();
