@@ -205,22 +205,15 @@ pub(crate) async fn connect(target: &Target, ca_pem: Option<&[u8]>) -> Result<Co
             user,
             password,
         } => {
-            let mut info = redis::sentinel::SentinelNodeConnectionInfo::default()
-                .set_redis_connection_info(redis::RedisConnectionInfo::default().set_db(*db));
+            let mut conn = redis::RedisConnectionInfo::default().set_db(*db);
             if let Some(u) = user {
-                info = info.set_redis_connection_info(
-                    redis::RedisConnectionInfo::default()
-                        .set_db(*db)
-                        .set_username(u.clone())
-                        .set_password(password.clone().unwrap_or_default()),
-                );
-            } else if let Some(p) = password {
-                info = info.set_redis_connection_info(
-                    redis::RedisConnectionInfo::default()
-                        .set_db(*db)
-                        .set_password(p.clone()),
-                );
+                conn = conn.set_username(u.clone());
             }
+            if let Some(p) = password {
+                conn = conn.set_password(p.clone());
+            }
+            let info = redis::sentinel::SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(conn);
             let mut sc = redis::sentinel::SentinelClient::build(
                 sentinels.clone(),
                 master.clone(),

@@ -98,10 +98,12 @@ fn bench(c: &mut criterion::Criterion) {
     });
     for (name, conf) in cases {
         let f = registry.get(name).expect("plugin");
+        let shared = gatehouse_proxy::plugin::PerSnapshot::default();
         let ctx_b = BuildCtx {
             id: uuid::Uuid::nil(),
             config: &cfg,
             state: &registry.state,
+            shared: &shared,
         };
         let plugin = f.build(&conf, &ctx_b).expect("build");
         if plugin.wants_log() {

@@ -9,7 +9,7 @@ use gatehouse_model::{Config, ConfigError, FieldError, RouteProtocol, ServicePro
 use http::HeaderValue;
 use uuid::Uuid;
 
-use crate::plugin::{build_instances, chains_for, Chains, Registry};
+use crate::plugin::{build_instances, ChainIndex, Chains, Registry};
 use crate::router::{RouteSpec, Router};
 
 /// One place requests can be sent to.
@@ -334,6 +334,7 @@ impl Snapshot {
                 }),
             );
         }
+        let mut chains = ChainIndex::new(cfg, &built);
         let mut specs = Vec::with_capacity(cfg.routes.len());
         let mut routes = Vec::with_capacity(cfg.routes.len());
         // A disabled service's routes take no traffic: they are left out of the router.
@@ -388,7 +389,7 @@ impl Snapshot {
                 )
                 .unwrap_or(http::StatusCode::UPGRADE_REQUIRED),
                 body_limit: r.request_body_limit,
-                chains: chains_for(cfg, &built, r.id, service.id),
+                chains: chains.chains(r.id, service.id),
             });
         }
         let tls = match crate::tls::server::CertStore::build(&cfg.certificates) {

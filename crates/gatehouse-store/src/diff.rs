@@ -19,54 +19,75 @@ pub fn entities(cfg: &Config) -> Vec<Entity> {
     out
 }
 
-/// Puts for new or changed entities, deletes for removed ones.
-pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
-    let before: HashMap<(Kind, Uuid), Entity> = entities(old)
-        .into_iter()
-        .map(|e| ((e.kind(), e.id()), e))
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    let mut changes = Vec::new();
-    for e in entities(new) {
-        let key = (e.kind(), e.id());
-        seen.insert(key);
-        if before.get(&key) != Some(&e) {
-            changes.push(Change::Put(e));
+/// An entity borrowed from a config: diffing compares in place and clones only what changed
+/// (a one-route edit of a 100,000-route config clones one route, not the config).
+#[derive(PartialEq)]
+enum Ref<'a> {
+    Service(&'a gatehouse_model::Service),
+    Route(&'a gatehouse_model::Route),
+    Upstream(&'a gatehouse_model::Upstream),
+    Consumer(&'a gatehouse_model::Consumer),
+    Plugin(&'a gatehouse_model::Plugin),
+    Certificate(&'a gatehouse_model::Certificate),
+}
+
+impl Ref<'_> {
+    fn owned(&self) -> Entity {
+        match *self {
+            Ref::Service(e) => Entity::Service(e.clone()),
+            Ref::Route(e) => Entity::Route(e.clone()),
+            Ref::Upstream(e) => Entity::Upstream(e.clone()),
+            Ref::Consumer(e) => Entity::Consumer(e.clone()),
+            Ref::Plugin(e) => Entity::Plugin(e.clone()),
+            Ref::Certificate(e) => Entity::Certificate(e.clone()),
         }
     }
-    for e in entities(old) {
-        if !seen.contains(&(e.kind(), e.id())) {
-            changes.push(Change::Delete(e.kind(), e.id()));
+}
+
+/// Every entity of a config by reference, keyed, in declaration order.
+fn refs(cfg: &Config) -> impl Iterator<Item = ((Kind, Uuid), Ref<'_>)> {
+    let up = cfg
+        .upstreams
+        .iter()
+        .map(|e| ((Kind::Upstream, e.id), Ref::Upstream(e)));
+    let sv = cfg
+        .services
+        .iter()
+        .map(|e| ((Kind::Service, e.id), Ref::Service(e)));
+    let rt = cfg
+        .routes
+        .iter()
+        .map(|e| ((Kind::Route, e.id), Ref::Route(e)));
+    let cs = cfg
+        .consumers
+        .iter()
+        .map(|e| ((Kind::Consumer, e.id), Ref::Consumer(e)));
+    let pl = cfg
+        .plugins
+        .iter()
+        .map(|e| ((Kind::Plugin, e.id), Ref::Plugin(e)));
+    let ce = cfg
+        .certificates
+        .iter()
+        .map(|e| ((Kind::Certificate, e.id), Ref::Certificate(e)));
+    up.chain(sv).chain(rt).chain(cs).chain(pl).chain(ce)
+}
+
+/// Puts for new or changed entities, deletes for removed ones.
+pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
+    let before: HashMap<(Kind, Uuid), Ref<'_>> = refs(old).collect();
+    let mut seen = std::collections::HashSet::with_capacity(before.len());
+    let mut changes = Vec::new();
+    for (key, e) in refs(new) {
+        if before.get(&key) != Some(&e) {
+            changes.push(Change::Put(e.owned()));
+        }
+        seen.insert(key);
+    }
+    for (key, _) in refs(old) {
+        if !seen.contains(&key) {
+            changes.push(Change::Delete(key.0, key.1));
         }
     }
     changes
-}
-
-/// Applies changes to an in-memory config (used by stores that keep one).
-pub fn apply(cfg: &mut Config, changes: Vec<Change>) {
-    fn upsert<T: Clone>(list: &mut Vec<T>, item: T, id: impl Fn(&T) -> Uuid) {
-        let key = id(&item);
-        match list.iter_mut().find(|x| id(x) == key) {
-            Some(slot) => *slot = item,
-            None => list.push(item),
-        }
-    }
-    for c in changes {
-        match c {
-            Change::Put(Entity::Service(e)) => upsert(&mut cfg.services, e, |x| x.id),
-            Change::Put(Entity::Route(e)) => upsert(&mut cfg.routes, e, |x| x.id),
-            Change::Put(Entity::Upstream(e)) => upsert(&mut cfg.upstreams, e, |x| x.id),
-            Change::Put(Entity::Consumer(e)) => upsert(&mut cfg.consumers, e, |x| x.id),
-            Change::Put(Entity::Plugin(e)) => upsert(&mut cfg.plugins, e, |x| x.id),
-            Change::Put(Entity::Certificate(e)) => upsert(&mut cfg.certificates, e, |x| x.id),
-            Change::Delete(k, id) => match k {
-                Kind::Service => cfg.services.retain(|x| x.id != id),
-                Kind::Route => cfg.routes.retain(|x| x.id != id),
-                Kind::Upstream => cfg.upstreams.retain(|x| x.id != id),
-                Kind::Consumer => cfg.consumers.retain(|x| x.id != id),
-                Kind::Plugin => cfg.plugins.retain(|x| x.id != id),
-                Kind::Certificate => cfg.certificates.retain(|x| x.id != id),
-            },
-        }
-    }
 }

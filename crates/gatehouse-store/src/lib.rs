@@ -227,3 +227,11 @@ pub fn unix_now() -> i64 {
 
 /// Hex SHA-256 of a secret, the form in which admin tokens are stored.
 pub use gatehouse_model::secret::sha256_hex;
+
+/// Tells watchers of a version read from the store, if it is not the one they have.
+pub(crate) fn announce(tx: &watch::Sender<u64>, v: u64) -> u64 {
+    if v != *tx.borrow() {
+        tx.send_replace(v);
+    }
+    v
+}

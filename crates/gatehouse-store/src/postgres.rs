@@ -333,26 +333,26 @@ impl ConfigStore for PgStore {
 
     fn load(&self) -> StoreFuture<'_, Versioned> {
         Box::pin(async move {
-            let read = async {
-                let mut tx = self.pool.begin().await?;
-                // One snapshot for the version and the rows.
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(&mut *tx)
-                    .await?;
-                let version = version(&mut tx, false).await?;
-                let rows = sqlx::query("SELECT kind, id, body FROM entities ORDER BY position")
-                    .fetch_all(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok((version, rows))
-            };
-            let (version, rows) = self.observe(read.await)?;
-            let mut list = Vec::with_capacity(rows.len());
-            for row in rows {
-                let (kind, id, body): (&str, &str, &str) =
-                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-                list.push(crate::rows::decode(kind, id, body, &self.keyring)?);
+            let mut tx = self.observe(self.pool.begin().await)?;
+            // One snapshot for the version and the rows.
+            let r = sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await;
+            self.observe(r)?;
+            let version = self.observe(version(&mut tx, false).await)?;
+            // Rows are decoded as they stream in: no second copy of the whole table.
+            let mut list = Vec::new();
+            {
+                use futures_util::TryStreamExt;
+                let mut rows = sqlx::query("SELECT kind, id, body FROM entities ORDER BY position")
+                    .fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await.map_err(store_err)? {
+                    let (kind, id, body): (&str, &str, &str) =
+                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                    list.push(crate::rows::decode(kind, id, body, &self.keyring)?);
+                }
             }
+            self.observe(tx.commit().await)?;
             Ok(Versioned {
                 config: crate::rows::assemble(list),
                 version,
@@ -410,10 +410,7 @@ impl ConfigStore for PgStore {
     fn refresh(&self) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let v = self.current_version().await?;
-            if v != *self.tx.borrow() {
-                self.tx.send_replace(v);
-            }
-            Ok(v)
+            Ok(crate::announce(&self.tx, v))
         })
     }
 

@@ -15,6 +15,8 @@ pub fn encode(e: &Entity, keyring: &Keyring) -> Result<String, StoreError> {
 }
 
 /// The entity a stored row holds; a row that does not parse or open names itself.
+/// Kinds without secret fields parse straight from the text into their type (no JSON tree
+/// in between: at 100,000 rows the tree costs more time and memory than the entities).
 pub fn decode(kind: &str, id: &str, body: &str, keyring: &Keyring) -> Result<Entity, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
         kind: kind.to_string(),
@@ -22,10 +24,19 @@ pub fn decode(kind: &str, id: &str, body: &str, keyring: &Keyring) -> Result<Ent
         message,
     };
     let k = Kind::parse(kind).ok_or_else(|| corrupt("unknown kind".into()))?;
-    let mut v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| corrupt(e.to_string()))?;
-    sealed::unseal(k, &mut v, keyring).map_err(|e| corrupt(e.to_string()))?;
-    Entity::from_json(k, v).map_err(|e| corrupt(e.to_string()))
+    let typed = |r: Result<Entity, serde_json::Error>| r.map_err(|e| corrupt(e.to_string()));
+    match k {
+        Kind::Service => typed(serde_json::from_str(body).map(Entity::Service)),
+        Kind::Route => typed(serde_json::from_str(body).map(Entity::Route)),
+        Kind::Upstream => typed(serde_json::from_str(body).map(Entity::Upstream)),
+        Kind::Plugin => typed(serde_json::from_str(body).map(Entity::Plugin)),
+        Kind::Consumer | Kind::Certificate => {
+            let mut v: serde_json::Value =
+                serde_json::from_str(body).map_err(|e| corrupt(e.to_string()))?;
+            sealed::unseal(k, &mut v, keyring).map_err(|e| corrupt(e.to_string()))?;
+            Entity::from_json(k, v).map_err(|e| corrupt(e.to_string()))
+        }
+    }
 }
 
 /// A config from entities read in declaration order. Rows have unique (kind, id) keys, so

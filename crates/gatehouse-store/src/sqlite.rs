@@ -275,10 +275,7 @@ impl ConfigStore for SqliteStore {
     fn refresh(&self) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let v = self.current_version().await?;
-            if v != *self.tx.borrow() {
-                self.tx.send_replace(v);
-            }
-            Ok(v)
+            Ok(crate::announce(&self.tx, v))
         })
     }
 

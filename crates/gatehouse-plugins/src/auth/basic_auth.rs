@@ -80,7 +80,7 @@ struct Compiled {
     hide: bool,
     preflight: bool,
     challenge: HeaderValue,
-    users: HashMap<String, Cred>,
+    users: Arc<HashMap<String, Cred>>,
     anonymous: Option<Identity>,
     verified: Mutex<HashMap<[u8; 32], Arc<str>>>,
     limit: FailureLimit,
@@ -154,21 +154,28 @@ impl Factory for BasicAuth {
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         super::hasher::warm_up();
         let c: BasicAuthConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
-        let mut users = HashMap::new();
-        for consumer in &ctx.config.consumers {
-            let rt = super::consumer_rt(consumer);
-            for cred in &consumer.basicauth_credentials {
-                if let Some(h) = &cred.password_hash {
-                    users.insert(
-                        cred.username.clone(),
-                        Cred {
-                            hash: Arc::from(h.as_str()),
-                            identity: Identity::new(rt.clone(), Some(cred.id.to_string()), false),
-                        },
-                    );
+        let users = ctx.shared.get_or_build("basic-auth", || {
+            let mut users = HashMap::new();
+            for consumer in &ctx.config.consumers {
+                let rt = super::consumer_rt(consumer);
+                for cred in &consumer.basicauth_credentials {
+                    if let Some(h) = &cred.password_hash {
+                        users.insert(
+                            cred.username.clone(),
+                            Cred {
+                                hash: Arc::from(h.as_str()),
+                                identity: Identity::new(
+                                    rt.clone(),
+                                    Some(cred.id.to_string()),
+                                    false,
+                                ),
+                            },
+                        );
+                    }
                 }
             }
-        }
+            Ok(users)
+        })?;
         let anonymous = anonymous_identity(ctx.config, c.anonymous.as_deref())?;
         Ok(Arc::new(Compiled {
             hide: c.hide_credentials,

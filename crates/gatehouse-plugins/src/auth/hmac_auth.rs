@@ -71,7 +71,7 @@ pub struct Seen {
 
 struct Compiled {
     cfg: HmacAuthConfig,
-    users: HashMap<String, Cred>,
+    users: Arc<HashMap<String, Cred>>,
     anonymous: Option<Identity>,
     seen: Arc<Seen>,
 }
@@ -112,19 +112,22 @@ impl Factory for HmacAuth {
     }
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let cfg: HmacAuthConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
-        let mut users = HashMap::new();
-        for consumer in &ctx.config.consumers {
-            let rt = super::consumer_rt(consumer);
-            for cred in &consumer.hmacauth_credentials {
-                users.insert(
-                    cred.username.clone(),
-                    Cred {
-                        secret: cred.secret.as_bytes().to_vec(),
-                        identity: Identity::new(rt.clone(), Some(cred.id.to_string()), false),
-                    },
-                );
+        let users = ctx.shared.get_or_build("hmac-auth", || {
+            let mut users = HashMap::new();
+            for consumer in &ctx.config.consumers {
+                let rt = super::consumer_rt(consumer);
+                for cred in &consumer.hmacauth_credentials {
+                    users.insert(
+                        cred.username.clone(),
+                        Cred {
+                            secret: cred.secret.as_bytes().to_vec(),
+                            identity: Identity::new(rt.clone(), Some(cred.id.to_string()), false),
+                        },
+                    );
+                }
             }
-        }
+            Ok(users)
+        })?;
         let anonymous = anonymous_identity(ctx.config, cfg.anonymous.as_deref())?;
         let seen = ctx.state.get_or_insert(ctx.id, v, Seen::default);
         Ok(Arc::new(Compiled {

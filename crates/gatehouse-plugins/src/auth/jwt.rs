@@ -139,7 +139,7 @@ pub struct Jwks {
 struct Compiled {
     cfg: JwtConfig,
     header_names: Vec<HeaderName>,
-    creds: HashMap<String, Cred>,
+    creds: Arc<HashMap<String, Cred>>,
     anonymous: Option<Identity>,
     jwks: Option<Arc<Jwks>>,
     claim_headers: Vec<(String, HeaderName)>,
@@ -249,40 +249,46 @@ impl Factory for Jwt {
     }
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let cfg: JwtConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
-        let mut creds = HashMap::new();
-        for consumer in &ctx.config.consumers {
-            let rt = super::consumer_rt(consumer);
-            for s in &consumer.jwt_secrets {
-                let alg = algorithm(&s.algorithm)
-                    .ok_or_else(|| format!("consumer credential {}: unknown algorithm", s.key))?;
-                let key = match (&s.secret, &s.rsa_public_key) {
-                    (Some(secret), _) if is_symmetric(alg) => Some(if cfg.secret_is_base64 {
-                        DecodingKey::from_base64_secret(secret)
-                            .map_err(|e| format!("jwt secret {}: {e}", s.key))?
-                    } else {
-                        DecodingKey::from_secret(secret.as_bytes())
-                    }),
-                    (_, Some(pem)) if !is_symmetric(alg) => Some(
-                        match alg {
-                            Algorithm::ES256 | Algorithm::ES384 => {
-                                DecodingKey::from_ec_pem(pem.as_bytes())
+        // The secrets' decoding depends on one setting: instances that agree on it share.
+        let key = format!("jwt:base64={}", cfg.secret_is_base64);
+        let creds = ctx.shared.get_or_build(&key, || {
+            let mut creds = HashMap::new();
+            for consumer in &ctx.config.consumers {
+                let rt = super::consumer_rt(consumer);
+                for s in &consumer.jwt_secrets {
+                    let alg = algorithm(&s.algorithm).ok_or_else(|| {
+                        format!("consumer credential {}: unknown algorithm", s.key)
+                    })?;
+                    let key = match (&s.secret, &s.rsa_public_key) {
+                        (Some(secret), _) if is_symmetric(alg) => Some(if cfg.secret_is_base64 {
+                            DecodingKey::from_base64_secret(secret)
+                                .map_err(|e| format!("jwt secret {}: {e}", s.key))?
+                        } else {
+                            DecodingKey::from_secret(secret.as_bytes())
+                        }),
+                        (_, Some(pem)) if !is_symmetric(alg) => Some(
+                            match alg {
+                                Algorithm::ES256 | Algorithm::ES384 => {
+                                    DecodingKey::from_ec_pem(pem.as_bytes())
+                                }
+                                Algorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()),
+                                _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
                             }
-                            Algorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()),
-                            _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
-                        }
-                        .map_err(|e| format!("jwt key {}: {e}", s.key))?,
-                    ),
-                    _ => None,
-                };
-                creds.insert(
-                    s.key.clone(),
-                    Cred {
-                        key: key.map(|k| (k, alg)),
-                        identity: Identity::new(rt.clone(), Some(s.id.to_string()), false),
-                    },
-                );
+                            .map_err(|e| format!("jwt key {}: {e}", s.key))?,
+                        ),
+                        _ => None,
+                    };
+                    creds.insert(
+                        s.key.clone(),
+                        Cred {
+                            key: key.map(|k| (k, alg)),
+                            identity: Identity::new(rt.clone(), Some(s.id.to_string()), false),
+                        },
+                    );
+                }
             }
-        }
+            Ok(creds)
+        })?;
         let anonymous = anonymous_identity(ctx.config, cfg.anonymous.as_deref())?;
         let jwks = match &cfg.jwks_uri {
             None => None,

@@ -52,7 +52,7 @@ pub struct KeyAuth;
 struct Compiled {
     cfg: KeyAuthConfig,
     header_names: Vec<http::HeaderName>,
-    keys: HashMap<[u8; 32], Identity>,
+    keys: Arc<HashMap<[u8; 32], Identity>>,
     anonymous: Option<Identity>,
 }
 
@@ -90,18 +90,21 @@ impl Factory for KeyAuth {
             .iter()
             .map(|n| config::header_name(n))
             .collect::<Result<_, _>>()?;
-        let mut keys = HashMap::new();
-        for c in &ctx.config.consumers {
-            let rt = super::consumer_rt(c);
-            for cred in &c.keyauth_credentials {
-                if let Some(d) = cred.key_hash.as_deref().and_then(digest_from_hex) {
-                    keys.insert(
-                        d,
-                        Identity::new(rt.clone(), Some(cred.id.to_string()), false),
-                    );
+        let keys = ctx.shared.get_or_build("key-auth", || {
+            let mut keys = HashMap::new();
+            for c in &ctx.config.consumers {
+                let rt = super::consumer_rt(c);
+                for cred in &c.keyauth_credentials {
+                    if let Some(d) = cred.key_hash.as_deref().and_then(digest_from_hex) {
+                        keys.insert(
+                            d,
+                            Identity::new(rt.clone(), Some(cred.id.to_string()), false),
+                        );
+                    }
                 }
             }
-        }
+            Ok(keys)
+        })?;
         let anonymous = anonymous_identity(ctx.config, cfg.anonymous.as_deref())?;
         Ok(Arc::new(Compiled {
             cfg,

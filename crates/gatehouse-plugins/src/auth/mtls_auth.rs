@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, Plugin, RequestCtx};
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -57,11 +57,17 @@ pub struct MtlsAuthConfig {
 /// The `mtls-auth` factory.
 pub struct MtlsAuth;
 
+/// Consumers by certificate subject, username and custom id (shared by every instance).
+#[derive(Default)]
+struct MtlsIndex {
+    subject: HashMap<String, Identity>,
+    username: HashMap<String, Identity>,
+    custom_id: HashMap<String, Identity>,
+}
+
 struct Compiled {
     cfg: MtlsAuthConfig,
-    by_subject: HashMap<String, Identity>,
-    by_username: HashMap<String, Identity>,
-    by_custom_id: HashMap<String, Identity>,
+    by: Arc<MtlsIndex>,
     anonymous: Option<Identity>,
 }
 
@@ -80,32 +86,29 @@ impl Factory for MtlsAuth {
     }
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let cfg: MtlsAuthConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
-        let mut by_subject = HashMap::new();
-        let mut by_username = HashMap::new();
-        let mut by_custom_id = HashMap::new();
-        for c in &ctx.config.consumers {
-            let rt = super::consumer_rt(c);
-            for cred in &c.mtls_credentials {
-                by_subject.insert(
-                    cred.subject_name.clone(),
-                    Identity::new(rt.clone(), Some(cred.id.to_string()), false),
-                );
+        let by = ctx.shared.get_or_build("mtls-auth", || {
+            let mut ix = MtlsIndex::default();
+            for c in &ctx.config.consumers {
+                let rt = super::consumer_rt(c);
+                for cred in &c.mtls_credentials {
+                    ix.subject.insert(
+                        cred.subject_name.clone(),
+                        Identity::new(rt.clone(), Some(cred.id.to_string()), false),
+                    );
+                }
+                if let Some(u) = &c.username {
+                    ix.username
+                        .insert(u.clone(), Identity::new(rt.clone(), None, false));
+                }
+                if let Some(id) = &c.custom_id {
+                    ix.custom_id
+                        .insert(id.clone(), Identity::new(rt.clone(), None, false));
+                }
             }
-            if let Some(u) = &c.username {
-                by_username.insert(u.clone(), Identity::new(rt.clone(), None, false));
-            }
-            if let Some(id) = &c.custom_id {
-                by_custom_id.insert(id.clone(), Identity::new(rt.clone(), None, false));
-            }
-        }
+            Ok(ix)
+        })?;
         let anonymous = anonymous_identity(ctx.config, cfg.anonymous.as_deref())?;
-        Ok(Arc::new(Compiled {
-            cfg,
-            by_subject,
-            by_username,
-            by_custom_id,
-            anonymous,
-        }))
+        Ok(Arc::new(Compiled { cfg, by, anonymous }))
     }
     fn schema(&self) -> Value {
         config::schema::<MtlsAuthConfig>()
@@ -119,14 +122,14 @@ impl Compiled {
     fn lookup(&self, cert: &gatehouse_proxy::tls::server::ClientCert) -> Option<&Identity> {
         let names = cert.common_name.iter().chain(cert.sans.iter());
         for n in names {
-            if let Some(id) = self.by_subject.get(&**n) {
+            if let Some(id) = self.by.subject.get(&**n) {
                 return Some(id);
             }
         }
         let cn = cert.common_name.as_deref()?;
         self.cfg.consumer_by.iter().find_map(|by| match by {
-            ConsumerBy::Username => self.by_username.get(cn),
-            ConsumerBy::CustomId => self.by_custom_id.get(cn),
+            ConsumerBy::Username => self.by.username.get(cn),
+            ConsumerBy::CustomId => self.by.custom_id.get(cn),
         })
     }
 }

@@ -38,7 +38,7 @@ struct Compiled {
     allow: Vec<String>,
     deny: Vec<String>,
     hide: bool,
-    groups: HashMap<Uuid, (Vec<String>, Option<HeaderValue>)>,
+    groups: Arc<HashMap<Uuid, (Vec<String>, Option<HeaderValue>)>>,
 }
 
 impl Factory for Acl {
@@ -57,16 +57,19 @@ impl Factory for Acl {
     }
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let c: AclConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
-        let mut groups = HashMap::new();
-        for consumer in &ctx.config.consumers {
-            let list: Vec<String> = consumer.acls.iter().map(|g| g.group.clone()).collect();
-            let header = if list.is_empty() {
-                None
-            } else {
-                config::header_value(&list.join(", ")).ok()
-            };
-            groups.insert(consumer.id, (list, header));
-        }
+        let groups = ctx.shared.get_or_build("acl", || {
+            let mut groups = HashMap::new();
+            for consumer in &ctx.config.consumers {
+                let list: Vec<String> = consumer.acls.iter().map(|g| g.group.clone()).collect();
+                let header = if list.is_empty() {
+                    None
+                } else {
+                    config::header_value(&list.join(", ")).ok()
+                };
+                groups.insert(consumer.id, (list, header));
+            }
+            Ok(groups)
+        })?;
         Ok(Arc::new(Compiled {
             allow: c.allow,
             deny: c.deny,
