@@ -203,7 +203,10 @@ impl Control {
         let _g = self.write.lock().await;
         let result: Result<u64, ControlError> = async {
             let t0 = std::time::Instant::now();
-            let v = self.store.load().await?;
+            let v = match self.delta().await? {
+                Some(v) => v,
+                None => self.store.load().await?,
+            };
             let loaded = t0.elapsed();
             // Any other version is installed, a lower one too: the database may have been
             // restored from a backup (this node's own writes are committed before it
@@ -241,6 +244,27 @@ impl Control {
                 .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
         }
         result
+    }
+
+    /// The store's config as the running one plus what changed since, when the store can
+    /// say (PostgreSQL's change log): a one-route edit elsewhere reads one row, not the
+    /// whole config. `None` when a full load is needed.
+    async fn delta(&self) -> Result<Option<Versioned>, ControlError> {
+        if !self.is_ready() || self.source() != ConfigSource::Store {
+            return Ok(None);
+        }
+        let cur = self.current();
+        let Some(delta) = self.store.load_since(cur.version).await? else {
+            return Ok(None);
+        };
+        let version = delta.version;
+        let mut config = cur.config.clone();
+        diff::patch(&mut config, delta);
+        Ok(Some(Versioned {
+            config,
+            version,
+            validated: false,
+        }))
     }
 
     /// Applies an edit to a copy of the running config; validates, persists and swaps it in

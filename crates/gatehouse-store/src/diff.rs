@@ -91,3 +91,61 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     }
     changes
 }
+
+/// Brings `cfg` to a delta's version: puts replace the entity with the same id in place
+/// (new ones are appended, as the store orders them), deletes remove. Linear in the size of
+/// the kinds touched.
+pub fn patch(cfg: &mut Config, delta: crate::Delta) {
+    fn put<T>(list: &mut Vec<T>, items: Vec<T>, id: impl Fn(&T) -> Uuid) {
+        if items.is_empty() {
+            return;
+        }
+        let at: HashMap<Uuid, usize> = list.iter().enumerate().map(|(i, x)| (id(x), i)).collect();
+        for item in items {
+            match at.get(&id(&item)) {
+                Some(&i) => list[i] = item,
+                None => list.push(item),
+            }
+        }
+    }
+    fn remove<T>(
+        list: &mut Vec<T>,
+        gone: &std::collections::HashSet<Uuid>,
+        id: impl Fn(&T) -> Uuid,
+    ) {
+        if !gone.is_empty() {
+            list.retain(|x| !gone.contains(&id(x)));
+        }
+    }
+    let mut by_kind = Config::default();
+    for e in delta.puts {
+        match e {
+            Entity::Service(e) => by_kind.services.push(e),
+            Entity::Route(e) => by_kind.routes.push(e),
+            Entity::Upstream(e) => by_kind.upstreams.push(e),
+            Entity::Consumer(e) => by_kind.consumers.push(e),
+            Entity::Plugin(e) => by_kind.plugins.push(e),
+            Entity::Certificate(e) => by_kind.certificates.push(e),
+        }
+    }
+    put(&mut cfg.services, by_kind.services, |x| x.id);
+    put(&mut cfg.routes, by_kind.routes, |x| x.id);
+    put(&mut cfg.upstreams, by_kind.upstreams, |x| x.id);
+    put(&mut cfg.consumers, by_kind.consumers, |x| x.id);
+    put(&mut cfg.plugins, by_kind.plugins, |x| x.id);
+    put(&mut cfg.certificates, by_kind.certificates, |x| x.id);
+    let gone = |k: Kind| -> std::collections::HashSet<Uuid> {
+        delta
+            .deletes
+            .iter()
+            .filter(|(dk, _)| *dk == k)
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    remove(&mut cfg.services, &gone(Kind::Service), |x| x.id);
+    remove(&mut cfg.routes, &gone(Kind::Route), |x| x.id);
+    remove(&mut cfg.upstreams, &gone(Kind::Upstream), |x| x.id);
+    remove(&mut cfg.consumers, &gone(Kind::Consumer), |x| x.id);
+    remove(&mut cfg.plugins, &gone(Kind::Plugin), |x| x.id);
+    remove(&mut cfg.certificates, &gone(Kind::Certificate), |x| x.id);
+}

@@ -87,6 +87,17 @@ pub struct Versioned {
     pub validated: bool,
 }
 
+/// What changed between two versions: entities now present (new or changed) and removed.
+#[derive(Debug, Default)]
+pub struct Delta {
+    /// The version the delta brings a config to.
+    pub version: u64,
+    /// New or changed entities, in declaration order.
+    pub puts: Vec<Entity>,
+    /// Removed entities.
+    pub deletes: Vec<(Kind, Uuid)>,
+}
+
 /// One entity of any kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entity {
@@ -170,6 +181,11 @@ pub trait ConfigStore: Send + Sync {
     fn read_only(&self) -> bool;
     /// Reads the whole config and its version.
     fn load(&self) -> StoreFuture<'_, Versioned>;
+    /// What changed since version `from`, when the store can tell without reading the whole
+    /// config (`None`: read it all with [`ConfigStore::load`]).
+    fn load_since(&self, _from: u64) -> StoreFuture<'_, Option<Delta>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Applies changes atomically if the version is still `expected`; returns the new version.
     fn apply(&self, changes: Vec<Change>, expected: u64) -> StoreFuture<'_, u64>;
     /// Replaces the whole config (already validated and flat); returns the new version.

@@ -143,6 +143,29 @@ async fn upsert(
     Ok(())
 }
 
+/// Versions of the change log kept: a node further behind reads the whole config.
+const KEEP_CHANGES: i64 = 1_000;
+
+/// Records what version `v` touched, and forgets versions older than [`KEEP_CHANGES`].
+async fn log_changes(
+    tx: &mut Transaction<'_, Postgres>,
+    v: u64,
+    touched: Vec<(String, String)>,
+) -> Result<(), sqlx::Error> {
+    let (kinds, ids): (Vec<String>, Vec<String>) = touched.into_iter().unzip();
+    sqlx::query("INSERT INTO changes (version, kind, id) SELECT $1, k, i FROM UNNEST($2::text[], $3::text[]) AS t(k, i)")
+        .bind(v as i64)
+        .bind(kinds)
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM changes WHERE version < $1")
+        .bind(v as i64 - KEEP_CHANGES)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl PgStore {
     /// A store over `url` (`postgres://user:password@host:port/db?sslmode=…`). Connects
     /// lazily: nothing is contacted until [`PgStore::migrate`] or the first query, so a node
@@ -362,6 +385,69 @@ impl ConfigStore for PgStore {
         })
     }
 
+    fn load_since(&self, from: u64) -> StoreFuture<'_, Option<crate::Delta>> {
+        Box::pin(async move {
+            let mut tx = self.observe(self.pool.begin().await)?;
+            let r = sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await;
+            self.observe(r)?;
+            let to = self.observe(version(&mut tx, false).await)?;
+            if to <= from {
+                return Ok(None);
+            }
+            let rows = sqlx::query("SELECT version, kind, id FROM changes WHERE version > $1")
+                .bind(from as i64)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_err)?;
+            // Every version in between must be logged, and none may be a replacement.
+            let mut versions = std::collections::BTreeSet::new();
+            let mut keys = std::collections::BTreeSet::new();
+            for r in &rows {
+                let (v, kind, id): (i64, String, String) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                if kind == "*" {
+                    return Ok(None);
+                }
+                versions.insert(v);
+                keys.insert((kind, id));
+            }
+            if versions.len() as u64 != to - from {
+                return Ok(None);
+            }
+            let (kinds, ids): (Vec<String>, Vec<String>) = keys.iter().cloned().unzip();
+            let found = sqlx::query(
+                "SELECT e.kind, e.id, e.body FROM entities e
+                 JOIN UNNEST($1::text[], $2::text[]) AS t(k, i) ON e.kind = t.k AND e.id = t.i
+                 ORDER BY e.position",
+            )
+            .bind(kinds)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_err)?;
+            self.observe(tx.commit().await)?;
+            let mut puts = Vec::with_capacity(found.len());
+            for row in &found {
+                let (kind, id, body): (&str, &str, &str) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                keys.remove(&(kind.to_string(), id.to_string()));
+                puts.push(crate::rows::decode(kind, id, body, &self.keyring)?);
+            }
+            // Logged but no longer there: deleted.
+            let deletes = keys
+                .into_iter()
+                .filter_map(|(k, id)| Some((gatehouse_model::Kind::parse(&k)?, id.parse().ok()?)))
+                .collect();
+            Ok(Some(crate::Delta {
+                version: to,
+                puts,
+                deletes,
+            }))
+        })
+    }
+
     fn apply(&self, changes: Vec<Change>, expected: u64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let mut tx = self.observe(self.pool.begin().await)?;
@@ -369,6 +455,13 @@ impl ConfigStore for PgStore {
             if found != expected {
                 return Err(StoreError::Conflict { expected, found });
             }
+            let touched: Vec<(String, String)> = changes
+                .iter()
+                .map(|c| match c {
+                    Change::Put(e) => (e.kind().as_str().to_string(), e.id().to_string()),
+                    Change::Delete(k, id) => (k.as_str().to_string(), id.to_string()),
+                })
+                .collect();
             let mut puts = Vec::new();
             for c in changes {
                 match c {
@@ -385,6 +478,7 @@ impl ConfigStore for PgStore {
             }
             upsert(&mut tx, &puts, &self.keyring).await?;
             let v = bump(&mut tx, found).await.map_err(store_err)?;
+            log_changes(&mut tx, v, touched).await.map_err(store_err)?;
             self.observe(tx.commit().await)?;
             self.tx.send_replace(v);
             Ok(v)
@@ -401,6 +495,9 @@ impl ConfigStore for PgStore {
                 .map_err(store_err)?;
             upsert(&mut tx, &entities(&config), &self.keyring).await?;
             let v = bump(&mut tx, found).await.map_err(store_err)?;
+            log_changes(&mut tx, v, vec![("*".into(), "*".into())])
+                .await
+                .map_err(store_err)?;
             self.observe(tx.commit().await)?;
             self.tx.send_replace(v);
             Ok(v)

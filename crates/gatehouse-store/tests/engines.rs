@@ -131,6 +131,34 @@ async fn postgres_keeps_the_contract() {
     let store = PgStore::connect_lazy(&db.url(), ring.clone()).unwrap();
     store.migrate().await.unwrap();
     contract(&store).await;
+    // Other nodes read what a version changed, not the whole config.
+    let v = store.load().await.unwrap().version;
+    let s = service("delta");
+    let v2 = store
+        .apply(vec![Change::Put(Entity::Service(s.clone()))], v)
+        .await
+        .unwrap();
+    let d = store.load_since(v).await.unwrap().expect("a delta");
+    assert_eq!((d.version, d.puts.clone()), (v2, vec![Entity::Service(s.clone())]));
+    assert!(d.deletes.is_empty());
+    let v3 = store
+        .apply(vec![Change::Delete(Kind::Service, s.id)], v2)
+        .await
+        .unwrap();
+    let d = store.load_since(v).await.unwrap().expect("a delta");
+    assert_eq!(d.version, v3);
+    assert!(d.puts.is_empty(), "created then deleted: nothing to put");
+    assert_eq!(d.deletes, vec![(Kind::Service, s.id)]);
+    let mut cfg = store.load().await.unwrap().config;
+    let before = cfg.clone();
+    cfg.services.push(s.clone());
+    gatehouse_store::diff::patch(&mut cfg, store.load_since(v).await.unwrap().unwrap());
+    assert_eq!(cfg, before, "patching reproduces the store's config");
+    assert!(store.load_since(v3).await.unwrap().is_none(), "nothing new");
+    // Across a whole-config replacement there is no delta: a full load.
+    let v4 = store.replace(Config::default()).await.unwrap();
+    assert!(store.load_since(v3).await.unwrap().is_none());
+    assert_eq!(store.load().await.unwrap().version, v4);
     // A second node on the same database: migrations are already there, and it reads what
     // the first wrote.
     let other = PgStore::connect_lazy(&db.url(), ring).unwrap();
