@@ -348,7 +348,11 @@ fn with_node_metrics(mut text: String, degraded: Option<bool>) -> String {
 }
 
 /// A stable node id, kept in the data dir (a restarted node is the same registry entry).
-fn node_id(data_dir: &std::path::Path) -> Result<uuid::Uuid> {
+/// A declarative node has no shared registry and writes nothing: a new id per run.
+fn node_id(data_dir: &std::path::Path, persist: bool) -> Result<uuid::Uuid> {
+    if !persist {
+        return Ok(uuid::Uuid::new_v4());
+    }
     let path = data_dir.join("node-id");
     if let Ok(text) = std::fs::read_to_string(&path) {
         if let Ok(id) = text.trim().parse() {
@@ -375,7 +379,7 @@ fn node_info(
     addresses.push(format!("admin={admin}"));
     addresses.push(format!("status={status}"));
     Ok(NodeInfo {
-        id: node_id(&args.data_dir)?,
+        id: node_id(&args.data_dir, args.config.is_none())?,
         hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default(),
