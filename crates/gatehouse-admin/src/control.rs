@@ -257,13 +257,13 @@ impl Control {
         let Some(delta) = self.store.load_since(cur.version).await? else {
             return Ok(None);
         };
-        let version = delta.version;
+        let (version, validated) = (delta.version, delta.same_build);
         let mut config = cur.config.clone();
         diff::patch(&mut config, delta);
         Ok(Some(Versioned {
             config,
             version,
-            validated: false,
+            validated,
         }))
     }
 

@@ -96,6 +96,10 @@ pub struct Delta {
     pub puts: Vec<Entity>,
     /// Removed entities.
     pub deletes: Vec<(Kind, Uuid)>,
+    /// Every version in the delta was written by a node of this build (same version, same
+    /// config schema), which validated the config it wrote: applied to the reader's own
+    /// validated config, the result needs no second validation.
+    pub same_build: bool,
 }
 
 /// One entity of any kind.

@@ -45,6 +45,7 @@ pub struct PgStore {
     keyring: Arc<Keyring>,
     health: Mutex<StoreHealth>,
     migrated: AtomicBool,
+    build: String,
 }
 
 /// True for failures that mean "the database is not there" rather than "the query is wrong".
@@ -151,12 +152,14 @@ async fn log_changes(
     tx: &mut Transaction<'_, Postgres>,
     v: u64,
     touched: Vec<(String, String)>,
+    build: &str,
 ) -> Result<(), sqlx::Error> {
     let (kinds, ids): (Vec<String>, Vec<String>) = touched.into_iter().unzip();
-    sqlx::query("INSERT INTO changes (version, kind, id) SELECT $1, k, i FROM UNNEST($2::text[], $3::text[]) AS t(k, i)")
+    sqlx::query("INSERT INTO changes (version, kind, id, build) SELECT $1, k, i, $4 FROM UNNEST($2::text[], $3::text[]) AS t(k, i)")
         .bind(v as i64)
         .bind(kinds)
         .bind(ids)
+        .bind(build)
         .execute(&mut **tx)
         .await?;
     sqlx::query("DELETE FROM changes WHERE version < $1")
@@ -187,7 +190,15 @@ impl PgStore {
             keyring,
             health: Mutex::new(StoreHealth::default()),
             migrated: AtomicBool::new(false),
+            build: String::new(),
         })
+    }
+
+    /// Names this node's build (version and config schema) in what it writes; readers of
+    /// the same build skip validating it again. Without it every reader validates.
+    pub fn with_build(mut self, build: String) -> PgStore {
+        self.build = build;
+        self
     }
 
     /// Creates or upgrades the schema (under PostgreSQL's advisory lock, so nodes starting
@@ -396,17 +407,20 @@ impl ConfigStore for PgStore {
             if to <= from {
                 return Ok(None);
             }
-            let rows = sqlx::query("SELECT version, kind, id FROM changes WHERE version > $1")
-                .bind(from as i64)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_err)?;
+            let rows =
+                sqlx::query("SELECT version, kind, id, build FROM changes WHERE version > $1")
+                    .bind(from as i64)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(store_err)?;
             // Every version in between must be logged, and none may be a replacement.
             let mut versions = std::collections::BTreeSet::new();
             let mut keys = std::collections::BTreeSet::new();
+            let mut same_build = !self.build.is_empty();
             for r in &rows {
-                let (v, kind, id): (i64, String, String) =
-                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                let (v, kind, id, build): (i64, String, String, String) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                same_build &= build == self.build;
                 if kind == "*" {
                     return Ok(None);
                 }
@@ -444,6 +458,7 @@ impl ConfigStore for PgStore {
                 version: to,
                 puts,
                 deletes,
+                same_build,
             }))
         })
     }
@@ -478,7 +493,9 @@ impl ConfigStore for PgStore {
             }
             upsert(&mut tx, &puts, &self.keyring).await?;
             let v = bump(&mut tx, found).await.map_err(store_err)?;
-            log_changes(&mut tx, v, touched).await.map_err(store_err)?;
+            log_changes(&mut tx, v, touched, &self.build)
+                .await
+                .map_err(store_err)?;
             self.observe(tx.commit().await)?;
             self.tx.send_replace(v);
             Ok(v)
@@ -495,7 +512,7 @@ impl ConfigStore for PgStore {
                 .map_err(store_err)?;
             upsert(&mut tx, &entities(&config), &self.keyring).await?;
             let v = bump(&mut tx, found).await.map_err(store_err)?;
-            log_changes(&mut tx, v, vec![("*".into(), "*".into())])
+            log_changes(&mut tx, v, vec![("*".into(), "*".into())], &self.build)
                 .await
                 .map_err(store_err)?;
             self.observe(tx.commit().await)?;

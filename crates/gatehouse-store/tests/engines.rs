@@ -139,7 +139,10 @@ async fn postgres_keeps_the_contract() {
         .await
         .unwrap();
     let d = store.load_since(v).await.unwrap().expect("a delta");
-    assert_eq!((d.version, d.puts.clone()), (v2, vec![Entity::Service(s.clone())]));
+    assert_eq!(
+        (d.version, d.puts.clone()),
+        (v2, vec![Entity::Service(s.clone())])
+    );
     assert!(d.deletes.is_empty());
     let v3 = store
         .apply(vec![Change::Delete(Kind::Service, s.id)], v2)
@@ -159,6 +162,25 @@ async fn postgres_keeps_the_contract() {
     let v4 = store.replace(Config::default()).await.unwrap();
     assert!(store.load_since(v3).await.unwrap().is_none());
     assert_eq!(store.load().await.unwrap().version, v4);
+    assert!(!store
+        .load_since(v)
+        .await
+        .unwrap()
+        .is_some_and(|d| d.same_build));
+    // Readers of the writer's build trust its validation; others validate again.
+    let b1 = PgStore::connect_lazy(&db.url(), ring.clone())
+        .unwrap()
+        .with_build("b1".into());
+    let b2 = PgStore::connect_lazy(&db.url(), ring.clone())
+        .unwrap()
+        .with_build("b2".into());
+    let v5 = b1
+        .apply(vec![Change::Put(Entity::Service(service("built")))], v4)
+        .await
+        .unwrap();
+    assert!(b1.load_since(v4).await.unwrap().unwrap().same_build);
+    assert!(!b2.load_since(v4).await.unwrap().unwrap().same_build);
+    assert_eq!(b2.load_since(v4).await.unwrap().unwrap().version, v5);
     // A second node on the same database: migrations are already there, and it reads what
     // the first wrote.
     let other = PgStore::connect_lazy(&db.url(), ring).unwrap();

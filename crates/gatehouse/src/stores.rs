@@ -93,17 +93,18 @@ pub async fn open(args: &ServeArgs, catalog: Arc<dyn PluginCatalog>) -> Result<O
                 cached: None,
             })
         }
-        StoreUrl::Postgres(url) => open_postgres(&url, &args.data_dir).await,
+        StoreUrl::Postgres(url) => open_postgres(&url, &args.data_dir, &*catalog).await,
     }
 }
 
 /// PostgreSQL: migrate and follow it; if it is unreachable, start from the last-good copy
 /// (and follow it once it is back).
-async fn open_postgres(url: &str, data_dir: &Path) -> Result<Opened> {
+async fn open_postgres(url: &str, data_dir: &Path, catalog: &dyn PluginCatalog) -> Result<Opened> {
     let ring = keyring(data_dir)?;
     let pg = Arc::new(
         PgStore::connect_lazy(url, ring.clone())
-            .with_context(|| format!("--store {}", redacted(url)))?,
+            .with_context(|| format!("--store {}", redacted(url)))?
+            .with_build(build_id(catalog)),
     );
     let last_good = LastGood::new(data_dir, ring);
     let cached = match pg.migrate().await {
@@ -140,6 +141,15 @@ async fn open_postgres(url: &str, data_dir: &Path) -> Result<Opened> {
         last_good: Some(last_good),
         cached,
     })
+}
+
+/// This build's validation rules: its version and the digest of the config format's JSON
+/// Schema (every plugin's included). Nodes with the same id accept each other's validated
+/// writes without validating them again.
+fn build_id(catalog: &dyn PluginCatalog) -> String {
+    let schema = gatehouse_model::schema::json_schema_with(catalog).to_string();
+    let digest = gatehouse_store::sha256_hex(&format!("{}\n{schema}", env!("CARGO_PKG_VERSION")));
+    format!("{}+{}", env!("CARGO_PKG_VERSION"), &digest[..16])
 }
 
 /// `gatehouse migrate`: creates or upgrades the schema and says which version it is at.
