@@ -102,7 +102,8 @@ scale() {
   echo "- node B start (spawn → ready: connect, load, validate, compile): $(ms "$t0" "$t1") ms; its log: $(grep 'config loaded' "$D/b.log" | tail -1 | grep -o 'load_ms=[0-9]* validate_ms=[0-9]* compile_ms=[0-9]*')"
   sleep 1
   echo "- memory: node A before the config $((base/1024)) MiB RSS; node B with it $(( $(rss $B) / 1024 )) MiB RSS"
-  for i in 1 2 3; do
+  for i in 1 2 3 4 5; do
+    sleep 2   # let both nodes settle (the last-good copy is written in the background)
     t0=$(now)
     curl -sf -XPOST -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
       -d "{\"name\":\"late$i\",\"paths\":[\"/late$i\"],\"service\":\"s1\"}" http://127.0.0.1:9281/routes >/dev/null

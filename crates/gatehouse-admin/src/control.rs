@@ -103,8 +103,8 @@ impl Control {
             .unwrap_or_else(PoisonError::into_inner) = Some(hash.to_string());
     }
 
-    /// Writes the newest installed config to the last-good copy, off the request path; a
-    /// burst of writes ends in one file write of the last one.
+    /// Writes the newest installed config to the last-good copy, off the request path and
+    /// at most once a second; a burst of writes ends in one file write of the last one.
     fn spawn_saver(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         let mut rx = self.saving.subscribe();
@@ -131,6 +131,9 @@ impl Control {
                     Ok(Err(e)) => tracing::error!(error = %e, "cannot write the last-good config"),
                     Err(e) => tracing::error!(error = %e, "last-good config writer failed"),
                 }
+                // At most one write a second: a burst of edits to a large config costs one
+                // file, and the copy is never more than a second behind once it settles.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         });
     }
@@ -204,6 +207,9 @@ impl Control {
         let result: Result<u64, ControlError> = async {
             let t0 = std::time::Instant::now();
             let v = match self.delta().await? {
+                Some(v) if v.version == self.current().version => {
+                    return Ok(v.version);
+                }
                 Some(v) => v,
                 None => self.store.load().await?,
             };
@@ -257,6 +263,14 @@ impl Control {
         let Some(delta) = self.store.load_since(cur.version).await? else {
             return Ok(None);
         };
+        if delta.version == cur.version {
+            // Nothing new (this node's own write, seen again through the feed).
+            return Ok(Some(Versioned {
+                config: Config::default(),
+                version: cur.version,
+                validated: true,
+            }));
+        }
         let (version, validated) = (delta.version, delta.same_build);
         let mut config = cur.config.clone();
         diff::patch(&mut config, delta);

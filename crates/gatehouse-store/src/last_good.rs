@@ -11,7 +11,9 @@ use gatehouse_model::Config;
 use serde::{Deserialize, Serialize};
 
 use crate::keyring::Keyring;
-use crate::{diff, rows, StoreError};
+use gatehouse_model::Kind;
+
+use crate::{rows, Entity, StoreError};
 
 /// File name inside the data dir.
 pub const FILE: &str = "last-good-config.json";
@@ -74,13 +76,35 @@ impl LastGood {
         version: u64,
         admin_token_sha256: Option<&str>,
     ) -> Result<(), StoreError> {
+        // Written straight from the config (no copy of its 100,000 routes); only the kinds
+        // with secret fields go through sealing.
         let mut list = Vec::new();
-        for e in diff::entities(cfg) {
+        let mut plain = |kind: Kind, id: uuid::Uuid, body: String| {
             list.push(Row {
-                kind: e.kind().as_str().to_string(),
-                id: e.id().to_string(),
-                body: rows::encode(&e, &self.keyring)?,
-            });
+                kind: kind.as_str().to_string(),
+                id: id.to_string(),
+                body,
+            })
+        };
+        for e in &cfg.upstreams {
+            plain(Kind::Upstream, e.id, rows::encode_plain(Kind::Upstream, e)?);
+        }
+        for e in &cfg.services {
+            plain(Kind::Service, e.id, rows::encode_plain(Kind::Service, e)?);
+        }
+        for e in &cfg.routes {
+            plain(Kind::Route, e.id, rows::encode_plain(Kind::Route, e)?);
+        }
+        for e in &cfg.consumers {
+            let body = rows::encode(&Entity::Consumer(e.clone()), &self.keyring)?;
+            plain(Kind::Consumer, e.id, body);
+        }
+        for e in &cfg.plugins {
+            plain(Kind::Plugin, e.id, rows::encode_plain(Kind::Plugin, e)?);
+        }
+        for e in &cfg.certificates {
+            let body = rows::encode(&Entity::Certificate(e.clone()), &self.keyring)?;
+            plain(Kind::Certificate, e.id, body);
         }
         let stored = Stored {
             format: FORMAT,

@@ -186,7 +186,8 @@ pub trait ConfigStore: Send + Sync {
     /// Reads the whole config and its version.
     fn load(&self) -> StoreFuture<'_, Versioned>;
     /// What changed since version `from`, when the store can tell without reading the whole
-    /// config (`None`: read it all with [`ConfigStore::load`]).
+    /// config (`None`: read it all with [`ConfigStore::load`]); an empty delta of version
+    /// `from` when nothing did.
     fn load_since(&self, _from: u64) -> StoreFuture<'_, Option<Delta>> {
         Box::pin(async { Ok(None) })
     }

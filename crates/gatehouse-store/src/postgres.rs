@@ -404,7 +404,14 @@ impl ConfigStore for PgStore {
                 .await;
             self.observe(r)?;
             let to = self.observe(version(&mut tx, false).await)?;
-            if to <= from {
+            if to == from {
+                return Ok(Some(crate::Delta {
+                    version: to,
+                    same_build: true,
+                    ..Default::default()
+                }));
+            }
+            if to < from {
                 return Ok(None);
             }
             let rows =

@@ -9,9 +9,26 @@ use crate::{sealed, Entity, StoreError};
 
 /// The stored JSON text of an entity, secrets sealed with the keyring's first key.
 pub fn encode(e: &Entity, keyring: &Keyring) -> Result<String, StoreError> {
-    let mut body = e.to_json();
-    sealed::seal(e.kind(), &mut body, keyring)?;
-    Ok(body.to_string())
+    match e {
+        Entity::Service(x) => encode_plain(e.kind(), x),
+        Entity::Route(x) => encode_plain(e.kind(), x),
+        Entity::Upstream(x) => encode_plain(e.kind(), x),
+        Entity::Plugin(x) => encode_plain(e.kind(), x),
+        Entity::Consumer(_) | Entity::Certificate(_) => {
+            let mut body = e.to_json();
+            sealed::seal(e.kind(), &mut body, keyring)?;
+            Ok(body.to_string())
+        }
+    }
+}
+
+/// Kinds without secret fields serialize straight to text (no JSON tree in between).
+pub(crate) fn encode_plain<T: serde::Serialize>(kind: Kind, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt {
+        kind: kind.as_str().to_string(),
+        id: String::new(),
+        message: e.to_string(),
+    })
 }
 
 /// The entity a stored row holds; a row that does not parse or open names itself.

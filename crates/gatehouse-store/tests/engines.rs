@@ -157,7 +157,9 @@ async fn postgres_keeps_the_contract() {
     cfg.services.push(s.clone());
     gatehouse_store::diff::patch(&mut cfg, store.load_since(v).await.unwrap().unwrap());
     assert_eq!(cfg, before, "patching reproduces the store's config");
-    assert!(store.load_since(v3).await.unwrap().is_none(), "nothing new");
+    let none = store.load_since(v3).await.unwrap().expect("an empty delta");
+    assert_eq!(none.version, v3, "nothing new");
+    assert!(none.puts.is_empty() && none.deletes.is_empty());
     // Across a whole-config replacement there is no delta: a full load.
     let v4 = store.replace(Config::default()).await.unwrap();
     assert!(store.load_since(v3).await.unwrap().is_none());

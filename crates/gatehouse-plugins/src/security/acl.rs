@@ -34,11 +34,15 @@ pub struct AclConfig {
 /// The `acl` factory.
 pub struct Acl;
 
+/// Each consumer's groups and the `X-Consumer-Groups` value listing them (shared by every
+/// instance of a snapshot).
+type Groups = HashMap<Uuid, (Vec<String>, Option<HeaderValue>)>;
+
 struct Compiled {
     allow: Vec<String>,
     deny: Vec<String>,
     hide: bool,
-    groups: Arc<HashMap<Uuid, (Vec<String>, Option<HeaderValue>)>>,
+    groups: Arc<Groups>,
 }
 
 impl Factory for Acl {
