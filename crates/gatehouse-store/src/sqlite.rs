@@ -16,6 +16,12 @@ use crate::{Change, ConfigStore, Entity, NodeInfo, NodeRow, StoreError, StoreFut
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Write transactions take the write lock when they begin. A deferred one that read first
+/// fails with "database is locked" at its first write if another connection wrote in the
+/// meantime (the heartbeat does, every few seconds) — SQLite cannot wait there; here the
+/// busy timeout waits instead.
+const WRITE: &str = "BEGIN IMMEDIATE";
+
 /// Config in a SQLite database.
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -122,7 +128,7 @@ impl SqliteStore {
     /// Seals again every entity whose secrets are plain or sealed with a key other than the
     /// keyring's first; returns how many. The config itself (and its version) is unchanged.
     pub async fn reseal(&self) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(WRITE).await?;
         let rows = sqlx::query(
             "SELECT kind, id, body FROM entities WHERE kind IN ('consumer', 'certificate')",
         )
@@ -232,7 +238,7 @@ impl ConfigStore for SqliteStore {
 
     fn apply(&self, changes: Vec<Change>, expected: u64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool.begin_with(WRITE).await?;
             let found = version(&mut tx).await?;
             if found != expected {
                 return Err(StoreError::Conflict { expected, found });
@@ -258,7 +264,7 @@ impl ConfigStore for SqliteStore {
 
     fn replace(&self, config: Config) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool.begin_with(WRITE).await?;
             sqlx::query("DELETE FROM entities")
                 .execute(&mut *tx)
                 .await?;

@@ -113,7 +113,40 @@ async fn contract(store: &dyn ConfigStore) {
     );
 }
 
-#[tokio::test]
+/// Config writes while the registry heartbeats on other connections: none may fail (a
+/// deferred SQLite transaction that read first used to fail with "database is locked").
+async fn writes_beside_heartbeats(store: Arc<dyn ConfigStore>) {
+    let beating = store.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let beats = tokio::spawn(async move {
+        let node = NodeInfo {
+            id: Uuid::new_v4(),
+            hostname: "n".into(),
+            addresses: vec![],
+            version: "0".into(),
+            config_version: 0,
+            started_at: 0,
+        };
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            beating.heartbeat(&node).await.unwrap();
+        }
+    });
+    let mut v = store.load().await.unwrap().version;
+    for i in 0..60 {
+        v = store
+            .apply(
+                vec![Change::Put(Entity::Service(service(&format!("hb{i}"))))],
+                v,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("write {i} beside heartbeats: {e}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beats.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let ring = Arc::new(Keyring::load(dir.path()).unwrap());
@@ -121,9 +154,10 @@ async fn sqlite_keeps_the_contract() {
         .await
         .unwrap();
     contract(&store).await;
+    writes_beside_heartbeats(Arc::new(store)).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_keeps_the_contract() {
     let db = TestDb::create();
     let dir = tempfile::tempdir().unwrap();
@@ -189,6 +223,7 @@ async fn postgres_keeps_the_contract() {
     let v = other.migrate().await.unwrap();
     assert_eq!(other.load().await.unwrap().version, v);
     assert!(other.health().reachable);
+    writes_beside_heartbeats(Arc::new(other)).await;
 }
 
 #[tokio::test]
