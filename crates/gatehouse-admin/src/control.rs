@@ -52,6 +52,22 @@ pub struct Control {
     token_hash: RwLock<Option<String>>,
 }
 
+/// Frees a replaced snapshot and config later, on the blocking pool. Freeing a 100,000-route
+/// router takes tens of milliseconds: not on the path of the change that replaced it, and —
+/// holding the last reference for a moment while proxy workers move to the new snapshot —
+/// not on a worker that happened to let go of it last.
+fn retire<T: Send + 'static>(old: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+            });
+        }
+        Err(_) => drop(old),
+    }
+}
+
 impl Control {
     /// A controller over `store` feeding `shared`.
     pub fn new(
@@ -182,13 +198,17 @@ impl Control {
 
     fn install(&self, config: Config, mut snap: Snapshot, version: u64) {
         snap.version = version;
-        self.shared.snapshot.store(Arc::new(snap));
+        let old_snap = self.shared.snapshot.swap(Arc::new(snap));
         let v = Arc::new(Versioned {
             config,
             version,
             validated: true,
         });
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = v.clone();
+        let old_cfg = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+            v.clone(),
+        );
+        retire((old_snap, old_cfg));
         *self.source.write().unwrap_or_else(PoisonError::into_inner) = ConfigSource::Store;
         if self.last_good.is_some() {
             self.saving.send_replace(Some(v));
