@@ -282,6 +282,18 @@ impl PgStore {
         }
     }
 
+    /// A read-only transaction on one snapshot of the database, and the config version in
+    /// it: what is read next matches that version.
+    async fn read_snapshot(&self) -> Result<(Transaction<'static, Postgres>, u64), StoreError> {
+        let mut tx = self.observe(self.pool.begin().await)?;
+        let r = sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await;
+        self.observe(r)?;
+        let v = self.observe(version(&mut tx, false).await)?;
+        Ok((tx, v))
+    }
+
     async fn current_version(&self) -> Result<u64, StoreError> {
         let r =
             sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'config_version'")
@@ -367,13 +379,7 @@ impl ConfigStore for PgStore {
 
     fn load(&self) -> StoreFuture<'_, Versioned> {
         Box::pin(async move {
-            let mut tx = self.observe(self.pool.begin().await)?;
-            // One snapshot for the version and the rows.
-            let r = sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *tx)
-                .await;
-            self.observe(r)?;
-            let version = self.observe(version(&mut tx, false).await)?;
+            let (mut tx, version) = self.read_snapshot().await?;
             // Rows are decoded as they stream in: no second copy of the whole table.
             let mut list = Vec::new();
             {
@@ -398,12 +404,7 @@ impl ConfigStore for PgStore {
 
     fn load_since(&self, from: u64) -> StoreFuture<'_, Option<crate::Delta>> {
         Box::pin(async move {
-            let mut tx = self.observe(self.pool.begin().await)?;
-            let r = sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *tx)
-                .await;
-            self.observe(r)?;
-            let to = self.observe(version(&mut tx, false).await)?;
+            let (mut tx, to) = self.read_snapshot().await?;
             if to == from {
                 return Ok(Some(crate::Delta {
                     version: to,
