@@ -145,7 +145,17 @@ impl Input {
     fn typed(self, schema: &str) -> Value {
         let mut v = self.value.unwrap_or(Value::Null);
         gatehouse_model::whole_numbers(&mut v);
-        flatten_references(&mut v);
+        if let Value::Object(m) = &mut v {
+            for field in ["service", "route", "consumer"] {
+                if let Some(Value::Object(r)) = m.get(field) {
+                    // An object without either (`{}`) is left as it is: the field takes an
+                    // id or name, and the entity's parser says so (400).
+                    if let Some(key) = r.get("id").or_else(|| r.get("name")).cloned() {
+                        m.insert(field.into(), key);
+                    }
+                }
+            }
+        }
         if self.form {
             let schemas = crate::openapi::schemas();
             if let Some(s) = schemas.get(schema) {
@@ -159,32 +169,6 @@ impl Input {
             }
         }
         v
-    }
-}
-
-/// Kong's `{"service": {"id": …}}` references (and `{}`: none) become the id or name, in
-/// the body and in the routes and plugins nested in it — everywhere the OpenAPI document
-/// allows the object form. Plugin settings (`config`) are left alone.
-fn flatten_references(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            for field in ["service", "route", "consumer"] {
-                if let Some(Value::Object(r)) = m.get(field) {
-                    if let Some(key) = r.get("id").or_else(|| r.get("name")).cloned() {
-                        m.insert(field.into(), key);
-                    } else if r.is_empty() {
-                        m.insert(field.into(), Value::Null);
-                    }
-                }
-            }
-            for (k, child) in m.iter_mut() {
-                if k != "config" {
-                    flatten_references(child);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(flatten_references),
-        _ => {}
     }
 }
 

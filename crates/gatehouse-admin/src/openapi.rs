@@ -66,7 +66,6 @@ pub fn finish(doc: &utoipa::openapi::OpenApi, catalog: std::sync::Arc<dyn Plugin
         _ => Map::new(),
     };
     schemas.extend(gatehouse_model::schema::components());
-    kong_references(&mut schemas);
     plugin_schemas(&mut schemas, catalog);
     patch_schemas(&mut schemas);
     credential_answers(&mut schemas);
@@ -74,7 +73,7 @@ pub fn finish(doc: &utoipa::openapi::OpenApi, catalog: std::sync::Arc<dyn Plugin
         // `POST /routes` and `PUT /routes/{route}` need the service that nested
         // creates take from the path.
         route["required"] = json!(["service"]);
-        route["properties"]["service"] = reference(false);
+        route["properties"]["service"]["type"] = json!("string");
         schemas.insert("NewRoute".into(), route);
     }
     if let Some(Value::Object(paths)) = doc.get_mut("paths") {
@@ -92,49 +91,6 @@ pub fn finish(doc: &utoipa::openapi::OpenApi, catalog: std::sync::Arc<dyn Plugin
     doc["components"]["schemas"] = Value::Object(schemas.clone());
     let _ = SCHEMAS.set(schemas);
     doc
-}
-
-/// A reference to a service, route or consumer as bodies may give it: its id or name, or
-/// Kong's object form `{"id": …}` / `{"name": …}` (`{}` and `null`: none).
-fn reference(nullable: bool) -> Value {
-    let mut alts = vec![
-        json!({"type": "string"}),
-        json!({
-            "type": "object",
-            "description": "Kong's reference form",
-            "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
-            "additionalProperties": false,
-        }),
-    ];
-    if nullable {
-        alts.push(json!({"type": "null"}));
-    }
-    json!({"anyOf": alts})
-}
-
-/// The scope and parent fields read references in every form the server takes.
-fn kong_references(schemas: &mut Map<String, Value>) {
-    for (schema, fields) in [
-        ("Plugin", &["service", "route", "consumer"][..]),
-        ("Route", &["service"][..]),
-    ] {
-        let Some(props) = schemas
-            .get_mut(schema)
-            .and_then(|s| s.get_mut("properties"))
-            .and_then(Value::as_object_mut)
-        else {
-            continue;
-        };
-        for f in fields {
-            if let Some(p) = props.get_mut(*f) {
-                let description = p.get("description").cloned();
-                *p = reference(true);
-                if let Some(d) = description {
-                    p["description"] = d;
-                }
-            }
-        }
-    }
 }
 
 /// A `u64` is derived as `format: int64` (which tops out at 2^63-1); the server takes

@@ -376,9 +376,14 @@ pub fn parse_document_noted(
 pub fn whole_numbers(v: &mut Value) {
     match v {
         Value::Number(n) if n.is_f64() => {
-            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
-                // Exact: |f| < 2^53, so the float is an integer an i64 holds.
-                *v = Value::from(f as i64);
+            // A float with no fraction is an integer; below 2^63 in magnitude an i64 holds it
+            // exactly, below 2^64 a u64 does (`9007199254740992.0` is a valid `u64`).
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                if f.abs() < 9.223_372_036_854_775_808e18 {
+                    *v = Value::from(f as i64);
+                } else if (0.0..1.844_674_407_370_955_161_6e19).contains(&f) {
+                    *v = Value::from(f as u64);
+                }
             }
         }
         Value::Array(a) => a.iter_mut().for_each(whole_numbers),
