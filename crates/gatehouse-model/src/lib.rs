@@ -379,9 +379,9 @@ pub fn whole_numbers(v: &mut Value) {
             // A float with no fraction is an integer; below 2^63 in magnitude an i64 holds it
             // exactly, below 2^64 a u64 does (`9007199254740992.0` is a valid `u64`).
             if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
-                if f.abs() < 9.223_372_036_854_775_808e18 {
+                if f.abs() < i64::MAX as f64 {
                     *v = Value::from(f as i64);
-                } else if (0.0..1.844_674_407_370_955_161_6e19).contains(&f) {
+                } else if (0.0..u64::MAX as f64).contains(&f) {
                     *v = Value::from(f as u64);
                 }
             }

@@ -186,3 +186,25 @@ fn kong_split_form_becomes_url_or_upstream() {
     );
     assert_eq!(cfg.services[1].path.as_deref(), Some("/x"));
 }
+
+#[test]
+fn whole_floats_read_as_integers_across_the_u64_range() {
+    let mut v = serde_json::json!([
+        2.0,
+        9007199254740992.0,
+        -9007199254740993.0,
+        1.8e19,
+        2.5,
+        3e19
+    ]);
+    crate::whole_numbers(&mut v);
+    assert_eq!(v[0], serde_json::json!(2));
+    assert_eq!(v[1], serde_json::json!(9007199254740992u64));
+    assert!(v[2].is_i64());
+    assert_eq!(v[3], serde_json::json!(18000000000000000000u64));
+    assert!(v[4].is_f64(), "a fraction stays a float");
+    assert!(
+        v[5].is_f64(),
+        "beyond u64 stays a float (and is refused as too large)"
+    );
+}
