@@ -811,13 +811,10 @@ pub async fn node_info(State(s): St) -> Json<Value> {
         .collect();
     enabled.sort_unstable();
     enabled.dedup();
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
     Json(json!({
         "tagline": "Welcome to Gatehouse",
         "version": env!("CARGO_PKG_VERSION"),
-        "hostname": hostname,
+        "hostname": s.node.hostname,
         "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
         "configuration": {
             "database": s.control.store().backend(),

@@ -13,6 +13,16 @@ use gatehouse_store::{diff, ConfigStore, StoreError, Versioned};
 /// Times an admin write is re-applied on a fresh config after another node's write won.
 const CONFLICT_RETRIES: usize = 5;
 
+/// What a reload found through the store's change log.
+enum Fresh {
+    /// The store is at the running version.
+    Unchanged(u64),
+    /// The running config with the changes since applied.
+    Patched(Versioned),
+    /// The change log cannot tell (gap, replacement, restore, start): read everything.
+    NeedsFullLoad,
+}
+
 /// Where the running config came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -227,11 +237,9 @@ impl Control {
         let result: Result<u64, ControlError> = async {
             let t0 = std::time::Instant::now();
             let v = match self.delta().await? {
-                Some(v) if v.version == self.current().version => {
-                    return Ok(v.version);
-                }
-                Some(v) => v,
-                None => self.store.load().await?,
+                Fresh::Unchanged(version) => return Ok(version),
+                Fresh::Patched(v) => v,
+                Fresh::NeedsFullLoad => self.store.load().await?,
             };
             let loaded = t0.elapsed();
             // Any other version is installed, a lower one too: the database may have been
@@ -274,27 +282,23 @@ impl Control {
 
     /// The store's config as the running one plus what changed since, when the store can
     /// say (PostgreSQL's change log): a one-route edit elsewhere reads one row, not the
-    /// whole config. `None` when a full load is needed.
-    async fn delta(&self) -> Result<Option<Versioned>, ControlError> {
+    /// whole config.
+    async fn delta(&self) -> Result<Fresh, ControlError> {
         if !self.is_ready() || self.source() != ConfigSource::Store {
-            return Ok(None);
+            return Ok(Fresh::NeedsFullLoad);
         }
         let cur = self.current();
         let Some(delta) = self.store.load_since(cur.version).await? else {
-            return Ok(None);
+            return Ok(Fresh::NeedsFullLoad);
         };
         if delta.version == cur.version {
             // Nothing new (this node's own write, seen again through the feed).
-            return Ok(Some(Versioned {
-                config: Config::default(),
-                version: cur.version,
-                validated: true,
-            }));
+            return Ok(Fresh::Unchanged(cur.version));
         }
         let (version, validated) = (delta.version, delta.same_build);
         let mut config = cur.config.clone();
         diff::patch(&mut config, delta);
-        Ok(Some(Versioned {
+        Ok(Fresh::Patched(Versioned {
             config,
             version,
             validated,

@@ -7,15 +7,16 @@ use uuid::Uuid;
 
 use crate::{Change, Entity};
 
-/// Every entity of a config, in declaration order.
-pub fn entities(cfg: &Config) -> Vec<Entity> {
+/// Every entity of a config, in declaration order (moved out of it, not copied: a
+/// whole-config replacement of 100,000 routes writes them without cloning them).
+pub fn into_entities(cfg: Config) -> Vec<Entity> {
     let mut out = Vec::new();
-    out.extend(cfg.upstreams.iter().cloned().map(Entity::Upstream));
-    out.extend(cfg.services.iter().cloned().map(Entity::Service));
-    out.extend(cfg.routes.iter().cloned().map(Entity::Route));
-    out.extend(cfg.consumers.iter().cloned().map(Entity::Consumer));
-    out.extend(cfg.plugins.iter().cloned().map(Entity::Plugin));
-    out.extend(cfg.certificates.iter().cloned().map(Entity::Certificate));
+    out.extend(cfg.upstreams.into_iter().map(Entity::Upstream));
+    out.extend(cfg.services.into_iter().map(Entity::Service));
+    out.extend(cfg.routes.into_iter().map(Entity::Route));
+    out.extend(cfg.consumers.into_iter().map(Entity::Consumer));
+    out.extend(cfg.plugins.into_iter().map(Entity::Plugin));
+    out.extend(cfg.certificates.into_iter().map(Entity::Certificate));
     out
 }
 

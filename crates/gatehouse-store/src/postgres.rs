@@ -23,7 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::watch;
 
-use crate::diff::entities;
+use crate::diff::into_entities;
 use crate::keyring::Keyring;
 use crate::{
     Change, ConfigStore, Entity, NodeInfo, NodeRow, StoreError, StoreFuture, StoreHealth, Versioned,
@@ -518,7 +518,7 @@ impl ConfigStore for PgStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(store_err)?;
-            upsert(&mut tx, &entities(&config), &self.keyring).await?;
+            upsert(&mut tx, &into_entities(config), &self.keyring).await?;
             let v = bump(&mut tx, found).await.map_err(store_err)?;
             log_changes(&mut tx, v, vec![("*".into(), "*".into())], &self.build)
                 .await

@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::watch;
 
-use crate::diff::entities;
+use crate::diff::into_entities;
 use crate::keyring::Keyring;
 use crate::sealed;
 use crate::{Change, ConfigStore, Entity, NodeInfo, NodeRow, StoreError, StoreFuture, Versioned};
@@ -268,7 +268,7 @@ impl ConfigStore for SqliteStore {
             sqlx::query("DELETE FROM entities")
                 .execute(&mut *tx)
                 .await?;
-            for e in entities(&config) {
+            for e in into_entities(config) {
                 put(&mut tx, &e, &self.keyring).await?;
             }
             let v = bump(&mut tx).await?;

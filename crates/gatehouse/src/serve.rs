@@ -403,8 +403,11 @@ fn spawn_heartbeat(
             let store = control.store();
             if let Err(e) = store.heartbeat(&node).await {
                 tracing::debug!(error = %e, "heartbeat not recorded");
-            } else if let (Some(c), Ok(nodes)) = (&counters, store.nodes().await) {
-                c.set_live_nodes(nodes.iter().filter(|n| !n.stale).count());
+            } else if let Some(c) = &counters {
+                // Only shared counters need the count (their divisor while Redis is down).
+                if let Ok(nodes) = store.nodes().await {
+                    c.set_live_nodes(nodes.iter().filter(|n| !n.stale).count());
+                }
             }
             tokio::time::sleep(Duration::from_secs(gatehouse_store::nodes::HEARTBEAT_SECS)).await;
         }
