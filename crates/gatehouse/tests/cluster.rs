@@ -259,21 +259,42 @@ async fn away_from_minute_boundary(needed: u64) {
     }
 }
 
-async fn limited_route(g: &Gateway, name: &str, minute: u64, upstream: &str) {
-    g.admin_ok("POST", "/services", json!({"name": name, "url": upstream}))
+/// Creates a service, route and `policy: redis` rate limit on `writer`, then waits until
+/// every node serves the config that holds the limit: the route alone (three writes) can
+/// reach a node before its plugin does, and requests there would pass unlimited.
+async fn limited_route(
+    writer: &Gateway,
+    nodes: &[&Gateway],
+    name: &str,
+    minute: u64,
+    upstream: &str,
+) {
+    writer
+        .admin_ok("POST", "/services", json!({"name": name, "url": upstream}))
         .await;
-    g.admin_ok(
-        "POST",
-        &format!("/services/{name}/routes"),
-        json!({"name": name, "paths": [format!("/{name}")]}),
-    )
-    .await;
-    g.admin_ok(
-        "POST",
-        &format!("/routes/{name}/plugins"),
-        json!({"name": "rate-limiting", "config": {"minute": minute, "policy": "redis", "limit_by": "route"}}),
-    )
-    .await;
+    writer
+        .admin_ok(
+            "POST",
+            &format!("/services/{name}/routes"),
+            json!({"name": name, "paths": [format!("/{name}")]}),
+        )
+        .await;
+    writer
+        .admin_ok(
+            "POST",
+            &format!("/routes/{name}/plugins"),
+            json!({"name": "rate-limiting", "config": {"minute": minute, "policy": "redis", "limit_by": "route"}}),
+        )
+        .await;
+    let version = status(writer).await["config_version"].as_u64().unwrap();
+    for g in nodes {
+        until(
+            "the limit on every node",
+            Duration::from_secs(5),
+            || async { status(g).await["config_version"].as_u64() >= Some(version) },
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -315,22 +336,8 @@ async fn redis_limits_are_exact_across_nodes_and_degrade_without_redis() {
     drop(lone);
 
     // 100 per minute across three nodes, 1,000 requests spread over them: 95 to 100 pass.
-    limited_route(&a, "limited", 100, &up.url()).await;
-    for g in all {
-        until("route everywhere", Duration::from_secs(5), || async {
-            get(&g.proxy, "/limited").await.status != 404
-        })
-        .await;
-    }
     away_from_minute_boundary(15).await;
-    // The probes above spent some of the minute: a fresh route for the measurement.
-    limited_route(&a, "exact", 100, &up.url()).await;
-    for g in all {
-        until("route everywhere", Duration::from_secs(5), || async {
-            g.admin("GET", "/routes/exact", "").await.status == 200
-        })
-        .await;
-    }
+    limited_route(&a, &all, "exact", 100, &up.url()).await;
     let counts = spread(&all, "/exact", 1000).await;
     let passed = counts.get(&200).copied().unwrap_or(0);
     eprintln!("limit 100/min over 3 nodes, 1000 requests: {counts:?}");
@@ -367,13 +374,7 @@ async fn redis_limits_are_exact_across_nodes_and_degrade_without_redis() {
         )
         .await;
     }
-    limited_route(&a, "degraded", 30, &up.url()).await;
-    for g in all {
-        until("route everywhere", Duration::from_secs(5), || async {
-            g.admin("GET", "/routes/degraded", "").await.status == 200
-        })
-        .await;
-    }
+    limited_route(&a, &all, "degraded", 30, &up.url()).await;
     redis.down();
     away_from_minute_boundary(10).await;
     for g in all {
@@ -406,13 +407,7 @@ async fn redis_limits_are_exact_across_nodes_and_degrade_without_redis() {
         .await;
     }
     away_from_minute_boundary(15).await;
-    limited_route(&a, "after", 50, &up.url()).await;
-    for g in all {
-        until("route everywhere", Duration::from_secs(5), || async {
-            g.admin("GET", "/routes/after", "").await.status == 200
-        })
-        .await;
-    }
+    limited_route(&a, &all, "after", 50, &up.url()).await;
     let counts = spread(&all, "/after", 300).await;
     let passed = counts.get(&200).copied().unwrap_or(0);
     assert!((47..=50).contains(&passed), "{counts:?}");
