@@ -364,6 +364,22 @@ crud!(
     "/certificates/{certificate}",
     "certificate"
 );
+crud!(
+    ai_providers,
+    gatehouse_model::AiProvider,
+    "ai",
+    "/ai-providers",
+    "/ai-providers/{ai_provider}",
+    "ai_provider"
+);
+crud!(
+    ai_models,
+    gatehouse_model::AiModel,
+    "ai",
+    "/ai-models",
+    "/ai-models/{ai_model}",
+    "ai_model"
+);
 
 // ---- nested endpoints ---------------------------------------------------------------
 
@@ -1032,6 +1048,20 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
             certificates::patch,
             certificates::delete
         ))
+        .routes(routes!(ai_providers::list, ai_providers::create))
+        .routes(routes!(
+            ai_providers::get,
+            ai_providers::put,
+            ai_providers::patch,
+            ai_providers::delete
+        ))
+        .routes(routes!(ai_models::list, ai_models::create))
+        .routes(routes!(
+            ai_models::get,
+            ai_models::put,
+            ai_models::patch,
+            ai_models::delete
+        ))
         .routes(routes!(service_routes, create_service_route))
         .routes(routes!(service_plugins, create_service_plugin))
         .routes(routes!(route_plugins, create_route_plugin))
@@ -1067,4 +1097,4 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
 }
 
 /// Every kind the API manages, for docs and tests.
-pub const KINDS: [Kind; 6] = Kind::ALL;
+pub const KINDS: [Kind; 8] = Kind::ALL;

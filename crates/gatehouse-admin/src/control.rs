@@ -18,7 +18,7 @@ enum Fresh {
     /// The store is at the running version.
     Unchanged(u64),
     /// The running config with the changes since applied.
-    Patched(Versioned),
+    Patched(Box<Versioned>),
     /// The change log cannot tell (gap, replacement, restore, start): read everything.
     NeedsFullLoad,
 }
@@ -238,7 +238,7 @@ impl Control {
             let t0 = std::time::Instant::now();
             let v = match self.delta().await? {
                 Fresh::Unchanged(version) => return Ok(version),
-                Fresh::Patched(v) => v,
+                Fresh::Patched(v) => *v,
                 Fresh::NeedsFullLoad => self.store.load().await?,
             };
             let loaded = t0.elapsed();
@@ -298,11 +298,11 @@ impl Control {
         let (version, validated) = (delta.version, delta.same_build);
         let mut config = cur.config.clone();
         diff::patch(&mut config, delta);
-        Ok(Fresh::Patched(Versioned {
+        Ok(Fresh::Patched(Box::new(Versioned {
             config,
             version,
             validated,
-        }))
+        })))
     }
 
     /// Applies an edit to a copy of the running config; validates, persists and swaps it in

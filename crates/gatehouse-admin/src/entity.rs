@@ -98,6 +98,25 @@ ent!(Consumer, Kind::Consumer, consumers, username, named);
 ent!(Plugin, Kind::Plugin, plugins);
 ent!(Certificate, Kind::Certificate, certificates);
 
+/// AI providers and models have required names.
+macro_rules! ent_required_name {
+    ($t:ty, $kind:expr, $list:ident) => {
+        impl Ent for $t {
+            const KIND: Kind = $kind;
+            ent_common!($list);
+            fn name(&self) -> Option<&str> {
+                Some(&self.name)
+            }
+            fn set_name(&mut self, name: &str) -> bool {
+                self.name = name.to_string();
+                true
+            }
+        }
+    };
+}
+ent_required_name!(gatehouse_model::AiProvider, Kind::AiProvider, ai_providers);
+ent_required_name!(gatehouse_model::AiModel, Kind::AiModel, ai_models);
+
 /// An upstream's name is required, not optional.
 impl Ent for Upstream {
     const KIND: Kind = Kind::Upstream;
@@ -154,6 +173,8 @@ pub fn schema_name(kind: Kind) -> &'static str {
         Kind::Consumer => "Consumer",
         Kind::Plugin => "Plugin",
         Kind::Certificate => "Certificate",
+        Kind::AiProvider => "AiProvider",
+        Kind::AiModel => "AiModel",
     }
 }
 
@@ -371,7 +392,21 @@ pub fn remove<T: Ent>(cfg: &mut Config, idx: usize) -> Result<(), ApiError> {
         }
         Kind::Route => cfg.plugins.retain(|p| p.route.as_deref() != Some(&id)),
         Kind::Consumer => cfg.plugins.retain(|p| p.consumer.as_deref() != Some(&id)),
-        Kind::Plugin | Kind::Certificate => {}
+        Kind::AiProvider => {
+            let users: Vec<&str> = cfg
+                .ai_models
+                .iter()
+                .filter(|m| m.targets.iter().any(|t| t.provider == id))
+                .map(|m| m.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(conflict(format!(
+                    "ai_provider is used by ai_models {}; change them first",
+                    users.join(", ")
+                )));
+            }
+        }
+        Kind::Plugin | Kind::Certificate | Kind::AiModel => {}
     }
     T::list_mut(cfg).remove(idx);
     Ok(())

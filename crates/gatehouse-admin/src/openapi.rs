@@ -36,13 +36,15 @@ pub fn schemas() -> &'static Map<String, Value> {
 }
 
 /// The entity kinds whose PATCH takes a merge patch of them.
-const PATCHABLE: [&str; 6] = [
+const PATCHABLE: [&str; 8] = [
     "Service",
     "Route",
     "Upstream",
     "Consumer",
     "Plugin",
     "Certificate",
+    "AiProvider",
+    "AiModel",
 ];
 
 /// Credential schemas, whose answers add the owning `consumer`.

@@ -418,6 +418,50 @@ impl ClusterCounters {
         crate::lease::refused(limits, now)
     }
 
+    /// Takes back `amount` units spent at `at_ms` (a reservation settled below its worst
+    /// case): into the node's lease while its window lasts (spent again without a round
+    /// trip, given back to Redis when idle), else straight back to Redis's window if it has
+    /// not ended. Units of an ended window stay counted.
+    pub async fn refund(
+        &self,
+        key: &CounterKey,
+        limits: &[(Period, u64)],
+        amount: u64,
+        at_ms: u64,
+    ) {
+        if amount == 0 {
+            return;
+        }
+        if self.is_degraded() {
+            let n = self.live_nodes.load(Ordering::Relaxed).max(1) as u64;
+            let mut scaled = [(Period::Second, 0u64); 5];
+            for (slot, &(p, l)) in scaled.iter_mut().zip(limits) {
+                *slot = (p, l.div_ceil(n));
+            }
+            self.local
+                .refund(key, &scaled[..limits.len().min(5)], amount, at_ms);
+            return;
+        }
+        let at = crate::lease::windows(limits, at_ms);
+        let now = now_ms();
+        if at != crate::lease::windows(limits, now) {
+            return;
+        }
+        {
+            let mut shard = self
+                .shard(key)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(lease) = shard.get_mut(key).filter(|l| l.windows == at) {
+                lease.tokens += amount;
+                lease.last_ms = now;
+                return;
+            }
+        }
+        self.give_back(key, crate::lease::mask(limits), at, amount)
+            .await;
+    }
+
     fn window_key(&self, key: &CounterKey, p: Period, index: u64) -> String {
         format!("{{{}:{key}}}:{}:{index}", self.prefix, period_code(p))
     }

@@ -155,6 +155,8 @@ pub enum KeyPart {
     Service(uuid::Uuid),
     /// A route id.
     Route(uuid::Uuid),
+    /// Any other name (an AI model, a consumer and model pair).
+    Name(String),
 }
 
 impl std::fmt::Display for CounterKey {
@@ -167,6 +169,7 @@ impl std::fmt::Display for CounterKey {
             KeyPart::Path(p) => write!(f, "{}|path:{p}", self.route),
             KeyPart::Service(s) => write!(f, "{}|service:{s}", self.route),
             KeyPart::Route(r) => write!(f, "{}|route:{r}", self.route),
+            KeyPart::Name(n) => write!(f, "{}|name:{n}", self.route),
         }
     }
 }

@@ -70,6 +70,25 @@ impl LocalCounters {
     }
 }
 
+impl LocalCounters {
+    /// Takes back `amount` units counted at `at_ms` (a reservation settled below its worst
+    /// case). Units of a window that has ended stay counted: that window is history.
+    pub fn refund(&self, key: &CounterKey, limits: &[(Period, u64)], amount: u64, at_ms: u64) {
+        let mut shard = self.shards[shard_of(key)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = shard.get_mut(key) else {
+            return;
+        };
+        for &(period, _) in limits {
+            let w = &mut entry.windows[period as usize];
+            if w.index == at_ms / period.millis() {
+                w.current = w.current.saturating_sub(amount);
+            }
+        }
+    }
+}
+
 impl CounterStore for LocalCounters {
     fn hit_n(
         &self,
@@ -147,6 +166,24 @@ mod tests {
             route: uuid::Uuid::nil(),
             by: KeyPart::Header(s.to_string()),
         }
+    }
+
+    #[test]
+    fn refund_returns_units_within_the_window_only() {
+        let c = LocalCounters::default();
+        let lim = [(Period::Minute, 100)];
+        assert!(c.hit_n(&k("r"), &lim, 90, 1_000).allowed);
+        assert!(!c.hit_n(&k("r"), &lim, 20, 1_001).allowed);
+        c.refund(&k("r"), &lim, 60, 1_000);
+        assert!(
+            c.hit_n(&k("r"), &lim, 70, 1_002).allowed,
+            "90 - 60 + 70 = 100"
+        );
+        assert!(!c.hit_n(&k("r"), &lim, 1, 1_003).allowed);
+        // A refund for another window changes nothing in this one.
+        c.refund(&k("r"), &lim, 50, 61_000);
+        assert!(!c.hit_n(&k("r"), &lim, 1, 1_005).allowed);
+        assert!(!c.hit_n(&k("r"), &lim, 1, 1_004).allowed);
     }
 
     /// Property: for any number of threads, requests per thread and limit, exactly

@@ -589,6 +589,12 @@ pub struct Config {
     /// TLS certificates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<Certificate>,
+    /// LLM providers (the AI gateway).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ai_providers: Vec<crate::ai::AiProvider>,
+    /// Public model names and the providers serving them (the AI gateway).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ai_models: Vec<crate::ai::AiModel>,
 }
 
 impl Default for Config {
@@ -601,6 +607,8 @@ impl Default for Config {
             consumers: Vec::new(),
             plugins: Vec::new(),
             certificates: Vec::new(),
+            ai_providers: Vec::new(),
+            ai_models: Vec::new(),
         }
     }
 }
@@ -627,17 +635,23 @@ pub enum Kind {
     Plugin,
     /// [`Certificate`]
     Certificate,
+    /// [`AiProvider`](crate::ai::AiProvider)
+    AiProvider,
+    /// [`AiModel`](crate::ai::AiModel)
+    AiModel,
 }
 
 impl Kind {
     /// Every kind, in dependency order (referenced kinds first).
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Upstream,
         Kind::Service,
         Kind::Route,
         Kind::Consumer,
         Kind::Plugin,
         Kind::Certificate,
+        Kind::AiProvider,
+        Kind::AiModel,
     ];
 
     /// Singular lower-case name (`service`).
@@ -649,6 +663,8 @@ impl Kind {
             Kind::Consumer => "consumer",
             Kind::Plugin => "plugin",
             Kind::Certificate => "certificate",
+            Kind::AiProvider => "ai_provider",
+            Kind::AiModel => "ai_model",
         }
     }
 
@@ -661,6 +677,8 @@ impl Kind {
             Kind::Consumer => "consumers",
             Kind::Plugin => "plugins",
             Kind::Certificate => "certificates",
+            Kind::AiProvider => "ai_providers",
+            Kind::AiModel => "ai_models",
         }
     }
 

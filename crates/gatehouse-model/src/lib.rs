@@ -1,6 +1,7 @@
 //! Gatehouse's configuration model: entities, the declarative file format, validation with
 //! precise error locations, and the JSON Schema of the format. No I/O lives here.
 
+pub mod ai;
 pub mod entities;
 pub mod error;
 pub mod kong;
@@ -20,6 +21,7 @@ use std::collections::HashMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use ai::{AiKey, AiModel, AiPrice, AiProvider, AiProviderKind, AiTarget};
 pub use entities::{
     AclGroup, Algorithm, BasicAuthCredential, Certificate, ClientAuth, Config, Consumer,
     HmacAuthCredential, JwtSecret, KeyAuthCredential, Kind, MtlsCredential, Plugin, Route,
@@ -172,6 +174,8 @@ pub fn from_value(v: &Value, errors: &mut Vec<FieldError>) -> Config {
     cfg.consumers = list(obj, "consumers", "consumer", errors);
     cfg.plugins = list(obj, "plugins", "plugin", errors);
     cfg.certificates = list(obj, "certificates", "certificate", errors);
+    cfg.ai_providers = list(obj, "ai_providers", "ai_provider", errors);
+    cfg.ai_models = list(obj, "ai_models", "ai_model", errors);
     for k in obj.keys() {
         if !matches!(
             k.as_str(),
@@ -182,11 +186,13 @@ pub fn from_value(v: &Value, errors: &mut Vec<FieldError>) -> Config {
                 | "consumers"
                 | "plugins"
                 | "certificates"
+                | "ai_providers"
+                | "ai_models"
         ) {
             errors.push(FieldError::new(
                 "document",
                 k.clone(),
-                format!("unknown key `{k}` (expected _format_version, services, routes, upstreams, consumers, plugins, certificates)"),
+                format!("unknown key `{k}` (expected _format_version, services, routes, upstreams, consumers, plugins, certificates, ai_providers, ai_models)"),
             ));
         }
     }
@@ -414,6 +420,9 @@ pub(crate) fn names_by_id(cfg: &Config) -> HashMap<String, String> {
             names.insert(c.id.to_string(), n.clone());
         }
     }
+    for p in &cfg.ai_providers {
+        names.insert(p.id.to_string(), p.name.clone());
+    }
     names
 }
 
@@ -439,6 +448,16 @@ pub fn to_document(cfg: &Config) -> Config {
     }
     for c in &mut out.certificates {
         c.key = secret::REDACTED.into();
+    }
+    for m in &mut out.ai_models {
+        for t in &mut m.targets {
+            if let Some(n) = names.get(&t.provider) {
+                t.provider = n.clone();
+            }
+        }
+    }
+    for p in &mut out.ai_providers {
+        secret::redact_ai_keys(p);
     }
     out
 }

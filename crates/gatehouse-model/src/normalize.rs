@@ -314,6 +314,14 @@ pub fn flatten(cfg: &mut Config, errors: &mut Vec<FieldError>) -> Origins {
         fill(&mut c.id, Kind::Certificate, &key);
         origins.insert(c.id, cpath);
     }
+    for (i, p) in cfg.ai_providers.iter_mut().enumerate() {
+        fill(&mut p.id, Kind::AiProvider, &p.name);
+        origins.insert(p.id, format!("ai_providers[{i}]"));
+    }
+    for (i, m) in cfg.ai_models.iter_mut().enumerate() {
+        fill(&mut m.id, Kind::AiModel, &m.name);
+        origins.insert(m.id, format!("ai_models[{i}]"));
+    }
     cfg.routes = routes;
     cfg.plugins = plugins;
     origins
@@ -381,6 +389,8 @@ fn existing_ids(cfg: &Config) -> Vec<Uuid> {
     ids.extend(cfg.consumers.iter().map(|c| c.id));
     ids.extend(cfg.plugins.iter().map(|p| p.id));
     ids.extend(cfg.certificates.iter().map(|c| c.id));
+    ids.extend(cfg.ai_providers.iter().map(|p| p.id));
+    ids.extend(cfg.ai_models.iter().map(|m| m.id));
     ids.retain(|i| !i.is_nil());
     ids
 }

@@ -21,7 +21,13 @@ pub use crate::schema_rules::NAME;
     JwtSecret,
     Plugin,
     Certificate,
-    Algorithm
+    Algorithm,
+    crate::ai::AiProvider,
+    crate::ai::AiProviderKind,
+    crate::ai::AiKey,
+    crate::ai::AiModel,
+    crate::ai::AiTarget,
+    crate::ai::AiPrice
 )))]
 struct Components;
 

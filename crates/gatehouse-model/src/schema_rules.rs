@@ -137,6 +137,7 @@ pub fn apply(s: &mut Map<String, Value>) {
         "",
         json!({"not": {"allOf": [given("client_auth"), {"not": given("client_ca")}]}}),
     );
+    ai(s);
     set(
         s,
         "Config",
@@ -152,8 +153,50 @@ pub fn apply(s: &mut Map<String, Value>) {
         "consumers",
         "plugins",
         "certificates",
+        "ai_providers",
+        "ai_models",
     ] {
         set(s, "Config", list, json!({"type": ["array", "null"]}));
+    }
+}
+
+/// `ai::check`'s rules.
+fn ai(s: &mut Map<String, Value>) {
+    let text = json!({"minLength": 1, "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"});
+    set(s, "AiProvider", "name", json!({"pattern": NAME}));
+    set(
+        s,
+        "AiProvider",
+        "base_url",
+        json!({"pattern": format!("^https?://({}|{IPV6})(:{PORT})?(/[^?#\\s]*)?$", host())}),
+    );
+    for t in ["connect_timeout", "first_token_timeout", "timeout"] {
+        set(
+            s,
+            "AiProvider",
+            t,
+            json!({"minimum": 1, "maximum": MAX_TIMEOUT_MS}),
+        );
+    }
+    set(
+        s,
+        "AiKey",
+        "key",
+        json!({"minLength": 1, "maxLength": 4096, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f{]*$|^\\{(env://[A-Za-z0-9_]+|file:///[^}]*)\\}$"}),
+    );
+    set(s, "AiKey", "weight", json!({"minimum": 1, "maximum": 1000}));
+    set(s, "AiModel", "name", text.clone());
+    set(s, "AiModel", "targets", json!({"minItems": 1}));
+    set(s, "AiTarget", "model", text);
+    set(s, "AiTarget", "provider", json!({"minLength": 1}));
+    set(
+        s,
+        "AiTarget",
+        "weight",
+        json!({"minimum": 1, "maximum": 1000}),
+    );
+    for f in ["input", "output", "cached_input", "cache_write"] {
+        set(s, "AiPrice", f, json!({"minimum": 0, "maximum": 1_000_000}));
     }
 }
 

@@ -51,6 +51,32 @@ pub fn redact(kind: crate::Kind, v: &mut serde_json::Value) {
             *k = serde_json::Value::String(REDACTED.into());
         }
     }
+    if kind == crate::Kind::AiProvider {
+        if let Some(serde_json::Value::Array(keys)) = v.get_mut("keys") {
+            for k in keys.iter_mut().filter_map(|k| k.get_mut("key")) {
+                if k.as_str().is_some_and(|s| {
+                    matches!(
+                        crate::ai::key_source(s),
+                        Ok(crate::ai::KeySource::Literal(_))
+                    )
+                }) {
+                    *k = serde_json::Value::String(REDACTED.into());
+                }
+            }
+        }
+    }
+}
+
+/// Hides a provider's literal keys (references such as `{env://NAME}` are no secret).
+pub fn redact_ai_keys(p: &mut crate::ai::AiProvider) {
+    for k in &mut p.keys {
+        if matches!(
+            crate::ai::key_source(&k.key),
+            Ok(crate::ai::KeySource::Literal(_))
+        ) {
+            k.key = REDACTED.into();
+        }
+    }
 }
 
 /// Puts back the secrets a read redacted: a certificate whose key is [`REDACTED`] gets the
@@ -60,6 +86,20 @@ pub fn restore_redacted(cfg: &mut crate::Config, previous: &crate::Config) {
     for c in cfg.certificates.iter_mut().filter(|c| c.key == REDACTED) {
         if let Some(old) = previous.certificates.iter().find(|o| o.id == c.id) {
             c.key = old.key.clone();
+        }
+    }
+    // A provider's key read back as REDACTED keeps the key at the same position of the
+    // provider with the same id.
+    for p in cfg.ai_providers.iter_mut() {
+        let Some(old) = previous.ai_providers.iter().find(|o| o.id == p.id) else {
+            continue;
+        };
+        for (j, k) in p.keys.iter_mut().enumerate() {
+            if k.key == REDACTED {
+                if let Some(o) = old.keys.get(j) {
+                    k.key = o.key.clone();
+                }
+            }
         }
     }
 }

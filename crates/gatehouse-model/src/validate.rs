@@ -913,5 +913,34 @@ pub fn validate(
             );
         }
     }
+
+    // --- AI providers and models
+    for p in &cfg.ai_providers {
+        if !ids.insert(p.id) {
+            let (base, ent) = (ctx.path(p.id), format!("ai_provider '{}'", p.name));
+            ctx.err(
+                &ent,
+                &base,
+                "id",
+                format!("id {} {ALREADY_USED} another entity", p.id),
+            );
+        }
+    }
+    for m in &cfg.ai_models {
+        if !ids.insert(m.id) {
+            let (base, ent) = (ctx.path(m.id), format!("ai_model '{}'", m.name));
+            ctx.err(
+                &ent,
+                &base,
+                "id",
+                format!("id {} {ALREADY_USED} another entity", m.id),
+            );
+        }
+    }
+    let path_of = |id: Uuid| ctx.path(id);
+    let problems = crate::ai::check(&cfg.ai_providers, &mut cfg.ai_models, &path_of);
+    for (ent, base, field, msg) in problems {
+        ctx.err(&ent, &base, &field, msg);
+    }
     ctx.errors
 }

@@ -2,6 +2,7 @@
 //! defaults and field-path validation, and a JSON Schema from the same type), a priority, and
 //! only the phases it needs. `registry()` lists them all.
 
+pub mod ai;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -37,7 +38,13 @@ pub fn registry_with(
         Arc::new(security::request_validator::RequestValidator),
         Arc::new(traffic::limit_conn::LimitConn),
         Arc::new(traffic::proxy_cache::ProxyCache),
-        Arc::new(traffic::rate_limiting::RateLimiting { cluster }),
+        Arc::new(traffic::rate_limiting::RateLimiting {
+            cluster: cluster.clone(),
+        }),
+        Arc::new(ai::limits::AiRateLimiting {
+            cluster: cluster.clone(),
+        }),
+        Arc::new(ai::limits::AiBudget { cluster }),
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),
         Arc::new(transform::grpc_web::GrpcWeb),
@@ -46,6 +53,9 @@ pub fn registry_with(
         Arc::new(observe::file_log::FileLog),
         Arc::new(observe::http_log::HttpLog),
         Arc::new(observe::prometheus::Prometheus),
+        Arc::new(ai::proxy::AiProxy),
+        Arc::new(ai::prompt::AiPromptTemplate),
+        Arc::new(ai::prompt::AiPromptGuard),
     ];
     Registry::new(factories)
 }

@@ -308,6 +308,8 @@ pub enum ProxyBody {
     Transformed(Box<TransformBody>),
     /// Streamed through plugins' frame filters.
     Filtered(Box<FilteredBody>),
+    /// Made by a plugin that answers requests itself (the AI gateway's translated streams).
+    Dyn(Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>),
 }
 
 /// A response body passed through [`StreamFilter`](crate::plugin::StreamFilter)s frame by
@@ -350,6 +352,7 @@ impl Body for ProxyBody {
                 Poll::Ready(r)
             }
             ProxyBody::H2(u) => Pin::new(u.as_mut()).poll_frame(cx),
+            ProxyBody::Dyn(b) => b.as_mut().poll_frame(cx),
             ProxyBody::Transformed(t) => loop {
                 if t.done {
                     return Poll::Ready(None);
@@ -445,6 +448,7 @@ impl Body for ProxyBody {
             ProxyBody::H2(u) => u.is_end_stream(),
             ProxyBody::Logged(l) => l.inner.is_end_stream(),
             ProxyBody::Transformed(t) => t.done,
+            ProxyBody::Dyn(b) => b.is_end_stream(),
             ProxyBody::Filtered(f) => f.inner.is_end_stream(),
         }
     }
@@ -456,6 +460,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(u) => u.size_hint(),
             ProxyBody::H2(u) => u.size_hint(),
             ProxyBody::Logged(l) => l.inner.size_hint(),
+            ProxyBody::Dyn(b) => b.size_hint(),
             ProxyBody::Transformed(_) | ProxyBody::Filtered(_) => SizeHint::default(),
         }
     }

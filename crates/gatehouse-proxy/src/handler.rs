@@ -542,6 +542,11 @@ impl Worker {
             }
         }
         let limit = self.body_limit(route, run, &parts)?;
+        if let Some(r) = run.as_mut() {
+            if let Some(inst) = r.chain.iter().find(|i| i.plugin.serves()).cloned() {
+                return serve_by_plugin(&inst, r, parts, body, limit, route).await;
+            }
+        }
         let mut extra = Extra::default();
         forwarding_headers(&mut extra, conn, &parts.headers, host.as_ref(), rid);
         // Only a WebSocket upgrade (h1server hands over the client connection for nothing
@@ -798,6 +803,40 @@ async fn rewrite_body(
     }
     // The upstream gets the new body's own Content-Length (the connector frames it).
     Ok(Ok(RequestBody::buffered(bytes)))
+}
+
+/// A request a plugin answers itself: the body read whole within the limit (a WebSocket
+/// upgrade is refused: such plugins speak plain HTTP).
+async fn serve_by_plugin(
+    inst: &crate::plugin::Instance,
+    r: &mut PluginRun,
+    mut parts: http::request::Parts,
+    body: ClientBody,
+    limit: u64,
+    route: &RouteRt,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if parts
+        .extensions
+        .remove::<crate::h1server::UpgradeRx>()
+        .is_some()
+    {
+        return Err(ProxyError::WebSocketNotEnabled);
+    }
+    let body = RequestBody::new(body, limit, route.service.write_timeout);
+    let mut bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|e| crate::upstream::body_error(&e))?
+        .to_bytes();
+    // Plugins that rewrite bodies (a prompt template) run first.
+    let chain = r.chain.clone();
+    for p in chain.iter().filter(|i| i.plugin.wants_request_body()) {
+        match p.plugin.request_body(&mut r.ctx, &mut parts, bytes) {
+            Ok(b) => bytes = b,
+            Err(Flow::Respond(early)) => return Ok(*early),
+            Err(Flow::Continue) => return Err(ProxyError::ClientAborted),
+        }
+    }
+    Ok(inst.plugin.serve(&mut r.ctx, parts, bytes).await)
 }
 
 /// The content type of a gRPC or gRPC-Web request (what its error answers carry).

@@ -251,6 +251,23 @@ pub trait Plugin: Send + Sync + 'static {
     ) -> Option<Box<dyn StreamFilter>> {
         None
     }
+    /// True when the plugin answers requests itself instead of the upstream (the AI
+    /// gateway calls LLM providers): the proxy then reads the request body whole (within
+    /// the body limit) and hands it to [`Plugin::serve`]. The first such plugin of the
+    /// chain serves; the response and log phases run on its answer as on any other.
+    fn serves(&self) -> bool {
+        false
+    }
+    /// Answers a request (see [`Plugin::serves`]). What the log phase should know can be
+    /// left in `ctx.extensions` before the future is returned.
+    fn serve(
+        &self,
+        _ctx: &mut RequestCtx,
+        _req: http::request::Parts,
+        _body: bytes::Bytes,
+    ) -> ServeFuture {
+        Box::pin(async { Response::new(ProxyBody::empty()) })
+    }
     /// On the response head (from the upstream, or an early answer).
     fn response(&self, _ctx: &mut RequestCtx, _resp: &mut http::response::Parts) {}
     /// Once the response body has been sent (or abandoned); must not block.
@@ -278,6 +295,9 @@ pub struct ResponseHead {
     /// Headers (after the response phase).
     pub headers: http::HeaderMap,
 }
+
+/// The answer of a plugin that serves requests itself (runs on the worker's thread).
+pub type ServeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>>>>;
 
 /// What [`Plugin::prepare`] hands to the access phase.
 pub type Prepared = Option<Box<dyn Any>>;

@@ -17,6 +17,8 @@ pub fn into_entities(cfg: Config) -> Vec<Entity> {
     out.extend(cfg.consumers.into_iter().map(Entity::Consumer));
     out.extend(cfg.plugins.into_iter().map(Entity::Plugin));
     out.extend(cfg.certificates.into_iter().map(Entity::Certificate));
+    out.extend(cfg.ai_providers.into_iter().map(Entity::AiProvider));
+    out.extend(cfg.ai_models.into_iter().map(Entity::AiModel));
     out
 }
 
@@ -30,6 +32,8 @@ enum Ref<'a> {
     Consumer(&'a gatehouse_model::Consumer),
     Plugin(&'a gatehouse_model::Plugin),
     Certificate(&'a gatehouse_model::Certificate),
+    AiProvider(&'a gatehouse_model::AiProvider),
+    AiModel(&'a gatehouse_model::AiModel),
 }
 
 impl Ref<'_> {
@@ -41,6 +45,8 @@ impl Ref<'_> {
             Ref::Consumer(e) => Entity::Consumer(e.clone()),
             Ref::Plugin(e) => Entity::Plugin(e.clone()),
             Ref::Certificate(e) => Entity::Certificate(e.clone()),
+            Ref::AiProvider(e) => Entity::AiProvider(e.clone()),
+            Ref::AiModel(e) => Entity::AiModel(e.clone()),
         }
     }
 }
@@ -71,7 +77,21 @@ fn refs(cfg: &Config) -> impl Iterator<Item = ((Kind, Uuid), Ref<'_>)> {
         .certificates
         .iter()
         .map(|e| ((Kind::Certificate, e.id), Ref::Certificate(e)));
-    up.chain(sv).chain(rt).chain(cs).chain(pl).chain(ce)
+    let ap = cfg
+        .ai_providers
+        .iter()
+        .map(|e| ((Kind::AiProvider, e.id), Ref::AiProvider(e)));
+    let am = cfg
+        .ai_models
+        .iter()
+        .map(|e| ((Kind::AiModel, e.id), Ref::AiModel(e)));
+    up.chain(sv)
+        .chain(rt)
+        .chain(cs)
+        .chain(pl)
+        .chain(ce)
+        .chain(ap)
+        .chain(am)
 }
 
 /// Puts for new or changed entities, deletes for removed ones.
@@ -127,6 +147,8 @@ pub fn patch(cfg: &mut Config, delta: crate::Delta) {
             Entity::Consumer(e) => by_kind.consumers.push(e),
             Entity::Plugin(e) => by_kind.plugins.push(e),
             Entity::Certificate(e) => by_kind.certificates.push(e),
+            Entity::AiProvider(e) => by_kind.ai_providers.push(e),
+            Entity::AiModel(e) => by_kind.ai_models.push(e),
         }
     }
     put(&mut cfg.services, by_kind.services, |x| x.id);
@@ -135,6 +157,8 @@ pub fn patch(cfg: &mut Config, delta: crate::Delta) {
     put(&mut cfg.consumers, by_kind.consumers, |x| x.id);
     put(&mut cfg.plugins, by_kind.plugins, |x| x.id);
     put(&mut cfg.certificates, by_kind.certificates, |x| x.id);
+    put(&mut cfg.ai_providers, by_kind.ai_providers, |x| x.id);
+    put(&mut cfg.ai_models, by_kind.ai_models, |x| x.id);
     let gone = |k: Kind| -> std::collections::HashSet<Uuid> {
         delta
             .deletes
@@ -149,4 +173,6 @@ pub fn patch(cfg: &mut Config, delta: crate::Delta) {
     remove(&mut cfg.consumers, &gone(Kind::Consumer), |x| x.id);
     remove(&mut cfg.plugins, &gone(Kind::Plugin), |x| x.id);
     remove(&mut cfg.certificates, &gone(Kind::Certificate), |x| x.id);
+    remove(&mut cfg.ai_providers, &gone(Kind::AiProvider), |x| x.id);
+    remove(&mut cfg.ai_models, &gone(Kind::AiModel), |x| x.id);
 }

@@ -14,7 +14,7 @@ use crate::{Change, ConfigStore, StoreError, StoreFuture, Versioned};
 
 enum Source {
     File,
-    Posted(Config),
+    Posted(Box<Config>),
 }
 
 struct State {
@@ -102,7 +102,7 @@ impl ConfigStore for FileStore {
             let (version, posted) = {
                 let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 let posted = match &st.source {
-                    Source::Posted(c) => Some(c.clone()),
+                    Source::Posted(c) => Some((**c).clone()),
                     Source::File => None,
                 };
                 (st.version, posted)
@@ -133,7 +133,7 @@ impl ConfigStore for FileStore {
         Box::pin(async move {
             let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             st.version += 1;
-            st.source = Source::Posted(config);
+            st.source = Source::Posted(Box::new(config));
             self.tx.send_replace(st.version);
             Ok(st.version)
         })

@@ -106,6 +106,13 @@ impl LastGood {
             let body = rows::encode(&Entity::Certificate(e.clone()), &self.keyring)?;
             plain(Kind::Certificate, e.id, body);
         }
+        for e in &cfg.ai_providers {
+            let body = rows::encode(&Entity::AiProvider(e.clone()), &self.keyring)?;
+            plain(Kind::AiProvider, e.id, body);
+        }
+        for e in &cfg.ai_models {
+            plain(Kind::AiModel, e.id, rows::encode_plain(Kind::AiModel, e)?);
+        }
         let stored = Stored {
             format: FORMAT,
             version,

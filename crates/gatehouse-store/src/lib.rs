@@ -117,6 +117,10 @@ pub enum Entity {
     Plugin(Plugin),
     /// A certificate.
     Certificate(Certificate),
+    /// An LLM provider.
+    AiProvider(gatehouse_model::AiProvider),
+    /// A public AI model.
+    AiModel(gatehouse_model::AiModel),
 }
 
 impl Entity {
@@ -129,6 +133,8 @@ impl Entity {
             Entity::Consumer(_) => Kind::Consumer,
             Entity::Plugin(_) => Kind::Plugin,
             Entity::Certificate(_) => Kind::Certificate,
+            Entity::AiProvider(_) => Kind::AiProvider,
+            Entity::AiModel(_) => Kind::AiModel,
         }
     }
     /// Its id.
@@ -140,6 +146,8 @@ impl Entity {
             Entity::Consumer(e) => e.id,
             Entity::Plugin(e) => e.id,
             Entity::Certificate(e) => e.id,
+            Entity::AiProvider(e) => e.id,
+            Entity::AiModel(e) => e.id,
         }
     }
     /// Its JSON form.
@@ -151,6 +159,8 @@ impl Entity {
             Entity::Consumer(e) => serde_json::to_value(e),
             Entity::Plugin(e) => serde_json::to_value(e),
             Entity::Certificate(e) => serde_json::to_value(e),
+            Entity::AiProvider(e) => serde_json::to_value(e),
+            Entity::AiModel(e) => serde_json::to_value(e),
         };
         r.unwrap_or(serde_json::Value::Null)
     }
@@ -163,6 +173,8 @@ impl Entity {
             Kind::Consumer => Entity::Consumer(serde_json::from_value(v)?),
             Kind::Plugin => Entity::Plugin(serde_json::from_value(v)?),
             Kind::Certificate => Entity::Certificate(serde_json::from_value(v)?),
+            Kind::AiProvider => Entity::AiProvider(serde_json::from_value(v)?),
+            Kind::AiModel => Entity::AiModel(serde_json::from_value(v)?),
         })
     }
 }

@@ -14,7 +14,8 @@ pub fn encode(e: &Entity, keyring: &Keyring) -> Result<String, StoreError> {
         Entity::Route(x) => encode_plain(e.kind(), x),
         Entity::Upstream(x) => encode_plain(e.kind(), x),
         Entity::Plugin(x) => encode_plain(e.kind(), x),
-        Entity::Consumer(_) | Entity::Certificate(_) => {
+        Entity::AiModel(x) => encode_plain(e.kind(), x),
+        Entity::Consumer(_) | Entity::Certificate(_) | Entity::AiProvider(_) => {
             let mut body = e.to_json();
             sealed::seal(e.kind(), &mut body, keyring)?;
             Ok(body.to_string())
@@ -47,7 +48,8 @@ pub fn decode(kind: &str, id: &str, body: &str, keyring: &Keyring) -> Result<Ent
         Kind::Route => typed(serde_json::from_str(body).map(Entity::Route)),
         Kind::Upstream => typed(serde_json::from_str(body).map(Entity::Upstream)),
         Kind::Plugin => typed(serde_json::from_str(body).map(Entity::Plugin)),
-        Kind::Consumer | Kind::Certificate => {
+        Kind::AiModel => typed(serde_json::from_str(body).map(Entity::AiModel)),
+        Kind::Consumer | Kind::Certificate | Kind::AiProvider => {
             let mut v: serde_json::Value =
                 serde_json::from_str(body).map_err(|e| corrupt(e.to_string()))?;
             sealed::unseal(k, &mut v, keyring).map_err(|e| corrupt(e.to_string()))?;
@@ -69,6 +71,8 @@ pub fn assemble(entities: impl IntoIterator<Item = Entity>) -> Config {
             Entity::Consumer(e) => cfg.consumers.push(e),
             Entity::Plugin(e) => cfg.plugins.push(e),
             Entity::Certificate(e) => cfg.certificates.push(e),
+            Entity::AiProvider(e) => cfg.ai_providers.push(e),
+            Entity::AiModel(e) => cfg.ai_models.push(e),
         }
     }
     cfg

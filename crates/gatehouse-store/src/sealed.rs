@@ -43,6 +43,20 @@ fn each_secret(
                 f(s, &format!("certificate.key:{id}"))?;
             }
         }
+        Kind::AiProvider => {
+            let id = v
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if let Some(Value::Array(keys)) = v.get_mut("keys") {
+                for (j, k) in keys.iter_mut().enumerate() {
+                    if let Some(s) = k.get_mut("key").filter(|s| s.is_string()) {
+                        f(s, &format!("ai_provider.keys.{j}:{id}"))?;
+                    }
+                }
+            }
+        }
         _ => {}
     }
     Ok(())

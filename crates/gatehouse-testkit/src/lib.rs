@@ -6,6 +6,7 @@ pub mod backing;
 pub mod client;
 pub mod gateway;
 pub mod hostile;
+pub mod llm;
 pub mod pki;
 pub mod recorder;
 mod server_thread;

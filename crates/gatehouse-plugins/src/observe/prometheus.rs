@@ -69,6 +69,26 @@ struct LimitLabels {
     decision: &'static str,
 }
 
+/// Labels of AI token counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AiTokenLabels {
+    /// Provider entity name.
+    pub provider: String,
+    /// Public model name.
+    pub model: String,
+    /// input, output, cached_input, cache_write, reasoning.
+    pub kind: &'static str,
+}
+
+/// Labels of AI calls, costs and times.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AiLabels {
+    /// Provider entity name.
+    pub provider: String,
+    /// Public model name.
+    pub model: String,
+}
+
 const BUCKETS_MS: [f64; 15] = [
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0,
@@ -85,6 +105,14 @@ pub struct Metrics {
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     bytes: Family<BytesLabels, Counter>,
     limits: Family<LimitLabels, Counter>,
+    /// AI tokens by provider, model and kind.
+    pub ai_tokens: Family<AiTokenLabels, Counter>,
+    /// AI cost in micro-dollars by provider and model.
+    pub ai_cost: Family<AiLabels, Counter>,
+    /// AI calls by provider and model.
+    pub ai_calls: Family<AiLabels, Counter>,
+    /// Time to first token, ms.
+    pub ai_ttft: Family<AiLabels, Histogram, fn() -> Histogram>,
 }
 
 /// The process-wide metrics.
@@ -117,12 +145,41 @@ pub fn metrics() -> &'static Metrics {
             "Rate-limit decisions by route",
             limits.clone(),
         );
+        let ai_tokens = Family::<AiTokenLabels, Counter>::default();
+        let ai_cost = Family::<AiLabels, Counter>::default();
+        let ai_calls = Family::<AiLabels, Counter>::default();
+        let ai_ttft =
+            Family::<AiLabels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
+        registry.register(
+            "ai_tokens",
+            "LLM tokens by provider, model and kind (input includes cached)",
+            ai_tokens.clone(),
+        );
+        registry.register(
+            "ai_cost_micro_usd",
+            "LLM cost in millionths of a US dollar by provider and model",
+            ai_cost.clone(),
+        );
+        registry.register(
+            "ai_calls",
+            "LLM calls answered by provider and model",
+            ai_calls.clone(),
+        );
+        registry.register(
+            "ai_time_to_first_token_ms",
+            "Milliseconds from the call to the first token",
+            ai_ttft.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             bytes,
             limits,
+            ai_tokens,
+            ai_cost,
+            ai_calls,
+            ai_ttft,
         }
     })
 }

@@ -81,7 +81,7 @@ struct Compiled {
 /// A validator whose `pattern` keywords run on the linear-time `regex` engine: patterns are
 /// matched against client input, and a backtracking engine lets a crafted body spend
 /// millions of steps per request.
-fn validator(
+pub(crate) fn validator(
     schema: &Value,
 ) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
     jsonschema::options()
@@ -166,7 +166,7 @@ fn as_json(text: &str) -> Value {
     }
 }
 
-fn first_error(v: &jsonschema::Validator, instance: &Value) -> Option<(String, String)> {
+pub(crate) fn first_error(v: &jsonschema::Validator, instance: &Value) -> Option<(String, String)> {
     v.iter_errors(instance)
         .next()
         .map(|e| (e.instance_path().to_string(), e.to_string()))

@@ -1,0 +1,329 @@
+//! A provider's stream on its way to the client: parsed event by event, translated when the
+//! client speaks another format, its usage picked up, and the call settled (limits, metrics,
+//! call info) exactly once when it ends — normally, broken, timed out, or abandoned by the
+//! client. A client that goes away does not stop the bill: the rest of the provider's
+//! stream is read in the background (bounded) for its usage.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use gatehouse_ai::price::Price;
+use gatehouse_ai::sse::{Event, Parser};
+use gatehouse_ai::{anthropic, openai, Usage};
+use gatehouse_proxy::body::BoxError;
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use super::{AiCallCell, AiCallInfo, Reservation};
+
+/// How long an abandoned stream is still read for its usage.
+pub const DRAIN_MAX: Duration = Duration::from_secs(30);
+/// How many bytes of an abandoned stream are read at most.
+pub const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// How a stream is carried from the provider's format to the client's.
+pub enum Translator {
+    /// OpenAI → OpenAI.
+    PassOpenAi(openai::PassStream),
+    /// Anthropic → Anthropic.
+    PassAnthropic(anthropic::PassStream),
+    /// Anthropic provider → OpenAI client.
+    ToOpenAi(anthropic::ToOpenAiStream),
+    /// OpenAI provider → Anthropic client.
+    ToAnthropic(anthropic::FromOpenAiStream),
+}
+
+impl Translator {
+    fn event(&mut self, ev: &Event, out: &mut BytesMut) {
+        match self {
+            Translator::PassOpenAi(t) => t.event(ev, out),
+            Translator::PassAnthropic(t) => t.event(ev, out),
+            Translator::ToOpenAi(t) => t.event(ev, out),
+            Translator::ToAnthropic(t) => t.event(ev, out),
+        }
+    }
+    /// At the provider's end of stream: closing events a translation owes the client.
+    fn finish(&mut self, out: &mut BytesMut) {
+        if let Translator::ToAnthropic(t) = self {
+            if t.usage.is_some() || t.content_seen {
+                t.finish(out);
+            }
+        }
+    }
+    fn usage(&self) -> Option<Usage> {
+        match self {
+            Translator::PassOpenAi(t) => t.usage,
+            Translator::PassAnthropic(t) => t.usage,
+            Translator::ToOpenAi(t) => t.usage,
+            Translator::ToAnthropic(t) => t.usage,
+        }
+    }
+    fn done(&self) -> bool {
+        match self {
+            Translator::PassOpenAi(t) => t.done,
+            Translator::PassAnthropic(t) => t.done,
+            Translator::ToOpenAi(t) => t.done,
+            Translator::ToAnthropic(t) => t.done,
+        }
+    }
+    fn content_seen(&self) -> bool {
+        match self {
+            Translator::PassOpenAi(t) => t.content_seen,
+            Translator::PassAnthropic(t) => t.content_seen,
+            Translator::ToOpenAi(t) => t.content_seen,
+            Translator::ToAnthropic(t) => t.content_seen,
+        }
+    }
+    /// The error event in the client's format.
+    fn error(&self, message: &str) -> Bytes {
+        match self {
+            Translator::PassOpenAi(_) | Translator::ToOpenAi(_) => openai::stream_error(message),
+            Translator::PassAnthropic(_) | Translator::ToAnthropic(_) => {
+                anthropic::stream_error(message)
+            }
+        }
+    }
+}
+
+/// Settles a call once: limits, metrics and the call info for the log phase.
+pub struct Settle {
+    /// Reservations to settle.
+    pub reservations: Vec<Box<dyn Reservation>>,
+    /// The target's price.
+    pub price: Option<Price>,
+    /// Provider, models, fallbacks, time to first token.
+    pub info: AiCallInfo,
+    /// Where the log phase reads the result.
+    pub cell: AiCallCell,
+    /// Prompt tokens estimated from the request (used when the provider reports none).
+    pub estimated_input: u64,
+}
+
+impl Settle {
+    /// Settles with the provider's usage, or an estimate (`output_events` content events
+    /// delivered, about one token each) flagged `estimated`.
+    pub async fn finish(mut self, usage: Option<Usage>, output_events: u64) {
+        let usage = usage.unwrap_or(Usage {
+            input: self.estimated_input,
+            output: output_events,
+            estimated: true,
+            ..Usage::default()
+        });
+        let cost = self.price.map_or(0, |p| p.cost_micros(&usage));
+        for r in self.reservations.drain(..) {
+            r.settle(&usage, cost).await;
+        }
+        self.info.usage = usage;
+        self.info.cost_micros = cost;
+        super::metrics::record(&self.info);
+        if usage.estimated {
+            tracing::info!(provider = %self.info.provider, model = %self.info.model,
+                input = usage.input, output = usage.output, "ai usage estimated: the provider reported none");
+        }
+        *self
+            .cell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self.info);
+    }
+}
+
+/// The streamed answer.
+pub struct AiBody {
+    upstream: Option<Incoming>,
+    parser: Parser,
+    tr: Translator,
+    out: BytesMut,
+    events: Vec<Event>,
+    total: Pin<Box<Sleep>>,
+    first_token: Option<Pin<Box<Sleep>>>,
+    first_token_timeout: Duration,
+    settle: Option<Settle>,
+    started: Instant,
+    content_events: u64,
+    ended: bool,
+}
+
+impl AiBody {
+    /// Streams `upstream` through `tr`; the call is settled by `settle` when it ends.
+    pub fn new(
+        upstream: Incoming,
+        tr: Translator,
+        settle: Settle,
+        started: Instant,
+        first_token_timeout: Duration,
+        total_timeout: Duration,
+    ) -> AiBody {
+        AiBody {
+            upstream: Some(upstream),
+            parser: Parser::default(),
+            tr,
+            out: BytesMut::new(),
+            events: Vec::new(),
+            total: Box::pin(tokio::time::sleep_until(
+                tokio::time::Instant::from_std(started) + total_timeout,
+            )),
+            first_token: Some(Box::pin(tokio::time::sleep(first_token_timeout))),
+            first_token_timeout,
+            settle: Some(settle),
+            started,
+            content_events: 0,
+            ended: false,
+        }
+    }
+
+    fn translate(&mut self) {
+        for ev in self.events.drain(..) {
+            self.tr.event(&ev, &mut self.out);
+            if self.tr.content_seen() {
+                self.content_events += 1;
+                if self.first_token.take().is_some() {
+                    if let Some(s) = &mut self.settle {
+                        s.info.ttft_ms = Some(self.started.elapsed().as_millis() as u64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the stream: an error event if it did not finish properly, then settlement.
+    fn end(&mut self, error: Option<&str>) {
+        if let Some(msg) = error {
+            let e = self.tr.error(msg);
+            self.out.extend_from_slice(&e);
+        }
+        self.ended = true;
+        self.upstream = None;
+        if let Some(s) = self.settle.take() {
+            tokio::spawn(s.finish(self.tr.usage(), self.content_events));
+        }
+    }
+}
+
+impl Body for AiBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let me = self.get_mut();
+        loop {
+            if !me.out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(me.out.split().freeze()))));
+            }
+            if me.ended {
+                return Poll::Ready(None);
+            }
+            if me.total.as_mut().poll(cx).is_ready() {
+                me.end(Some("the provider did not finish within the timeout"));
+                continue;
+            }
+            if let Some(ft) = &mut me.first_token {
+                if ft.as_mut().poll(cx).is_ready() {
+                    let msg = format!(
+                        "no token from the provider within {} ms",
+                        me.first_token_timeout.as_millis()
+                    );
+                    me.end(Some(&msg));
+                    continue;
+                }
+            }
+            let Some(up) = me.upstream.as_mut() else {
+                me.end(None);
+                continue;
+            };
+            match Pin::new(up).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        if me.parser.feed(d, &mut me.events).is_err() {
+                            me.end(Some("the provider sent an invalid event stream"));
+                            continue;
+                        }
+                        me.translate();
+                        if me.tr.done() {
+                            me.end(None);
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "ai provider stream broke");
+                    me.end(Some("the provider's stream broke off"));
+                }
+                Poll::Ready(None) => {
+                    me.parser.finish(&mut me.events);
+                    me.translate();
+                    me.tr.finish(&mut me.out);
+                    if me.tr.done() {
+                        me.end(None);
+                    } else {
+                        me.end(Some("the provider's stream ended before it finished"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AiBody {
+    /// The client went away before the end: read on for the usage, then settle.
+    fn drop(&mut self) {
+        let Some(settle) = self.settle.take() else {
+            return;
+        };
+        let Some(upstream) = self.upstream.take() else {
+            tokio::spawn(settle.finish(self.tr.usage(), self.content_events));
+            return;
+        };
+        let tr = std::mem::replace(
+            &mut self.tr,
+            Translator::PassOpenAi(openai::PassStream::new(false)),
+        );
+        let parser = std::mem::take(&mut self.parser);
+        let events = self.content_events;
+        tokio::spawn(drain(upstream, parser, tr, settle, events));
+    }
+}
+
+/// Reads an abandoned stream (at most [`DRAIN_MAX`] and [`DRAIN_MAX_BYTES`]) for its usage.
+async fn drain(
+    mut upstream: Incoming,
+    mut parser: Parser,
+    mut tr: Translator,
+    settle: Settle,
+    mut content_events: u64,
+) {
+    let work = async {
+        let mut read = 0usize;
+        let mut events = Vec::new();
+        let mut sink = BytesMut::new();
+        while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut upstream).await {
+            if let Some(d) = frame.data_ref() {
+                read += d.len();
+                if parser.feed(d, &mut events).is_err() {
+                    break;
+                }
+                for ev in events.drain(..) {
+                    tr.event(&ev, &mut sink);
+                    content_events += 1;
+                }
+                sink.clear();
+                if tr.done() || read > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_MAX, work).await;
+    let usage = tr.usage();
+    tracing::debug!(
+        found = usage.is_some(),
+        "ai stream abandoned by the client; billed"
+    );
+    settle.finish(usage, content_events).await;
+}

@@ -1,0 +1,990 @@
+//! `ai-proxy`: the route serves OpenAI's API (`/v1/chat/completions`, `/v1/embeddings`,
+//! `/v1/models`) and Anthropic's (`/v1/messages`) beneath its path, over every provider of
+//! the config. A request names a public model (`ai_models`); its targets are tried by
+//! priority (weighted within one), each with a key from its provider's pool, until one
+//! answers: a 429, 401/403, 5xx, timeout or connection failure before anything reached the
+//! client moves on to the next key or target. Requests are translated when the client's
+//! format and the provider's differ; OpenAI-format traffic to OpenAI-format providers passes
+//! through with only the model and auth rewritten (plus `stream_options.include_usage`,
+//! whose chunk the client gets only if it asked).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatehouse_ai::keys::{retry_after_ms, verdict, Verdict};
+use gatehouse_ai::openai::{self, BadRequest};
+use gatehouse_ai::provider::{Op, Wire};
+use gatehouse_ai::{anthropic, tokens, Usage};
+use gatehouse_proxy::body::ProxyBody;
+use gatehouse_proxy::plugin::{BuildCtx, Factory, Plugin, RequestCtx, ServeFuture};
+use http::{HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use super::body::{AiBody, Settle, Translator};
+use super::catalog::{Catalog, ModelRt, TargetRt};
+use super::{AiCallCell, AiCallInfo, AiLimits, Estimate, Reservation};
+use crate::config;
+
+fn default_attempts() -> u32 {
+    4
+}
+fn default_max_tokens() -> u64 {
+    4096
+}
+
+/// Settings of `ai-proxy`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AiProxyConfig {
+    /// Serve only this public model, whatever the request names.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The public models this route serves (empty: every `ai_models` entry).
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+    /// Add `X-Gatehouse-AI-*` headers (provider, model, tokens, cost) to answers; streamed
+    /// answers get provider and model only (their usage is known at the end).
+    #[serde(default)]
+    pub usage_headers: bool,
+    /// Most attempts (keys and targets) for one request before giving up.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// `max_tokens` given to a chat request that sets none while an `ai-budget` or
+    /// `ai-rate-limiting` limit applies, so the reservation bounds the call.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u64,
+}
+
+/// The `ai-proxy` factory.
+pub struct AiProxy;
+
+impl Factory for AiProxy {
+    fn name(&self) -> &'static str {
+        "ai-proxy"
+    }
+    fn priority(&self) -> i32 {
+        // After authentication, limits and prompt plugins; it answers the request itself.
+        700
+    }
+    fn check(&self, v: &Value) -> Vec<(String, String)> {
+        config::check::<AiProxyConfig>(v, |c| {
+            let mut e = Vec::new();
+            if !(1..=20).contains(&c.max_attempts) {
+                e.push(("max_attempts".into(), "must be 1-20".into()));
+            }
+            if !(1..=10_000_000).contains(&c.default_max_tokens) {
+                e.push(("default_max_tokens".into(), "must be 1-10000000".into()));
+            }
+            if let (Some(m), false) = (&c.model, c.allowed_models.is_empty()) {
+                if !c.allowed_models.contains(m) {
+                    e.push(("model".into(), "must be one of allowed_models".into()));
+                }
+            }
+            e
+        })
+    }
+    fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
+        let c: AiProxyConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
+        let catalog = super::catalog::of_snapshot(ctx)?;
+        for m in c.model.iter().chain(&c.allowed_models) {
+            if !catalog.models.contains_key(m) {
+                return Err(format!("no ai_model `{m}`"));
+            }
+        }
+        Ok(Arc::new(Compiled {
+            c: Arc::new(c),
+            catalog,
+        }))
+    }
+    fn schema(&self) -> Value {
+        config::schema::<AiProxyConfig>()
+    }
+    fn filled(&self, config: &Value) -> Option<Value> {
+        config::filled::<AiProxyConfig>(config)
+    }
+}
+
+struct Compiled {
+    c: Arc<AiProxyConfig>,
+    catalog: Arc<Catalog>,
+}
+
+/// The API format the client speaks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Surface {
+    OpenAi,
+    Anthropic,
+}
+
+/// What the client asked for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Call {
+    Chat(Surface),
+    Embeddings,
+    Models,
+}
+
+fn call_of(method: &Method, path: &str) -> Option<Call> {
+    let path = path.trim_end_matches('/');
+    match (method, path) {
+        (&Method::POST, p) if p.ends_with("/chat/completions") => Some(Call::Chat(Surface::OpenAi)),
+        (&Method::POST, p) if p.ends_with("/messages") => Some(Call::Chat(Surface::Anthropic)),
+        (&Method::POST, p) if p.ends_with("/embeddings") => Some(Call::Embeddings),
+        (&Method::GET, p) if p.ends_with("/models") => Some(Call::Models),
+        _ => None,
+    }
+}
+
+/// An answer the gateway makes, in the client's format.
+struct Failure {
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: String,
+    param: Option<String>,
+    retry_after_s: Option<u64>,
+}
+
+impl Failure {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Failure {
+        Failure {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+            retry_after_s: None,
+        }
+    }
+    fn bad(e: BadRequest) -> Failure {
+        Failure {
+            param: Some(e.field.clone()),
+            ..Failure::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+                e.to_string(),
+            )
+        }
+    }
+    fn respond(&self, surface: Surface, rid: &HeaderValue) -> Response<ProxyBody> {
+        let rid = rid.to_str().unwrap_or("");
+        let body = match surface {
+            Surface::OpenAi => {
+                let mut v =
+                    openai::error_body(&self.message, self.kind, self.code, self.param.as_deref());
+                v["error"]["request_id"] = json!(rid);
+                v
+            }
+            Surface::Anthropic => {
+                json!({"type": "error", "error": {"type": self.kind, "message": self.message}, "request_id": rid})
+            }
+        };
+        let mut resp = json_response(self.status, &body);
+        if let Some(s) = self.retry_after_s {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(s.max(1)));
+        }
+        resp
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
+    let bytes = Bytes::from(body.to_string());
+    let mut resp = Response::new(ProxyBody::full(bytes.clone()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    resp
+}
+
+/// Everything one call needs, moved into its future.
+struct CallCtx {
+    c: Arc<AiProxyConfig>,
+    catalog: Arc<Catalog>,
+    limits: Option<AiLimits>,
+    cell: AiCallCell,
+    rid: HeaderValue,
+    started: Instant,
+}
+
+impl Plugin for Compiled {
+    fn serves(&self) -> bool {
+        true
+    }
+
+    fn serve(&self, ctx: &mut RequestCtx, req: http::request::Parts, body: Bytes) -> ServeFuture {
+        let cell: AiCallCell = Arc::default();
+        ctx.extensions.insert(cell.clone());
+        let call = CallCtx {
+            c: self.c.clone(),
+            catalog: self.catalog.clone(),
+            limits: ctx.extensions.get::<AiLimits>().cloned(),
+            cell,
+            rid: ctx.request_id.clone(),
+            started: ctx.request.started,
+        };
+        let prompt = ctx.extensions.get::<super::prompt::PromptCall>().is_some();
+        let kind = if prompt {
+            Some(Call::Chat(Surface::OpenAi))
+        } else {
+            call_of(&req.method, req.uri.path())
+        };
+        Box::pin(async move {
+            let surface = match kind {
+                Some(Call::Chat(s)) => s,
+                _ => Surface::OpenAi,
+            };
+            let r = match kind {
+                None => Err(Failure::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "unknown_url",
+                    format!(
+                        "no AI endpoint {} {}: this route serves POST /v1/chat/completions, POST /v1/messages, POST /v1/embeddings and GET /v1/models",
+                        req.method,
+                        req.uri.path()
+                    ),
+                )),
+                Some(Call::Models) => Ok(call.models()),
+                Some(Call::Chat(s)) if prompt => call.chat(s, &body).await.and_then(prompt_answer),
+                Some(Call::Chat(s)) => call.chat(s, &body).await,
+                Some(Call::Embeddings) => call.embeddings(&body).await,
+            };
+            r.unwrap_or_else(|f| f.respond(surface, &call.rid))
+        })
+    }
+}
+
+impl CallCtx {
+    fn allowed(&self, name: &str) -> bool {
+        match &self.c.model {
+            Some(m) => m == name,
+            None => {
+                self.c.allowed_models.is_empty() || self.c.allowed_models.iter().any(|m| m == name)
+            }
+        }
+    }
+
+    fn models(&self) -> Response<ProxyBody> {
+        let mut names: Vec<&Arc<ModelRt>> = self
+            .catalog
+            .models
+            .values()
+            .filter(|m| self.allowed(&m.name))
+            .collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        let data: Vec<Value> = names
+            .iter()
+            .map(|m| json!({"id": &*m.name, "object": "model", "created": m.created, "owned_by": "gatehouse"}))
+            .collect();
+        json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+    }
+
+    /// The model the request names (or the pinned one), if this route serves it.
+    fn model(&self, body: &Value) -> Result<Arc<ModelRt>, Failure> {
+        let name = match &self.c.model {
+            Some(m) => m.as_str(),
+            None => body.get("model").and_then(Value::as_str).ok_or_else(|| {
+                Failure::bad(BadRequest::new("model", "is required and must be a string"))
+            })?,
+        };
+        self.catalog
+            .models
+            .get(name)
+            .filter(|_| self.allowed(name))
+            .cloned()
+            .ok_or_else(|| Failure {
+                param: Some("model".into()),
+                ..Failure::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "model_not_found",
+                    format!("The model `{name}` does not exist or you do not have access to it."),
+                )
+            })
+    }
+
+    async fn chat(&self, surface: Surface, raw: &Bytes) -> Result<Response<ProxyBody>, Failure> {
+        let mut body = parse_json(raw)?;
+        let model = self.model(&body)?;
+        openai::validate_chat(&body, surface == Surface::Anthropic).map_err(Failure::bad)?;
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let client_wants_usage = openai::wants_usage(&body);
+        let max_field = ["max_completion_tokens", "max_tokens"]
+            .into_iter()
+            .find(|f| body.get(*f).is_some());
+        let limited = self.limits.as_ref().is_some_and(|l| !l.0.is_empty());
+        if max_field.is_none() && limited {
+            body["max_tokens"] = json!(self.c.default_max_tokens);
+        }
+        let max_output = ["max_completion_tokens", "max_tokens"]
+            .into_iter()
+            .find_map(|f| body.get(f).and_then(Value::as_u64))
+            .unwrap_or(self.c.default_max_tokens);
+        let input = tokens::of_request(&body);
+        let reservations = self.reserve(&model, input, max_output).await?;
+        let mut attempt = Attempts::new(self, &model, reservations, input);
+        for target in model.attempt_order() {
+            let upstream_body = match (surface, target.provider.endpoint.wire) {
+                (Surface::OpenAi, Wire::OpenAi) => {
+                    let mut b = body.clone();
+                    openai::prepare(&mut b, &target.model);
+                    b
+                }
+                (Surface::OpenAi, Wire::Anthropic) => {
+                    anthropic::request_from_openai(&body, &target.model)
+                        .map_err(|e| attempt.fail(Failure::bad(e)))?
+                }
+                (Surface::Anthropic, Wire::Anthropic) => {
+                    let mut b = body.clone();
+                    b["model"] = json!(&*target.model);
+                    b
+                }
+                (Surface::Anthropic, Wire::OpenAi) => {
+                    anthropic::request_to_openai(&body, &target.model)
+                        .map_err(|e| attempt.fail(Failure::bad(e)))?
+                }
+            };
+            let bytes = Bytes::from(upstream_body.to_string());
+            let resp = match attempt.send(&target, Op::Chat, bytes).await {
+                Sent::Ok(r) => r,
+                Sent::Next => continue,
+                Sent::ClientError(status, message) => {
+                    return Err(attempt.fail(provider_refused(status, &target, message)))
+                }
+            };
+            let tr = match (surface, target.provider.endpoint.wire) {
+                (Surface::OpenAi, Wire::OpenAi) => {
+                    Translator::PassOpenAi(openai::PassStream::new(client_wants_usage))
+                }
+                (Surface::OpenAi, Wire::Anthropic) => Translator::ToOpenAi(
+                    anthropic::ToOpenAiStream::new(&model.name, client_wants_usage),
+                ),
+                (Surface::Anthropic, Wire::Anthropic) => {
+                    Translator::PassAnthropic(anthropic::PassStream::default())
+                }
+                (Surface::Anthropic, Wire::OpenAi) => {
+                    Translator::ToAnthropic(anthropic::FromOpenAiStream::new(&model.name))
+                }
+            };
+            let is_sse = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            if stream && is_sse {
+                return Ok(attempt.stream(resp, tr, &target, self.c.usage_headers));
+            }
+            return attempt
+                .whole(
+                    resp,
+                    surface,
+                    Call::Chat(surface),
+                    &target,
+                    self.c.usage_headers,
+                )
+                .await;
+        }
+        Err(attempt.exhausted())
+    }
+
+    async fn embeddings(&self, raw: &Bytes) -> Result<Response<ProxyBody>, Failure> {
+        let body = parse_json(raw)?;
+        let model = self.model(&body)?;
+        if body.get("input").is_none_or(Value::is_null) {
+            return Err(Failure::bad(BadRequest::new("input", "is required")));
+        }
+        let input = tokens::of_request(&body);
+        let reservations = self.reserve(&model, input, 0).await?;
+        let mut attempt = Attempts::new(self, &model, reservations, input);
+        for target in model.attempt_order() {
+            if target.provider.endpoint.wire != Wire::OpenAi {
+                continue;
+            }
+            let mut b = body.clone();
+            b["model"] = json!(&*target.model);
+            let resp = match attempt
+                .send(&target, Op::Embeddings, Bytes::from(b.to_string()))
+                .await
+            {
+                Sent::Ok(r) => r,
+                Sent::Next => continue,
+                Sent::ClientError(status, message) => {
+                    return Err(attempt.fail(provider_refused(status, &target, message)))
+                }
+            };
+            return attempt
+                .whole(
+                    resp,
+                    Surface::OpenAi,
+                    Call::Embeddings,
+                    &target,
+                    self.c.usage_headers,
+                )
+                .await;
+        }
+        if attempt.tried == 0 {
+            return Err(attempt.fail(Failure {
+                param: Some("model".into()),
+                ..Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "embeddings_not_supported",
+                    format!("no provider of `{}` offers embeddings", model.name),
+                )
+            }));
+        }
+        Err(attempt.exhausted())
+    }
+
+    /// Reserves the call's worst case on every limit of the request; on a refusal, what was
+    /// reserved is given back and the refusal answered.
+    async fn reserve(
+        &self,
+        model: &ModelRt,
+        input: u64,
+        max_output: u64,
+    ) -> Result<Vec<Box<dyn Reservation>>, Failure> {
+        let Some(limits) = &self.limits else {
+            return Ok(Vec::new());
+        };
+        let worst = model
+            .targets
+            .iter()
+            .filter_map(|t| t.price)
+            .map(|p| p.worst_case_micros(input, max_output))
+            .max()
+            .unwrap_or(0);
+        let est = Estimate {
+            model: model.name.clone(),
+            input_tokens: input,
+            max_output,
+            worst_cost_micros: worst,
+        };
+        let mut held: Vec<Box<dyn Reservation>> = Vec::new();
+        for l in &limits.0 {
+            match l.reserve(&est).await {
+                Ok(r) => held.push(r),
+                Err(refusal) => {
+                    for r in held {
+                        r.settle(&Usage::default(), 0).await;
+                    }
+                    return Err(Failure {
+                        retry_after_s: Some(refusal.retry_after_s),
+                        ..Failure::new(
+                            StatusCode::from_u16(refusal.status)
+                                .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+                            "rate_limit_error",
+                            refusal.code,
+                            refusal.message,
+                        )
+                    });
+                }
+            }
+        }
+        Ok(held)
+    }
+}
+
+/// A provider's refusal of the request itself (a 400 for an unknown parameter…), in the
+/// client's format with the provider's words.
+fn provider_refused(status: StatusCode, target: &TargetRt, message: String) -> Failure {
+    Failure::new(
+        status,
+        "invalid_request_error",
+        "provider_refused",
+        format!(
+            "provider `{}` refused the request: {message}",
+            target.provider.name
+        ),
+    )
+}
+
+/// A prompt API's answer: the completion's text (and its usage) instead of the whole
+/// chat completion.
+fn prompt_answer(resp: Response<ProxyBody>) -> Result<Response<ProxyBody>, Failure> {
+    let (parts, body) = resp.into_parts();
+    let ProxyBody::Full(Some(bytes)) = body else {
+        return Ok(Response::from_parts(parts, body));
+    };
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let text = v
+        .pointer("/choices/0/message/content")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let out = json!({"text": text, "model": v.get("model"), "usage": v.get("usage")});
+    let mut resp = json_response(parts.status, &out);
+    for (k, val) in parts.headers.iter() {
+        if k.as_str().starts_with("x-gatehouse-ai-") {
+            resp.headers_mut().insert(k.clone(), val.clone());
+        }
+    }
+    Ok(resp)
+}
+
+fn parse_json(raw: &Bytes) -> Result<Value, Failure> {
+    let v: Value = serde_json::from_slice(raw)
+        .map_err(|e| Failure::bad(BadRequest::new("body", format!("is not valid JSON: {e}"))))?;
+    if !v.is_object() {
+        return Err(Failure::bad(BadRequest::new(
+            "body",
+            "must be a JSON object",
+        )));
+    }
+    Ok(v)
+}
+
+/// The attempts of one call: keys and targets tried, the last failure, reservations to
+/// settle however the call ends.
+struct Attempts {
+    reservations: Option<Vec<Box<dyn Reservation>>>,
+    estimated_input: u64,
+    model: Arc<str>,
+    max_attempts: u32,
+    tried: u32,
+    last: Option<String>,
+    /// Every failure so far was a rate limit (or a pool with every key resting).
+    all_limited: bool,
+    retry_after_ms: Option<u64>,
+    cell: AiCallCell,
+    started: Instant,
+}
+
+impl Attempts {
+    fn new(
+        call: &CallCtx,
+        model: &ModelRt,
+        reservations: Vec<Box<dyn Reservation>>,
+        estimated_input: u64,
+    ) -> Attempts {
+        Attempts {
+            reservations: Some(reservations),
+            estimated_input,
+            model: model.name.clone(),
+            max_attempts: call.c.max_attempts,
+            tried: 0,
+            last: None,
+            all_limited: true,
+            retry_after_ms: None,
+            cell: call.cell.clone(),
+            started: call.started,
+        }
+    }
+
+    /// Gives back what was reserved (nothing was used) and passes the failure on.
+    fn fail(&mut self, f: Failure) -> Failure {
+        if let Some(held) = self.reservations.take() {
+            if !held.is_empty() {
+                tokio::spawn(async move {
+                    for r in held {
+                        r.settle(&Usage::default(), 0).await;
+                    }
+                });
+            }
+        }
+        f
+    }
+
+    fn note(&mut self, why: String, limited: bool, retry_ms: Option<u64>) {
+        tracing::warn!(model = %self.model, error = %why, "ai attempt failed; trying the next key or target");
+        self.all_limited &= limited;
+        if let Some(ms) = retry_ms {
+            self.retry_after_ms = Some(self.retry_after_ms.map_or(ms, |m| m.min(ms)));
+        }
+        self.last = Some(why);
+    }
+
+    /// No attempt succeeded.
+    fn exhausted(&mut self) -> Failure {
+        let last = self
+            .last
+            .clone()
+            .unwrap_or_else(|| "no provider could be tried".into());
+        let f = if self.all_limited && self.tried > 0
+            || self.last.is_none() && self.retry_after_ms.is_some()
+        {
+            Failure {
+                retry_after_s: Some(self.retry_after_ms.unwrap_or(1_000).div_ceil(1_000)),
+                ..Failure::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "providers_exhausted",
+                    format!(
+                        "every key and provider of `{}` is rate limited: {last}",
+                        self.model
+                    ),
+                )
+            }
+        } else {
+            Failure::new(
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "upstream_error",
+                format!("no provider of `{}` answered: {last}", self.model),
+            )
+        };
+        self.fail(f)
+    }
+
+    /// Tries keys of `target` until one answers with something for the client: a success,
+    /// or a client error every key would get too. `Next`: move on to the next target.
+    async fn send(&mut self, target: &TargetRt, op: Op, body: Bytes) -> Sent {
+        let p = &target.provider;
+        let Some(url) = p.endpoint.url(op, &target.model) else {
+            return Sent::Next;
+        };
+        let mut skip: Vec<usize> = Vec::new();
+        loop {
+            if self.tried >= self.max_attempts {
+                return Sent::Next;
+            }
+            let now = unix_ms();
+            let key = if p.keys.is_empty() {
+                None
+            } else {
+                match p.keys.pick(now, &skip, &target.model) {
+                    Ok(k) => Some(k),
+                    Err(wait) => {
+                        if skip.is_empty() {
+                            self.tried += 1;
+                            self.note(
+                                format!("every key of provider `{}` is resting", p.name),
+                                true,
+                                Some(wait),
+                            );
+                        }
+                        return Sent::Next;
+                    }
+                }
+            };
+            self.tried += 1;
+            let Ok(mut req) = http::Request::post(&url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body.clone()))
+            else {
+                self.note(
+                    format!("provider `{}`: invalid URL {url}", p.name),
+                    false,
+                    None,
+                );
+                return Sent::Next;
+            };
+            for (n, v) in p.endpoint.auth_headers(key.map(|k| &*k.secret)) {
+                req.headers_mut().insert(n, v);
+            }
+            for (n, v) in &p.headers {
+                req.headers_mut().insert(n.clone(), v.clone());
+            }
+            let sent = tokio::time::timeout(p.first_token_timeout, p.client.request(req)).await;
+            let resp = match sent {
+                Err(_) => {
+                    self.note(
+                        format!(
+                            "provider `{}` sent no answer within {} ms",
+                            p.name,
+                            p.first_token_timeout.as_millis()
+                        ),
+                        false,
+                        None,
+                    );
+                    return Sent::Next;
+                }
+                Ok(Err(e)) => {
+                    self.note(
+                        format!("provider `{}`: {}", p.name, error_chain(&e)),
+                        false,
+                        None,
+                    );
+                    return Sent::Next;
+                }
+                Ok(Ok(r)) => r,
+            };
+            let status = resp.status();
+            if status.is_success() {
+                return Sent::Ok(resp);
+            }
+            let retry_ms = retry_after_ms(resp.headers(), std::time::SystemTime::now());
+            let text = read_limited(resp.into_body(), 64 * 1024, Duration::from_secs(5)).await;
+            let message =
+                provider_message(&text).unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+            let what = format!(
+                "provider `{}` answered {}: {message}",
+                p.name,
+                status.as_u16()
+            );
+            let rest = match verdict(status.as_u16(), retry_ms) {
+                Verdict::ClientError => return Sent::ClientError(status, message),
+                Verdict::ProviderFailed => {
+                    self.note(what, false, None);
+                    return Sent::Next;
+                }
+                Verdict::RateLimited(ms) => {
+                    self.note(what, true, Some(ms));
+                    (Some(&*target.model), ms)
+                }
+                Verdict::KeyRefused(ms) => {
+                    self.note(what, false, None);
+                    (None, ms)
+                }
+            };
+            match key {
+                Some(k) => {
+                    p.keys.cool_down(k.index, rest.0, now, rest.1);
+                    skip.push(k.index);
+                }
+                None => return Sent::Next,
+            }
+        }
+    }
+
+    fn info(&self, target: &TargetRt) -> AiCallInfo {
+        AiCallInfo {
+            provider: target.provider.name.to_string(),
+            model: self.model.to_string(),
+            upstream_model: target.model.to_string(),
+            fallbacks: self.tried.saturating_sub(1),
+            ..AiCallInfo::default()
+        }
+    }
+
+    fn settle(&mut self, target: &TargetRt) -> Settle {
+        Settle {
+            reservations: self.reservations.take().unwrap_or_default(),
+            price: target.price,
+            info: self.info(target),
+            cell: self.cell.clone(),
+            estimated_input: self.estimated_input,
+        }
+    }
+
+    /// A streamed answer.
+    fn stream(
+        &mut self,
+        resp: Response<hyper::body::Incoming>,
+        tr: Translator,
+        target: &TargetRt,
+        headers: bool,
+    ) -> Response<ProxyBody> {
+        let p = &target.provider;
+        let settle = self.settle(target);
+        let body = AiBody::new(
+            resp.into_body(),
+            tr,
+            settle,
+            self.started,
+            p.first_token_timeout,
+            p.timeout,
+        );
+        let mut out = Response::new(ProxyBody::Dyn(Box::pin(body)));
+        let h = out.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        if headers {
+            usage_headers(h, &self.info(target), false);
+        }
+        out
+    }
+
+    /// A whole answer: read, checked, translated, settled.
+    async fn whole(
+        &mut self,
+        resp: Response<hyper::body::Incoming>,
+        surface: Surface,
+        call: Call,
+        target: &TargetRt,
+        headers: bool,
+    ) -> Result<Response<ProxyBody>, Failure> {
+        let p = &target.provider;
+        let wire = p.endpoint.wire;
+        let left = p.timeout.saturating_sub(self.started.elapsed());
+        let read = tokio::time::timeout(left, resp.into_body().collect()).await;
+        let bytes = match read {
+            Err(_) => {
+                return Err(self.fail(Failure::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "api_error",
+                    "upstream_timeout",
+                    format!(
+                        "provider `{}` did not finish within {} ms",
+                        p.name,
+                        p.timeout.as_millis()
+                    ),
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(self.fail(Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    "api_error",
+                    "upstream_error",
+                    format!(
+                        "provider `{}` broke off its answer: {}",
+                        p.name,
+                        error_chain(&e)
+                    ),
+                )))
+            }
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        let expected = match (call, wire) {
+            (Call::Embeddings, _) => "data",
+            (_, Wire::OpenAi) => "choices",
+            (_, Wire::Anthropic) => "content",
+        };
+        let v: Value = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) if v.get(expected).is_some_and(Value::is_array) => v,
+            Ok(_) => {
+                return Err(self.fail(Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    "api_error",
+                    "upstream_invalid",
+                    format!("provider `{}` answered JSON without `{expected}`", p.name),
+                )))
+            }
+            Err(_) => {
+                return Err(self.fail(Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    "api_error",
+                    "upstream_invalid",
+                    format!("provider `{}` answered with something that is not JSON (an HTML page or garbage)", p.name),
+                )))
+            }
+        };
+        let usage = v
+            .get("usage")
+            .filter(|u| gatehouse_ai::usage::present(u))
+            .map(|u| match wire {
+                Wire::OpenAi => Usage::from_openai(u),
+                Wire::Anthropic => Usage::from_anthropic(u),
+            });
+        let out = match (surface, wire, call) {
+            (Surface::OpenAi, Wire::Anthropic, _) => {
+                Bytes::from(anthropic::response_to_openai(&v, &self.model).to_string())
+            }
+            (Surface::Anthropic, Wire::OpenAi, _) => {
+                Bytes::from(anthropic::response_from_openai(&v, &self.model).to_string())
+            }
+            _ => bytes,
+        };
+        let output_estimate = tokens::of_text(&String::from_utf8_lossy(&out)) / 2;
+        let settle = self.settle(target);
+        let cell = settle.cell.clone();
+        settle.finish(usage, output_estimate).await;
+        let mut resp = Response::new(ProxyBody::full(out.clone()));
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        if headers {
+            if let Some(info) = cell
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+            {
+                usage_headers(h, info, true);
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// What `send` got.
+enum Sent {
+    /// A success from the provider.
+    Ok(Response<hyper::body::Incoming>),
+    /// A client error (4xx other than 401/403/429): every key and target would get it too.
+    ClientError(StatusCode, String),
+    /// Try the next target.
+    Next,
+}
+
+/// `X-Gatehouse-AI-*` headers.
+fn usage_headers(h: &mut http::HeaderMap, info: &AiCallInfo, with_usage: bool) {
+    let mut set = |name: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(http::HeaderName::from_static(name), v);
+        }
+    };
+    set("x-gatehouse-ai-provider", info.provider.clone());
+    set("x-gatehouse-ai-model", info.upstream_model.clone());
+    if with_usage {
+        set("x-gatehouse-ai-input-tokens", info.usage.input.to_string());
+        set(
+            "x-gatehouse-ai-output-tokens",
+            info.usage.output.to_string(),
+        );
+        set(
+            "x-gatehouse-ai-cost-usd",
+            format!("{:.6}", info.cost_micros as f64 / 1e6),
+        );
+        if info.usage.estimated {
+            set("x-gatehouse-ai-usage-estimated", "true".into());
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Reads at most `limit` bytes of a body within `within`.
+async fn read_limited(mut body: hyper::body::Incoming, limit: usize, within: Duration) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok(f)) = body.frame().await {
+            if let Some(d) = f.data_ref() {
+                let room = limit.saturating_sub(out.len());
+                out.extend_from_slice(&d[..d.len().min(room)]);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    out.freeze()
+}
+
+/// The message of a provider's error body in either format; `None` for HTML pages and
+/// other text that is not one.
+fn provider_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.pointer("/error/message")
+        .or_else(|| v.get("message"))
+        .and_then(Value::as_str)
+        .map(|m| m.chars().take(500).collect())
+}

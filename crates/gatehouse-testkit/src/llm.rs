@@ -1,0 +1,510 @@
+//! A mock LLM provider speaking OpenAI's Chat Completions and Embeddings and Anthropic's
+//! Messages wire formats as their references document them (whole answers, SSE streams,
+//! tool calls with streamed argument deltas, usage), plus the failures a gateway must
+//! survive. What it does is chosen by the upstream model name:
+//!
+//! - anything: answers `echo: <last user text>`; with tools and a user text that mentions
+//!   `weather`, a call of the first tool with `{"city":"Paris"}` instead
+//! - `…-429` / `…-500`: that status with a JSON error (`retry-after: 1` on 429)
+//! - `…-html`: 502 with an HTML page; `…-garbage`: 200 with a body that is not JSON
+//! - `…-slow`: waits 3 s before answering; `…-slowstream`: streams one word per 300 ms
+//! - `…-break`: a stream that stops after two events without finishing
+//! - `…-nousage`: no usage in answers or streams
+//!
+//! and by the key: `bad-key` gets 401, `limited-key` 429. Usage: a prompt token per word of
+//! every message text, a completion token per word of the answer. Every request is recorded
+//! (path, headers, body) for assertions.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// One recorded request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Path.
+    pub path: String,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body as JSON (Null if not JSON).
+    pub body: Value,
+}
+
+/// A running mock provider; stops when dropped.
+pub struct MockLlm {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests received, in order.
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Streams whose client went away before the end.
+    pub abandoned: Arc<std::sync::atomic::AtomicUsize>,
+    _server: crate::server_thread::ServerThread,
+}
+
+impl MockLlm {
+    /// Starts a mock provider on 127.0.0.1.
+    pub fn start() -> MockLlm {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock llm");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let abandoned: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (s2, a2) = (seen.clone(), abandoned.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        acc = listener.accept() => {
+                            let Ok((stream, _)) = acc else { continue };
+                            let (seen, abandoned) = (s2.clone(), a2.clone());
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req| handle(seen.clone(), abandoned.clone(), req));
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        MockLlm {
+            addr,
+            seen,
+            abandoned,
+            _server: crate::server_thread::ServerThread::new(stop, thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/v1`, a provider's `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen").clone()
+    }
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(
+            Full::new(body.into())
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("response")
+}
+
+fn words(s: &str) -> u64 {
+    s.split_whitespace().count() as u64
+}
+
+/// Every text of the request's messages (and Anthropic's `system`).
+fn texts(body: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(o) => {
+                for k in ["text", "content"] {
+                    if let Some(x) = o.get(k) {
+                        walk(x, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(s) = body.get("system") {
+        walk(s, &mut out);
+    }
+    for m in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = m.get("content") {
+            walk(c, &mut out);
+        }
+    }
+    out
+}
+
+/// The text of the last message (a tool's result reads `tool said …`).
+fn last_user_text(body: &Value) -> String {
+    let Some(m) = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+    else {
+        return String::new();
+    };
+    if m["role"] == "tool" {
+        return format!("tool said {}", m["content"]);
+    }
+    let mut out = Vec::new();
+    match &m["content"] {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(parts) => {
+            for p in parts {
+                if let Some(t) = p.get("text").and_then(Value::as_str) {
+                    out.push(t.to_string());
+                }
+                if p["type"] == "tool_result" {
+                    out.push(format!("tool said {}", p["content"]));
+                }
+            }
+        }
+        _ => {}
+    }
+    out.join(" ")
+}
+
+async fn handle(
+    seen: Arc<Mutex<Vec<Seen>>>,
+    abandoned: Arc<std::sync::atomic::AtomicUsize>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let path = parts.uri.path().to_string();
+    seen.lock().expect("seen").push(Seen {
+        path: path.clone(),
+        headers: parts.headers.clone(),
+        body: v.clone(),
+    });
+    let anthropic = path.ends_with("/messages");
+    let key = parts
+        .headers
+        .get("x-api-key")
+        .or_else(|| parts.headers.get("authorization"))
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .trim_start_matches("Bearer ")
+        .to_string();
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let err = |status: StatusCode, msg: &str| -> Response<Body> {
+        let body = if anthropic {
+            json!({"type": "error", "error": {"type": "api_error", "message": msg}})
+        } else {
+            json!({"error": {"message": msg, "type": "api_error", "code": null}})
+        };
+        let mut r = full(status, "application/json", body.to_string());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut()
+                .insert("retry-after", http::HeaderValue::from_static("1"));
+        }
+        r
+    };
+    if key == "bad-key" {
+        return Ok(err(StatusCode::UNAUTHORIZED, "invalid api key"));
+    }
+    if key == "limited-key" || model.ends_with("-429") {
+        return Ok(err(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
+    }
+    if model.ends_with("-500") {
+        return Ok(err(StatusCode::INTERNAL_SERVER_ERROR, "server exploded"));
+    }
+    if model.ends_with("-html") {
+        return Ok(full(
+            StatusCode::BAD_GATEWAY,
+            "text/html",
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        ));
+    }
+    if model.ends_with("-garbage") {
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            "this is {not json",
+        ));
+    }
+    if model.ends_with("-slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    if path.ends_with("/embeddings") {
+        let inputs: Vec<String> = match &v["input"] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect(),
+            _ => vec![],
+        };
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| json!({"object": "embedding", "index": i, "embedding": [s.len() as f64, 0.5, -0.25]}))
+            .collect();
+        let n: u64 = inputs.iter().map(|s| words(s)).sum();
+        let body = json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": n, "total_tokens": n}});
+        return Ok(full(StatusCode::OK, "application/json", body.to_string()));
+    }
+    let prompt_tokens: u64 = texts(&v).iter().map(|t| words(t)).sum();
+    let user = last_user_text(&v);
+    let tool = v
+        .get("tools")
+        .and_then(Value::as_array)
+        .and_then(|t| t.first())
+        .filter(|_| user.contains("weather") && !user.contains("tool said"))
+        .map(|t| {
+            t.pointer("/function/name")
+                .or_else(|| t.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("tool")
+                .to_string()
+        });
+    let reply = format!("echo: {user}");
+    let completion_tokens = if tool.is_some() { 5 } else { words(&reply) };
+    let usage = !model.ends_with("-nousage");
+    let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        let body = if anthropic {
+            let content = match &tool {
+                Some(name) => json!([{"type": "text", "text": "Let me check."},
+                    {"type": "tool_use", "id": "toolu_01", "name": name, "input": {"city": "Paris"}}]),
+                None => json!([{"type": "text", "text": reply}]),
+            };
+            let mut b = json!({"id": "msg_01", "type": "message", "role": "assistant", "model": model, "content": content,
+                "stop_reason": if tool.is_some() { "tool_use" } else { "end_turn" }, "stop_sequence": null});
+            if usage {
+                b["usage"] = json!({"input_tokens": prompt_tokens, "output_tokens": completion_tokens,
+                    "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0});
+            }
+            b
+        } else {
+            let message = match &tool {
+                Some(name) => json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_01", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}]}),
+                None => json!({"role": "assistant", "content": reply}),
+            };
+            let mut b = json!({"id": "chatcmpl-01", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": null,
+                    "finish_reason": if tool.is_some() { "tool_calls" } else { "stop" }}]});
+            if usage {
+                b["usage"] = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens});
+            }
+            b
+        };
+        return Ok(full(StatusCode::OK, "application/json", body.to_string()));
+    }
+    let events = if anthropic {
+        anthropic_events(
+            &model,
+            &reply,
+            tool.as_deref(),
+            prompt_tokens,
+            completion_tokens,
+            usage,
+        )
+    } else {
+        let include = v
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        openai_events(
+            &model,
+            &reply,
+            tool.as_deref(),
+            prompt_tokens,
+            completion_tokens,
+            usage && include,
+        )
+    };
+    let gap = if model.ends_with("-slowstream") {
+        Duration::from_millis(300)
+    } else {
+        Duration::ZERO
+    };
+    let broken = model.ends_with("-break");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        for (i, e) in events.into_iter().enumerate() {
+            if broken && i == 2 {
+                let _ = tx
+                    .send(Err(std::io::Error::other("mock broke the stream")))
+                    .await;
+                return;
+            }
+            if i > 0 && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            if tx.send(Ok(Frame::data(Bytes::from(e)))).await.is_err() {
+                abandoned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(tokio_stream_from(rx)).boxed();
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .expect("response"))
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn openai_events(
+    model: &str,
+    reply: &str,
+    tool: Option<&str>,
+    pt: u64,
+    ct: u64,
+    usage: bool,
+) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-01", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+        )
+    };
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    match tool {
+        Some(name) => {
+            out.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_01", "type": "function",
+                "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            ));
+            for part in ["{\"city\"", ":\"Par", "is\"}"] {
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                    Value::Null,
+                ));
+            }
+            out.push(chunk(json!({}), json!("tool_calls")));
+        }
+        None => {
+            for (i, w) in reply.split(' ').enumerate() {
+                let t = if i == 0 {
+                    w.to_string()
+                } else {
+                    format!(" {w}")
+                };
+                out.push(chunk(json!({"content": t}), Value::Null));
+            }
+            out.push(chunk(json!({}), json!("stop")));
+        }
+    }
+    if usage {
+        out.push(format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-01", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                "choices": [], "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}})
+        ));
+    }
+    out.push("data: [DONE]\n\n".into());
+    out
+}
+
+fn anthropic_events(
+    model: &str,
+    reply: &str,
+    tool: Option<&str>,
+    pt: u64,
+    ct: u64,
+    usage: bool,
+) -> Vec<String> {
+    let ev = |kind: &str, v: Value| format!("event: {kind}\ndata: {v}\n\n");
+    let u = if usage {
+        json!({"input_tokens": pt, "output_tokens": 1})
+    } else {
+        json!({})
+    };
+    let mut out = vec![ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_01", "type": "message", "role": "assistant",
+            "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": u}}),
+    )];
+    out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+    out.push(ev("ping", json!({"type": "ping"})));
+    let text = if tool.is_some() {
+        "Let me check."
+    } else {
+        reply
+    };
+    for (i, w) in text.split(' ').enumerate() {
+        let t = if i == 0 {
+            w.to_string()
+        } else {
+            format!(" {w}")
+        };
+        out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})));
+    }
+    out.push(ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    if let Some(name) = tool {
+        out.push(ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_01", "name": name, "input": {}}}),
+        ));
+        for part in ["{\"city\"", ": \"Par", "is\"}"] {
+            out.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": part}}),
+            ));
+        }
+        out.push(ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        ));
+    }
+    let du = if usage {
+        json!({"output_tokens": ct})
+    } else {
+        json!({})
+    };
+    out.push(ev("message_delta", json!({"type": "message_delta",
+        "delta": {"stop_reason": if tool.is_some() { "tool_use" } else { "end_turn" }, "stop_sequence": null}, "usage": du})));
+    out.push(ev("message_stop", json!({"type": "message_stop"})));
+    out
+}
