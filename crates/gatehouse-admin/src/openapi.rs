@@ -337,6 +337,18 @@ fn params(op: &mut Value, method: &str) {
 
 /// Request bodies: JSON; PATCH takes a merge patch; `/config` takes YAML too; key-auth keys
 /// may be left to the server.
+/// `AiProvider` → `ai-provider` (how a kind's admin path is written).
+fn kebab(kind: &str) -> String {
+    let mut out = String::with_capacity(kind.len() + 2);
+    for (i, c) in kind.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
 fn body(path: &str, method: &str, op: &mut Value) {
     let Some(rb) = op.get_mut("requestBody") else {
         return;
@@ -353,7 +365,7 @@ fn body(path: &str, method: &str, op: &mut Value) {
         ("patch", _) => {
             let kind = PATCHABLE
                 .iter()
-                .find(|k| path.starts_with(&format!("/{}s", k.to_ascii_lowercase())))
+                .find(|k| path.starts_with(&format!("/{}s", kebab(k))))
                 .copied()
                 .unwrap_or("Service");
             json!({"$ref": format!("#/components/schemas/{kind}Patch")})

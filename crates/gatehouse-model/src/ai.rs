@@ -196,8 +196,8 @@ pub struct AiTarget {
     /// Share of the traffic among targets of the same priority (default 1).
     #[serde(default = "one")]
     pub weight: u32,
-    /// Fallback order: the lowest priority is tried first; higher ones when it fails
-    /// (429, 5xx, timeout) before anything reached the client. Default 0.
+    /// Fallback order (0-1000): the lowest priority is tried first; higher ones when it
+    /// fails (429, 5xx, timeout) before anything reached the client. Default 0.
     #[serde(default)]
     pub priority: u32,
 }
@@ -419,6 +419,9 @@ pub(crate) fn check(
             }
             if t.weight == 0 || t.weight > 1000 {
                 err(&format!("targets[{j}].weight"), "must be 1-1000".into());
+            }
+            if t.priority > 1000 {
+                err(&format!("targets[{j}].priority"), "must be 0-1000".into());
             }
         }
         if let Some(p) = &m.price {

@@ -109,3 +109,30 @@ pub fn key_ids(kind: Kind, v: &mut Value) -> Vec<String> {
     });
     ids
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ai_provider_keys_are_sealed_each_in_its_place() {
+        let ring = Keyring::from_text(&crate::keyring::new_key_line()).unwrap();
+        let mut v = serde_json::json!({"id": "p1", "name": "oa", "kind": "openai",
+            "keys": [{"key": "sk-one"}, {"key": "sk-two", "weight": 3}]});
+        seal(Kind::AiProvider, &mut v, &ring).unwrap();
+        let text = v.to_string();
+        assert!(
+            !text.contains("sk-one") && !text.contains("sk-two"),
+            "{text}"
+        );
+        // A sealed key moved to another position does not open there.
+        let mut swapped = v.clone();
+        let (a, b) = (v["keys"][0]["key"].clone(), v["keys"][1]["key"].clone());
+        swapped["keys"][0]["key"] = b;
+        swapped["keys"][1]["key"] = a;
+        assert!(unseal(Kind::AiProvider, &mut swapped, &ring).is_err());
+        unseal(Kind::AiProvider, &mut v, &ring).unwrap();
+        assert_eq!(v["keys"][1]["key"], "sk-two");
+        assert_eq!(v["keys"][1]["weight"], 3);
+    }
+}

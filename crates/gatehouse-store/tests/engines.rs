@@ -105,6 +105,36 @@ async fn contract(store: &dyn ConfigStore) {
     assert_eq!(nodes[0].info, again);
     assert!(!nodes[0].stale);
 
+    // AI providers (keys sealed at rest, read back in the clear) and models.
+    let provider: gatehouse_model::AiProvider = serde_json::from_value(serde_json::json!({
+        "id": Uuid::new_v4(), "name": "oa", "kind": "openai",
+        "keys": [{"key": "sk-stored-secret", "weight": 2}, {"key": "{env://OPENAI_KEY}"}]
+    }))
+    .unwrap();
+    let model: gatehouse_model::AiModel = serde_json::from_value(serde_json::json!({
+        "id": Uuid::new_v4(), "name": "gpt", "price": {"input": 1.5, "output": 2.0},
+        "targets": [{"provider": provider.id.to_string(), "model": "gpt-4o", "priority": 1}]
+    }))
+    .unwrap();
+    let v4 = store.load().await.unwrap().version;
+    let v5 = store
+        .apply(
+            vec![
+                Change::Put(Entity::AiProvider(provider.clone())),
+                Change::Put(Entity::AiModel(model.clone())),
+            ],
+            v4,
+        )
+        .await
+        .unwrap();
+    let got = store.load().await.unwrap();
+    assert_eq!(got.version, v5);
+    assert_eq!(got.config.ai_providers, vec![provider]);
+    assert_eq!(got.config.ai_models, vec![model]);
+    if let Some(delta) = store.load_since(v4).await.unwrap() {
+        assert_eq!(delta.puts.len(), 2, "{delta:?}");
+    }
+
     // The admin token hash.
     store.set_admin_token_hash("ab".repeat(32)).await.unwrap();
     assert_eq!(

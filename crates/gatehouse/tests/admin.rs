@@ -383,6 +383,8 @@ async fn openapi_lists_every_route_and_every_route_exists() {
             .replace("{consumer}", "x")
             .replace("{plugin}", "x")
             .replace("{certificate}", "x")
+            .replace("{ai_provider}", "x")
+            .replace("{ai_model}", "x")
             .replace("{target}", "x")
             .replace("{key}", "x")
             .replace("{id}", "x");

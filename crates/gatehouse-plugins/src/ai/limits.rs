@@ -256,7 +256,7 @@ impl Factory for AiRateLimiting {
         "ai-rate-limiting"
     }
     fn priority(&self) -> i32 {
-        905
+        903
     }
     fn check(&self, v: &Value) -> Vec<(String, String)> {
         config::check::<AiRateLimitingConfig>(v, |c| {
@@ -432,7 +432,7 @@ impl Factory for AiBudget {
         "ai-budget"
     }
     fn priority(&self) -> i32 {
-        904
+        902
     }
     fn check(&self, v: &Value) -> Vec<(String, String)> {
         config::check::<AiBudgetConfig>(v, |c| {
