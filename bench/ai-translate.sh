@@ -23,7 +23,7 @@ D=$(mktemp -d /tmp/ai-translate.XXXXXX)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null; done; sleep 0.3; rm -rf "$D"' EXIT
 
-mkdir -p "$D/www/v1/chat" "$D/logs"
+chmod 755 "$D"; mkdir -p "$D/www/v1/chat" "$D/logs"
 WORDS=(Sure '!' ' The' ' capital' ' of' ' France' ' is' ' Paris' ',' ' a' ' city' ' known' ' for' ' the' ' Eiffel' ' Tower' ' and' ' the Louvre.')
 {
   printf 'data: {"id":"chatcmpl-x","object":"chat.completion.chunk","created":1733011200,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
@@ -58,7 +58,7 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 100000;
   upstream m { server 127.0.0.1:$MOCK; keepalive 64; }
   server { listen 127.0.0.1:$FLOOR;
-    location / { proxy_pass http://m/v1/messages; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }
+    location = /v1/chat/completions { proxy_pass http://m/v1/messages; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }
 EOF
 cat > "$D/gw.yaml" <<EOF
 _format_version: "1"

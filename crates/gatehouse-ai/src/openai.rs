@@ -162,8 +162,9 @@ impl PassStream {
             sse::write(out, ev.event.as_deref(), &ev.data);
             return;
         }
-        // Only chunks that may carry usage are parsed; content chunks pass as they are.
-        if ev.data.contains("\"usage\"") {
+        // Only a chunk whose `usage` is an object is parsed; content chunks (`"usage":null`
+        // or none) pass as they are.
+        if has_usage_object(&ev.data) {
             if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                 if let Some(u) = v.get("usage").filter(|u| crate::usage::present(u)) {
                     self.usage = Some(Usage::from_openai(u));
@@ -184,6 +185,24 @@ impl PassStream {
     }
 }
 
+/// True when `data` holds `"usage"` followed by an object (not `null`): a cheap scan, so
+/// the chunks of a stream are not parsed one by one.
+pub fn has_usage_object(data: &str) -> bool {
+    let bytes = data.as_bytes();
+    let finder = memchr::memmem::Finder::new(b"\"usage\"");
+    for at in finder.find_iter(bytes) {
+        let rest = &bytes[at + 7..];
+        let mut i = 0;
+        while i < rest.len() && (rest[i] == b' ' || rest[i] == b':' || rest[i] == b'\t') {
+            i += 1;
+        }
+        if rest.get(i) == Some(&b'{') {
+            return true;
+        }
+    }
+    false
+}
+
 /// The error event a stream that broke mid-way ends with (what OpenAI's SDKs raise from).
 pub fn stream_error(message: &str) -> Bytes {
     let v =
@@ -199,6 +218,20 @@ pub fn error_body(message: &str, kind: &str, code: &str, param: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_objects_are_found_without_parsing() {
+        assert!(has_usage_object(
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(has_usage_object(r#"{"usage" : {"a":1}}"#));
+        assert!(!has_usage_object(
+            r#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#
+        ));
+        assert!(!has_usage_object(
+            r#"{"choices":[{"delta":{"content":"\"usage\" is"}}]}"#
+        ));
+    }
 
     #[test]
     fn usage_is_forced_and_its_chunk_dropped_unless_asked() {

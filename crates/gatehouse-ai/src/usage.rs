@@ -1,6 +1,7 @@
 //! One usage record, whatever the provider's format.
 
-use serde::Serialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Tokens of one call. `input` counts every prompt token, cached ones included (as OpenAI
@@ -96,6 +97,90 @@ impl Usage {
     }
 }
 
+#[derive(Deserialize, Default)]
+struct Cached {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize, Default)]
+struct Reasoning {
+    #[serde(default)]
+    reasoning_tokens: u64,
+}
+
+/// A usage object of either format, read without building a JSON tree.
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<Cached>,
+    completion_tokens_details: Option<Reasoning>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+/// The parts of a whole answer the gateway needs when it passes the answer on unchanged:
+/// whether the expected list is there, and the usage.
+#[derive(Deserialize)]
+pub struct Peek {
+    choices: Option<IgnoredAny>,
+    content: Option<IgnoredAny>,
+    data: Option<IgnoredAny>,
+    usage: Option<WireUsage>,
+}
+
+impl Peek {
+    /// Reads an answer body; `None` when it is not a JSON object.
+    pub fn of(body: &[u8]) -> Option<Peek> {
+        serde_json::from_slice(body).ok()
+    }
+    /// True when the answer has field `name` (`choices`, `content` or `data`).
+    pub fn has(&self, name: &str) -> bool {
+        match name {
+            "choices" => self.choices.is_some(),
+            "content" => self.content.is_some(),
+            "data" => self.data.is_some(),
+            _ => false,
+        }
+    }
+    /// The usage, if the answer reports any.
+    pub fn usage(&self) -> Option<Usage> {
+        let u = self.usage.as_ref()?;
+        if let Some(input) = u.input_tokens.or(u.output_tokens.map(|_| 0)) {
+            let read = u.cache_read_input_tokens.unwrap_or(0);
+            let write = u.cache_creation_input_tokens.unwrap_or(0);
+            return Some(Usage {
+                input: input + read + write,
+                output: u.output_tokens.unwrap_or(0),
+                cached_input: read,
+                cache_write: write,
+                reasoning: 0,
+                estimated: false,
+            });
+        }
+        if u.prompt_tokens.is_none() && u.completion_tokens.is_none() {
+            return None;
+        }
+        Some(Usage {
+            input: u.prompt_tokens.unwrap_or(0),
+            output: u.completion_tokens.unwrap_or(0),
+            cached_input: u
+                .prompt_tokens_details
+                .as_ref()
+                .map_or(0, |d| d.cached_tokens),
+            cache_write: 0,
+            reasoning: u
+                .completion_tokens_details
+                .as_ref()
+                .map_or(0, |d| d.reasoning_tokens),
+            estimated: false,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +197,27 @@ mod tests {
         let o = Usage::from_openai(&a.to_openai());
         assert_eq!((o.input, o.output, o.cached_input), (117, 5, 100));
         assert_eq!(Usage::from_anthropic(&a.to_anthropic()), a);
+    }
+
+    #[test]
+    fn peek_reads_usage_of_both_formats() {
+        let o = Peek::of(br#"{"choices":[{"x":1}],"usage":{"prompt_tokens":5,"completion_tokens":2,
+            "prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":1}}}"#).unwrap();
+        assert!(o.has("choices") && !o.has("content"));
+        let u = o.usage().unwrap();
+        assert_eq!(
+            (u.input, u.output, u.cached_input, u.reasoning),
+            (5, 2, 3, 1)
+        );
+        let a = Peek::of(br#"{"content":[],"usage":{"input_tokens":4,"output_tokens":6,"cache_read_input_tokens":10}}"#).unwrap();
+        assert_eq!(
+            a.usage().unwrap(),
+            Usage::from_anthropic(
+                &serde_json::json!({"input_tokens":4,"output_tokens":6,"cache_read_input_tokens":10})
+            )
+        );
+        assert!(Peek::of(b"{\"choices\":[]}").unwrap().usage().is_none());
+        assert!(Peek::of(b"<html>").is_none());
     }
 
     #[test]

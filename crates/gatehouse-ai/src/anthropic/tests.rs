@@ -1,5 +1,7 @@
 use super::*;
-use crate::sse::Parser;
+use crate::sse::{Event, Parser};
+use bytes::BytesMut;
+use serde_json::Value;
 
 fn events(text: &str) -> Vec<Event> {
     let mut p = Parser::default();

@@ -9,6 +9,7 @@
 //! provider, and settles every reservation once the usage is known — also when the client
 //! went away mid-stream (see `body`).
 
+mod attempts;
 pub mod body;
 pub mod catalog;
 pub mod limits;
