@@ -2,8 +2,9 @@
 # The whole test suite. Installs what the tests need on a fresh Debian machine — curl (the
 # real HTTP client), openssl (test certificates, s_client), PostgreSQL and Redis (the cluster
 # store and shared counters; started when not running), and a Python virtualenv with
-# grpcio (the real gRPC client and server) and schemathesis (checks the admin API against its
-# OpenAPI document) — then runs every test of the workspace against the real binary.
+# grpcio (the real gRPC client and server), schemathesis (checks the admin API against its
+# OpenAPI document) and the openai and anthropic SDKs, and Node.js with the openai JS SDK —
+# then runs every test of the workspace against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gatehouse-target}"
@@ -14,6 +15,8 @@ command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
 command -v pg_ctlcluster >/dev/null 2>&1 || missing="$missing postgresql"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 if [ -n "$missing" ]; then
   echo "installing:$missing"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null
@@ -39,4 +42,14 @@ if ! "$VENV/bin/python" -c 'import grpc' >/dev/null 2>&1 \
   cp scripts/requirements-test.txt "$VENV/.requirements"
 fi
 export GATEHOUSE_TEST_PYTHON="$VENV/bin/python"
+# JavaScript clients (versions pinned in scripts/js/package.json).
+NODE_DIR="${GATEHOUSE_TEST_NODE:-$HOME/.cache/gatehouse-node}"
+if ! cmp -s scripts/js/package.json "$NODE_DIR/package.json" 2>/dev/null \
+   || [ ! -d "$NODE_DIR/node_modules/openai" ]; then
+  echo "preparing the test Node.js packages in $NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  cp scripts/js/package.json "$NODE_DIR/package.json"
+  (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent)
+fi
+export GATEHOUSE_TEST_NODE="$NODE_DIR"
 cargo test --workspace --locked "$@"

@@ -66,6 +66,59 @@ async fn run(nodes: usize, tasks: usize, per_task: usize, limit: u64, cost: u64)
     passed.load(Ordering::Relaxed)
 }
 
+/// Reserve-and-settle across two nodes (what AI budgets do): each reserves a worst case,
+/// refunds the unused part; the freed units serve the other node too, and the total of
+/// what was kept never passes the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_free_quota_for_the_whole_cluster() {
+    let prefix = TestPrefix::new_on(&redis_url());
+    let a = ClusterCounters::connect(&redis_url(), &prefix.prefix, None)
+        .await
+        .unwrap();
+    let b = ClusterCounters::connect(&redis_url(), &prefix.prefix, None)
+        .await
+        .unwrap();
+    for c in [&a, &b] {
+        c.set_live_nodes(2);
+        c.spawn_upkeep();
+    }
+    let key = CounterKey {
+        route: uuid::Uuid::new_v4(),
+        by: KeyPart::Name("budget".into()),
+    };
+    let limits = [(Period::Hour, 1_000)];
+    let hit = |c: &Arc<ClusterCounters>, cost: u64| {
+        let (c, key) = (c.clone(), key.clone());
+        async move {
+            let now = now_ms();
+            match c.try_hit(&key, &limits, cost, now) {
+                Some(d) => (d.allowed, now),
+                None => (c.hit(&key, &limits, cost, now).await.allowed, now),
+            }
+        }
+    };
+    // A reserves 600 and keeps 100; B can then reserve 800 (1,000 − 100 − 100 margin).
+    let (ok, at) = hit(&a, 600).await;
+    assert!(ok);
+    let (refused, _) = hit(&b, 800).await;
+    assert!(!refused, "600 held by A: 800 more would pass 1,000");
+    a.refund(&key, &limits, 500, at).await;
+    // The refund sits in A's lease until A is idle, then goes back to Redis (≤ 1.5 s);
+    // units B leased for its refused try come back the same way.
+    let mut passed = false;
+    for _ in 0..60 {
+        if hit(&b, 800).await.0 {
+            passed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(passed, "A's refund never reached B");
+    // 100 kept by A + 800 by B: 100 left, and no more.
+    assert!(!hit(&a, 200).await.0);
+    assert!(!hit(&b, 200).await.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn at_most_n_and_not_much_less_across_nodes() {
     for (nodes, tasks, per_task, limit) in [

@@ -681,3 +681,137 @@ async fn providers_and_models_through_the_admin_api() {
     let dump = gw.admin("GET", "/config?format=json", "").await;
     assert!(!dump.text().contains("sk-secret-1"), "{}", dump.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_routes_keep_auth_limits_and_call_logs() {
+    let mock = MockLlm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let route = format!(
+        r#"  - name: secure
+    url: http://127.0.0.1:9
+    routes:
+      - name: secure
+        paths: [/secure]
+        plugins:
+          - name: key-auth
+          - name: ai-budget
+            config: {{per_day: 1.0, limit_by: consumer}}
+          - name: file-log
+            config: {{path: "{}"}}
+          - name: ai-proxy
+"#,
+        log.display()
+    );
+    let cfg = config(&mock, dir.path(), "consumers:\n  - username: team-a\n    keyauth_credentials: [{key: team-a-key-0123456789}]\n")
+        .replace("services:\n", &format!("services:\n{route}"));
+    let gw = start_with_config(dir.path(), &cfg, &[]);
+    let body = json!({"model": "gpt-x", "messages": [{"role": "user", "content": "who am i"}]})
+        .to_string();
+    let r = request(
+        &gw.proxy,
+        "POST",
+        "/secure/v1/chat/completions",
+        &[("content-type", "application/json")],
+        &body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(mock.requests().is_empty(), "nothing reached the provider");
+    let r = request(
+        &gw.proxy,
+        "POST",
+        "/secure/v1/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("apikey", "team-a-key-0123456789"),
+        ],
+        &body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The key-auth credential is not sent on to the provider.
+    assert!(mock.requests()[0].headers.get("apikey").is_none());
+    // The call record carries the consumer and the AI call: provider, models, usage, cost.
+    let mut line = String::new();
+    for _ in 0..50 {
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if line.lines().count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first line is the refused call (no AI object); the second the answered one.
+    let refused: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert!(refused.get("ai").is_none(), "{refused}");
+    let rec: Value = serde_json::from_str(line.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(rec["consumer"]["username"], "team-a", "{rec}");
+    assert_eq!(rec["ai"]["provider"], "oa", "{rec}");
+    assert_eq!(rec["ai"]["upstream_model"], "gpt-4o-mini");
+    assert_eq!(rec["ai"]["usage"]["input"], 3);
+    assert_eq!(rec["ai"]["usage"]["estimated"], false);
+    assert_eq!(rec["ai"]["usage"]["output"], 4);
+    // gpt-4o-mini from the built-in table: 3 × 0.15 + 4 × 0.60 = 2.85 µ$, rounded up.
+    assert_eq!(rec["ai"]["cost_micros"], 3);
+}
+
+const OPENAI_JS: &str = r#"
+import OpenAI from "openai";
+const c = new OpenAI({ baseURL: process.argv[2], apiKey: "anything", maxRetries: 0 });
+const out = {};
+out.models = (await c.models.list()).data.map((m) => m.id).sort();
+for (const model of ["gpt-x", "claude-x"]) {
+  const r = await c.chat.completions.create({ model, messages: [{ role: "user", content: "from js" }] });
+  out[`plain-${model}`] = r.choices[0].message.content;
+  const stream = await c.chat.completions.create({ model, stream: true, stream_options: { include_usage: true },
+    messages: [{ role: "user", content: "stream js" }] });
+  let text = "", usage = null;
+  for await (const ch of stream) {
+    if (ch.choices.length) text += ch.choices[0].delta.content ?? "";
+    if (ch.usage) usage = ch.usage.completion_tokens;
+  }
+  out[`stream-${model}`] = { text, usage };
+}
+console.log(JSON.stringify(out));
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_js_sdk_works_too() {
+    let mock = MockLlm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_with_config(dir.path(), &config(&mock, dir.path(), ""), &[]);
+    // The script sits beside a link to the installed node_modules (ES modules resolve
+    // packages from the script's directory up).
+    std::os::unix::fs::symlink(
+        test_node_dir().join("node_modules"),
+        dir.path().join("node_modules"),
+    )
+    .unwrap();
+    let script = dir.path().join("client.mjs");
+    std::fs::write(&script, OPENAI_JS).unwrap();
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}/ai/v1", gw.proxy))
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(
+        v["models"].as_array().unwrap().contains(&json!("claude-x")),
+        "{v}"
+    );
+    for model in ["gpt-x", "claude-x"] {
+        assert_eq!(v[format!("plain-{model}")], "echo: from js");
+        assert_eq!(
+            v[format!("stream-{model}")],
+            json!({"text": "echo: stream js", "usage": 3})
+        );
+    }
+}

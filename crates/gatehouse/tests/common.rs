@@ -50,3 +50,18 @@ pub fn test_python() -> PathBuf {
     );
     p
 }
+
+/// The directory where scripts/test.sh installed the JavaScript clients (`node_modules`).
+pub fn test_node_dir() -> PathBuf {
+    let p = std::env::var_os("GATEHOUSE_TEST_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/gatehouse-node")
+        });
+    assert!(
+        p.join("node_modules").exists(),
+        "{}/node_modules not found: run ./scripts/test.sh, which installs the JS clients",
+        p.display()
+    );
+    p
+}

@@ -106,7 +106,18 @@ pub struct Settle {
 impl Settle {
     /// Settles with the provider's usage, or an estimate (`output_events` content events
     /// delivered, about one token each) flagged `estimated`.
-    pub async fn finish(mut self, usage: Option<Usage>, output_events: u64) {
+    pub async fn finish(self, usage: Option<Usage>, output_events: u64) {
+        self.conclude(usage, output_events).await;
+    }
+
+    /// Records the call at once (metrics, and the call info the log phase reads, which must
+    /// be there when the response body ends) and returns the settlement of the limits,
+    /// which may need Redis.
+    pub fn conclude(
+        mut self,
+        usage: Option<Usage>,
+        output_events: u64,
+    ) -> impl std::future::Future<Output = ()> + Send {
         let usage = usage.unwrap_or(Usage {
             input: self.estimated_input,
             output: output_events,
@@ -114,9 +125,6 @@ impl Settle {
             ..Usage::default()
         });
         let cost = self.price.map_or(0, |p| p.cost_micros(&usage));
-        for r in self.reservations.drain(..) {
-            r.settle(&usage, cost).await;
-        }
         self.info.usage = usage;
         self.info.cost_micros = cost;
         super::metrics::record(&self.info);
@@ -128,6 +136,12 @@ impl Settle {
             .cell
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self.info);
+        let reservations = std::mem::take(&mut self.reservations);
+        async move {
+            for r in reservations {
+                r.settle(&usage, cost).await;
+            }
+        }
     }
 }
 
@@ -198,7 +212,7 @@ impl AiBody {
         self.ended = true;
         self.upstream = None;
         if let Some(s) = self.settle.take() {
-            tokio::spawn(s.finish(self.tr.usage(), self.content_events));
+            tokio::spawn(s.conclude(self.tr.usage(), self.content_events));
         }
     }
 }

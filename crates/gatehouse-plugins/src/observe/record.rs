@@ -252,7 +252,25 @@ pub fn write_line(rec: &CallRecord, o: &mut String) {
         }
         None => o.push_str("null,\"gateway_ms\":null"),
     }
-    o.push_str("}}");
+    o.push('}');
+    push_ai(o, ctx);
+    o.push('}');
+}
+
+/// `,"ai":{provider, model, upstream_model, usage, cost_micros, ttft_ms, fallbacks}` for a
+/// call `ai-proxy` answered (once its usage is known).
+fn push_ai(o: &mut String, ctx: &RequestCtx) {
+    let Some(cell) = ctx.extensions.get::<crate::ai::AiCallCell>() else {
+        return;
+    };
+    let info = cell
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(text) = info.and_then(|i| serde_json::to_string(&i).ok()) {
+        o.push_str(",\"ai\":");
+        o.push_str(&text);
+    }
 }
 
 #[cfg(test)]
