@@ -19,6 +19,9 @@ use super::catalog::{ModelRt, TargetRt};
 use super::proxy::{Call, CallCtx, Failure, Surface};
 use super::{AiCallCell, AiCallInfo, Reservation};
 
+/// Largest whole (not streamed) answer read from a provider.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// The attempts of one call: keys and targets tried, the last failure, reservations to
 /// settle however the call ends.
 pub(super) struct Attempts {
@@ -288,7 +291,9 @@ impl Attempts {
         let p = &target.provider;
         let wire = p.endpoint.wire;
         let left = p.timeout.saturating_sub(self.started.elapsed());
-        let read = tokio::time::timeout(left, resp.into_body().collect()).await;
+        // A provider is trusted with a stream's pace, not with unbounded memory.
+        let limited = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES);
+        let read = tokio::time::timeout(left, limited.collect()).await;
         let bytes = match read {
             Err(_) => {
                 return Err(self.fail(Failure::new(
@@ -303,16 +308,17 @@ impl Attempts {
                 )))
             }
             Ok(Err(e)) => {
+                let why = if e.is::<http_body_util::LengthLimitError>() {
+                    format!("answered more than {MAX_ANSWER_BYTES} bytes")
+                } else {
+                    format!("broke off its answer: {}", error_chain(&*e))
+                };
                 return Err(self.fail(Failure::new(
                     StatusCode::BAD_GATEWAY,
                     "api_error",
                     "upstream_error",
-                    format!(
-                        "provider `{}` broke off its answer: {}",
-                        p.name,
-                        error_chain(&e)
-                    ),
-                )))
+                    format!("provider `{}` {why}", p.name),
+                )));
             }
             Ok(Ok(c)) => c.to_bytes(),
         };
