@@ -334,31 +334,39 @@ impl CallCtx {
             .into_iter()
             .find_map(|f| body.get(f).and_then(Value::as_u64))
             .unwrap_or(self.c.default_max_tokens);
-        let input = tokens::of_request(&body);
+        // The prompt estimate: exact enough for reservations; without a limit it only
+        // stands in for a provider that reports no usage, so the raw size serves.
+        let input = if limited {
+            tokens::of_request(&body)
+        } else {
+            (raw.len() as u64 * 2).div_ceil(7)
+        };
         let reservations = self.reserve(&model, input, max_output).await?;
         let mut attempt = Attempts::new(self, &model, reservations, input);
         for target in model.attempt_order() {
             let upstream_body = match (surface, target.provider.endpoint.wire) {
+                // Passed through: changed in place (model and forced usage only; a later
+                // target rewrites the model again, translations ignore both).
                 (Surface::OpenAi, Wire::OpenAi) => {
-                    let mut b = body.clone();
-                    openai::prepare(&mut b, &target.model);
-                    b
+                    openai::prepare(&mut body, &target.model);
+                    Bytes::from(body.to_string())
                 }
-                (Surface::OpenAi, Wire::Anthropic) => {
+                (Surface::OpenAi, Wire::Anthropic) => Bytes::from(
                     anthropic::request_from_openai(&body, &target.model)
                         .map_err(|e| attempt.fail(Failure::bad(e)))?
-                }
+                        .to_string(),
+                ),
                 (Surface::Anthropic, Wire::Anthropic) => {
-                    let mut b = body.clone();
-                    b["model"] = json!(&*target.model);
-                    b
+                    body["model"] = json!(&*target.model);
+                    Bytes::from(body.to_string())
                 }
-                (Surface::Anthropic, Wire::OpenAi) => {
+                (Surface::Anthropic, Wire::OpenAi) => Bytes::from(
                     anthropic::request_to_openai(&body, &target.model)
                         .map_err(|e| attempt.fail(Failure::bad(e)))?
-                }
+                        .to_string(),
+                ),
             };
-            let bytes = Bytes::from(upstream_body.to_string());
+            let bytes = upstream_body;
             let resp = match attempt.send(&target, Op::Chat, bytes).await {
                 Sent::Ok(r) => r,
                 Sent::Next => continue,
