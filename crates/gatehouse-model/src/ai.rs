@@ -174,6 +174,10 @@ pub struct AiProvider {
     /// Extra headers sent with every request to this provider.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// PEM CA bundles trusted for an `https` provider instead of the system roots (a
+    /// private server behind an internal CA).
+    #[serde(default)]
+    pub ca_certificates: Vec<String>,
     /// When it was created (Unix seconds; set by the admin API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<u64>,
@@ -361,6 +365,11 @@ pub(crate) fn check(
                     field,
                     format!("must be 1-{} milliseconds", crate::validate::MAX_TIMEOUT_MS),
                 );
+            }
+        }
+        for (j, pem) in p.ca_certificates.iter().enumerate() {
+            if let Err(e) = crate::tls::check_ca_bundle(pem) {
+                err(&format!("ca_certificates[{j}]"), e);
             }
         }
         for (name, value) in &p.headers {

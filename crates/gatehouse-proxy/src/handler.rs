@@ -625,6 +625,7 @@ impl Worker {
             routed.params,
         ));
         ctx.tls = conn.tls.clone();
+        ctx.outcall = Some(crate::outcall::Outcall::new(self.pool.clone()));
         let r = run.insert(PluginRun {
             ctx,
             chain: route.chains.base.clone(),

@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod h1;
 pub mod h1server;
 pub mod handler;
+pub mod outcall;
 pub mod pathnorm;
 pub mod plugin;
 pub mod pool;

@@ -108,6 +108,9 @@ pub struct RequestCtx {
     pub prepared: Prepared,
     /// The client connection's TLS (SNI, verified client certificate), if any.
     pub tls: Option<Arc<crate::tls::server::TlsInfo>>,
+    /// The worker's own HTTP/1 client and connection pool, for plugins that call out
+    /// (set on requests whose route has plugins).
+    pub outcall: Option<crate::outcall::Outcall>,
 }
 
 /// The request as the log phase reports it (never headers or query: no credentials).
@@ -178,6 +181,7 @@ impl RequestCtx {
             upstream_path: None,
             prepared: None,
             tls: None,
+            outcall: None,
         }
     }
 

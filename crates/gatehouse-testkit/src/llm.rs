@@ -56,6 +56,28 @@ pub struct MockLlm {
 impl MockLlm {
     /// Starts a mock provider on 127.0.0.1.
     pub fn start() -> MockLlm {
+        MockLlm::serve(None)
+    }
+
+    /// Starts it over HTTPS with `cert`/`key` (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> MockLlm {
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("cert pem");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key pem");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server cert");
+        MockLlm::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+    }
+
+    fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> MockLlm {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock llm");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
@@ -76,12 +98,19 @@ impl MockLlm {
                         _ = &mut stop_rx => break,
                         acc = listener.accept() => {
                             let Ok((stream, _)) = acc else { continue };
-                            let (seen, abandoned) = (s2.clone(), a2.clone());
+                            let (seen, abandoned, tls) = (s2.clone(), a2.clone(), tls.clone());
                             tokio::spawn(async move {
                                 let svc = service_fn(move |req| handle(seen.clone(), abandoned.clone(), req));
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), svc)
-                                    .await;
+                                let http = hyper::server::conn::http1::Builder::new();
+                                match tls {
+                                    None => {
+                                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                                    }
+                                    Some(acceptor) => {
+                                        let Ok(tls) = acceptor.accept(stream).await else { return };
+                                        let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                                    }
+                                }
                             });
                         }
                     }
@@ -99,6 +128,12 @@ impl MockLlm {
     /// `http://127.0.0.1:PORT/v1`, a provider's `base_url`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// `https://localhost:PORT/v1` (for a mock started with [`MockLlm::start_tls`] and a
+    /// certificate for `localhost`).
+    pub fn tls_base_url(&self) -> String {
+        format!("https://localhost:{}/v1", self.addr.port())
     }
 
     /// Requests received so far.

@@ -815,3 +815,62 @@ async fn openai_js_sdk_works_too() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_providers_are_verified() {
+    use gatehouse_testkit::pki::{KeyKind, Pki};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "llm-ca");
+    let cert = pki.server(&["localhost"], KeyKind::P256);
+    let mock = MockLlm::start_tls(&cert.cert, &cert.key);
+    let cfg = format!(
+        r#"_format_version: "1"
+ai_providers:
+  - name: private
+    kind: openai-compatible
+    base_url: {url}
+    ca_certificates: [{ca}]
+    keys: [{{key: sk-tls}}]
+  - name: untrusted
+    kind: openai-compatible
+    base_url: {url}
+    keys: [{{key: sk-tls}}]
+ai_models:
+  - {{name: trusted, targets: [{{provider: private, model: m}}]}}
+  - {{name: untrusted, targets: [{{provider: untrusted, model: m}}]}}
+services:
+  - name: ai
+    url: http://127.0.0.1:9
+    routes: [{{name: ai, paths: [/ai], plugins: [{{name: ai-proxy}}]}}]
+"#,
+        url = mock.tls_base_url(),
+        ca = serde_json::to_string(&pki.ca).unwrap(),
+    );
+    let gw = start_with_config(dir.path(), &cfg, &[]);
+    for stream in [false, true] {
+        let r = post(
+            &gw,
+            "/ai/v1/chat/completions",
+            &json!({"model": "trusted", "stream": stream, "messages": [{"role": "user", "content": "over tls"}]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let want = if stream { "[DONE]" } else { "echo: over tls" };
+        assert!(r.text().contains(want), "{}", r.text());
+    }
+    assert_eq!(mock.requests()[0].headers["authorization"], "Bearer sk-tls");
+    // Without the CA, the provider's certificate is refused (not sent anything).
+    let r = post(
+        &gw,
+        "/ai/v1/chat/completions",
+        &json!({"model": "untrusted", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.text().to_lowercase().contains("certificate"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(mock.requests().len(), 2);
+}

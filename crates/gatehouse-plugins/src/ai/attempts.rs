@@ -14,10 +14,11 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use super::body::{AiBody, Settle, Translator};
-use super::catalog::{ModelRt, TargetRt};
+use super::body::{AiBody, Settle, Translator, UpstreamBody};
+use super::catalog::{ModelRt, ProviderRt, TargetRt};
 use super::proxy::{Call, CallCtx, Failure, Surface};
 use super::{AiCallCell, AiCallInfo, Reservation};
+use gatehouse_proxy::body::BoxError;
 
 /// Largest whole (not streamed) answer read from a provider.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
@@ -36,6 +37,7 @@ pub(super) struct Attempts {
     retry_after_ms: Option<u64>,
     cell: AiCallCell,
     started: Instant,
+    outcall: Option<gatehouse_proxy::outcall::Outcall>,
 }
 
 impl Attempts {
@@ -56,6 +58,7 @@ impl Attempts {
             retry_after_ms: None,
             cell: call.cell.clone(),
             started: call.started,
+            outcall: call.outcall.clone(),
         }
     }
 
@@ -146,46 +149,23 @@ impl Attempts {
                 }
             };
             self.tried += 1;
-            let Ok(mut req) = http::Request::post(&url)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(body.clone()))
-            else {
-                self.note(
-                    format!("provider `{}`: invalid URL {url}", p.name),
-                    false,
-                    None,
-                );
-                return Sent::Next;
-            };
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             for (n, v) in p.endpoint.auth_headers(key.map(|k| &*k.secret)) {
-                req.headers_mut().insert(n, v);
+                headers.insert(n, v);
             }
             for (n, v) in &p.headers {
-                req.headers_mut().insert(n.clone(), v.clone());
+                headers.insert(n.clone(), v.clone());
             }
-            let sent = tokio::time::timeout(p.first_token_timeout, p.client.request(req)).await;
-            let resp = match sent {
-                Err(_) => {
-                    self.note(
-                        format!(
-                            "provider `{}` sent no answer within {} ms",
-                            p.name,
-                            p.first_token_timeout.as_millis()
-                        ),
-                        false,
-                        None,
-                    );
+            let resp = match self.call(p, &url, headers, body.clone()).await {
+                Ok(r) => r,
+                Err(why) => {
+                    self.note(format!("provider `{}`: {why}", p.name), false, None);
                     return Sent::Next;
                 }
-                Ok(Err(e)) => {
-                    self.note(
-                        format!("provider `{}`: {}", p.name, error_chain(&e)),
-                        false,
-                        None,
-                    );
-                    return Sent::Next;
-                }
-                Ok(Ok(r)) => r,
             };
             let status = resp.status();
             if status.is_success() {
@@ -225,6 +205,46 @@ impl Attempts {
         }
     }
 
+    /// One exchange with a provider, within its first-token timeout: on the worker's own
+    /// client and pool when the request came through a worker (always, in the gateway), else
+    /// on the provider's hyper client.
+    async fn call(
+        &self,
+        p: &ProviderRt,
+        url: &str,
+        headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<UpstreamBody>, String> {
+        let within = p.first_token_timeout;
+        if let (Some(outcall), Some(dest)) = (&self.outcall, &p.dest) {
+            let path = url.strip_prefix(dest.origin()).unwrap_or(url);
+            let path = if path.is_empty() { "/" } else { path };
+            return match outcall.post(dest, path, &headers, body, within).await {
+                Ok(r) => {
+                    let (parts, b) = r.into_parts();
+                    Ok(Response::from_parts(parts, Box::pin(b) as UpstreamBody))
+                }
+                Err(gatehouse_proxy::outcall::OutcallError::Timeout(_)) => {
+                    Err(format!("sent no answer within {} ms", within.as_millis()))
+                }
+                Err(e) => Err(error_chain(&e)),
+            };
+        }
+        let mut req = http::Request::post(url)
+            .body(Full::new(body))
+            .map_err(|e| format!("invalid URL {url}: {e}"))?;
+        *req.headers_mut() = headers;
+        match tokio::time::timeout(within, p.client.request(req)).await {
+            Err(_) => Err(format!("sent no answer within {} ms", within.as_millis())),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Ok(Ok(r)) => {
+                let (parts, b) = r.into_parts();
+                let b = http_body_util::BodyExt::map_err(b, |e| Box::new(e) as BoxError);
+                Ok(Response::from_parts(parts, Box::pin(b) as UpstreamBody))
+            }
+        }
+    }
+
     fn info(&self, target: &TargetRt) -> AiCallInfo {
         AiCallInfo {
             provider: target.provider.name.to_string(),
@@ -248,7 +268,7 @@ impl Attempts {
     /// A streamed answer.
     pub(super) fn stream(
         &mut self,
-        resp: Response<hyper::body::Incoming>,
+        resp: Response<UpstreamBody>,
         tr: Translator,
         target: &TargetRt,
         headers: bool,
@@ -282,7 +302,7 @@ impl Attempts {
     /// A whole answer: read, checked, translated, settled.
     pub(super) async fn whole(
         &mut self,
-        resp: Response<hyper::body::Incoming>,
+        resp: Response<UpstreamBody>,
         surface: Surface,
         call: Call,
         target: &TargetRt,
@@ -409,7 +429,7 @@ impl Attempts {
 /// What `send` got.
 pub(super) enum Sent {
     /// A success from the provider.
-    Ok(Response<hyper::body::Incoming>),
+    Ok(Response<UpstreamBody>),
     /// A client error (4xx other than 401/403/429): every key and target would get it too.
     ClientError(StatusCode, String),
     /// Try the next target.
@@ -459,7 +479,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Reads at most `limit` bytes of a body within `within`.
-async fn read_limited(mut body: hyper::body::Incoming, limit: usize, within: Duration) -> Bytes {
+async fn read_limited(mut body: UpstreamBody, limit: usize, within: Duration) -> Bytes {
     let mut out = bytes::BytesMut::new();
     let _ = tokio::time::timeout(within, async {
         while let Some(Ok(f)) = body.frame().await {

@@ -15,10 +15,13 @@ use gatehouse_ai::sse::{Event, Parser};
 use gatehouse_ai::{anthropic, openai, Usage};
 use gatehouse_proxy::body::BoxError;
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::{AiCallCell, AiCallInfo, Reservation};
+
+/// A provider's answer body: from the worker's own HTTP/1 client (not `Send`: it returns its
+/// connection to the worker's pool) or from hyper's.
+pub type UpstreamBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>;
 
 /// How long an abandoned stream is still read for its usage.
 pub const DRAIN_MAX: Duration = Duration::from_secs(30);
@@ -147,7 +150,7 @@ impl Settle {
 
 /// The streamed answer.
 pub struct AiBody {
-    upstream: Option<Incoming>,
+    upstream: Option<UpstreamBody>,
     parser: Parser,
     tr: Translator,
     out: BytesMut,
@@ -164,7 +167,7 @@ pub struct AiBody {
 impl AiBody {
     /// Streams `upstream` through `tr`; the call is settled by `settle` when it ends.
     pub fn new(
-        upstream: Incoming,
+        upstream: UpstreamBody,
         tr: Translator,
         settle: Settle,
         started: Instant,
@@ -251,7 +254,7 @@ impl Body for AiBody {
                 me.end(None);
                 continue;
             };
-            match Pin::new(up).poll_frame(cx) {
+            match up.as_mut().poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(d) = frame.data_ref() {
@@ -300,13 +303,15 @@ impl Drop for AiBody {
         );
         let parser = std::mem::take(&mut self.parser);
         let events = self.content_events;
-        tokio::spawn(drain(upstream, parser, tr, settle, events));
+        // Workers run their tasks on a LocalSet; the body (the worker's connection) stays
+        // on its thread.
+        tokio::task::spawn_local(drain(upstream, parser, tr, settle, events));
     }
 }
 
 /// Reads an abandoned stream (at most [`DRAIN_MAX`] and [`DRAIN_MAX_BYTES`]) for its usage.
 async fn drain(
-    mut upstream: Incoming,
+    mut upstream: UpstreamBody,
     mut parser: Parser,
     mut tr: Translator,
     settle: Settle,
@@ -316,7 +321,7 @@ async fn drain(
         let mut read = 0usize;
         let mut events = Vec::new();
         let mut sink = BytesMut::new();
-        while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut upstream).await {
+        while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut upstream.as_mut()).await {
             if let Some(d) = frame.data_ref() {
                 read += d.len();
                 if parser.feed(d, &mut events).is_err() {

@@ -42,8 +42,10 @@ pub struct ProviderRt {
     pub first_token_timeout: Duration,
     /// Time for the whole answer.
     pub timeout: Duration,
-    /// Pooled client.
+    /// Pooled hyper client (calls made outside a worker).
     pub client: HttpClient,
+    /// The provider's origin for the worker's own client (`None` if its URL cannot be one).
+    pub dest: Option<gatehouse_proxy::outcall::Destination>,
 }
 
 /// A target of a public model.
@@ -180,24 +182,38 @@ fn provider_rt(p: &AiProvider) -> Result<Arc<ProviderRt>, String> {
         let value = HeaderValue::from_str(v).map_err(|e| format!("headers.{k}: {e}"))?;
         headers.push((name, value));
     }
+    let endpoint = Endpoint::of(p);
+    let dest = gatehouse_proxy::outcall::Destination::of_url(
+        &endpoint.base,
+        &p.ca_certificates,
+        Duration::from_millis(p.connect_timeout),
+        Duration::from_millis(p.timeout),
+    )
+    .map_err(|e| tracing::warn!(provider = %p.name, error = %e, "ai provider on hyper's client"))
+    .ok();
     Ok(Arc::new(ProviderRt {
         id: p.id,
         name: p.name.as_str().into(),
-        endpoint: Endpoint::of(p),
+        endpoint,
+        dest,
         keys,
         headers,
         first_token_timeout: Duration::from_millis(p.first_token_timeout),
         timeout: Duration::from_millis(p.timeout),
-        client: http_client(Duration::from_millis(p.connect_timeout))?,
+        client: http_client(&p.ca_certificates, Duration::from_millis(p.connect_timeout))?,
     }))
 }
 
-/// A pooled HTTP/1.1 and HTTPS client verifying providers against the system roots.
-fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+/// A pooled HTTP/1.1 and HTTPS client verifying providers against `ca_certificates` or the
+/// system roots.
+fn http_client(
+    ca_certificates: &[String],
+    connect_timeout: Duration,
+) -> Result<HttpClient, String> {
     let tls = gatehouse_proxy::tls::client::client_config(
         &gatehouse_proxy::tls::client::UpstreamTlsSpec {
             verify: true,
-            ca_certificates: &[],
+            ca_certificates,
             client_certificate: None,
             h2: false,
         },

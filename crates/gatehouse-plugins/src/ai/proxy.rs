@@ -218,6 +218,7 @@ pub(super) struct CallCtx {
     pub(super) cell: AiCallCell,
     rid: HeaderValue,
     pub(super) started: Instant,
+    pub(super) outcall: Option<gatehouse_proxy::outcall::Outcall>,
 }
 
 impl Plugin for Compiled {
@@ -235,6 +236,7 @@ impl Plugin for Compiled {
             cell,
             rid: ctx.request_id.clone(),
             started: ctx.request.started,
+            outcall: ctx.outcall.clone(),
         };
         let prompt = ctx.extensions.get::<super::prompt::PromptCall>().is_some();
         let kind = if prompt {
