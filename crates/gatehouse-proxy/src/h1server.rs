@@ -639,12 +639,39 @@ async fn write_response(
                 if data.is_empty() {
                     continue;
                 }
-                if out == Out::Chunked {
-                    wbuf.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                    wbuf.put_slice(&data);
-                    wbuf.put_slice(b"\r\n");
-                } else {
-                    wbuf.put_slice(&data);
+                put_data(wbuf, out, &data);
+                // What the body already holds leaves in the same write — the rest of an
+                // answer that arrived whole, and its end — but nothing waits for more.
+                let mut ended = false;
+                while wbuf.len() < COALESCE_MAX {
+                    let next =
+                        std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+                            Poll::Ready(f) => Poll::Ready(Some(f)),
+                            Poll::Pending => Poll::Ready(None),
+                        })
+                        .await;
+                    match next {
+                        None => break,
+                        Some(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Some(Some(Ok(f))) => {
+                            if let Ok(d) = f.into_data() {
+                                if !d.is_empty() {
+                                    put_data(wbuf, out, &d);
+                                }
+                            }
+                        }
+                        Some(Some(Err(e))) => {
+                            tracing::debug!(error = %e, "response body failed; closing the client connection");
+                            let _ = write_all(client, wbuf).await;
+                            return false;
+                        }
+                    }
+                }
+                if ended {
+                    break;
                 }
                 if !write_all(client, wbuf).await {
                     return false;
@@ -662,6 +689,20 @@ async fn write_response(
     }
     wbuf.clear();
     true
+}
+
+/// Most bytes of ready body frames gathered into one write.
+const COALESCE_MAX: usize = 64 * 1024;
+
+/// Appends a data frame, chunk-framed when the answer is chunked.
+fn put_data(wbuf: &mut BytesMut, out: Out, data: &[u8]) {
+    if out == Out::Chunked {
+        wbuf.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        wbuf.put_slice(data);
+        wbuf.put_slice(b"\r\n");
+    } else {
+        wbuf.put_slice(data);
+    }
 }
 
 fn put_header(wbuf: &mut BytesMut, name: &HeaderName, value: &[u8]) {
