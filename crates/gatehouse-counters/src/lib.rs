@@ -14,7 +14,7 @@ mod lease;
 mod local;
 mod redis_conn;
 
-pub use local::LocalCounters;
+pub use local::{LocalCounters, Saved};
 
 /// A rate-limit period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub struct Decision {
 
 /// What one counter counts: a route and the identity requests are grouped by. Built without
 /// allocating for the common cases; a shared store (Redis) uses its `Display` form.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CounterKey {
     /// The route the limit applies on.
     pub route: uuid::Uuid,
@@ -139,7 +139,7 @@ pub struct CounterKey {
 }
 
 /// The identity part of a [`CounterKey`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum KeyPart {
     /// A consumer id.
     Consumer(uuid::Uuid),

@@ -70,7 +70,49 @@ impl LocalCounters {
     }
 }
 
+/// One key's counts, for keeping them across restarts (budgets).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    /// The key.
+    pub key: CounterKey,
+    /// Per period (`Period as usize`): window index, count in it, count in the one before.
+    pub windows: [(u64, u64, u64); 5],
+    /// Last use (Unix ms).
+    pub last_ms: u64,
+}
+
 impl LocalCounters {
+    /// Every key's counts.
+    pub fn export(&self) -> Vec<Saved> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            let shard = s.lock().unwrap_or_else(PoisonError::into_inner);
+            out.extend(shard.iter().map(|(k, e)| Saved {
+                key: k.clone(),
+                windows: e.windows.map(|w| (w.index, w.current, w.previous)),
+                last_ms: e.last_ms,
+            }));
+        }
+        out
+    }
+
+    /// Puts saved counts back (a key counted since is left as it is).
+    pub fn import(&self, saved: Vec<Saved>) {
+        for s in saved {
+            let mut shard = self.shards[shard_of(&s.key)]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            shard.entry(s.key).or_insert_with(|| Entry {
+                windows: s.windows.map(|(index, current, previous)| Window {
+                    index,
+                    current,
+                    previous,
+                }),
+                last_ms: s.last_ms,
+            });
+        }
+    }
+
     /// Takes back `amount` units counted at `at_ms` (a reservation settled below its worst
     /// case). Units of a window that has ended stay counted: that window is history.
     pub fn refund(&self, key: &CounterKey, limits: &[(Period, u64)], amount: u64, at_ms: u64) {
@@ -166,6 +208,17 @@ mod tests {
             route: uuid::Uuid::nil(),
             by: KeyPart::Header(s.to_string()),
         }
+    }
+
+    #[test]
+    fn counts_survive_export_and_import() {
+        let a = LocalCounters::default();
+        let lim = [(Period::Day, 100)];
+        assert!(a.hit_n(&k("x"), &lim, 70, 5_000).allowed);
+        let b = LocalCounters::default();
+        b.import(a.export());
+        assert!(!b.hit_n(&k("x"), &lim, 31, 6_000).allowed);
+        assert!(b.hit_n(&k("x"), &lim, 30, 6_000).allowed);
     }
 
     #[test]

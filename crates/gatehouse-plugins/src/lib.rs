@@ -25,6 +25,15 @@ pub fn registry() -> Registry {
 pub fn registry_with(
     cluster: Option<Arc<traffic::counters::cluster::ClusterCounters>>,
 ) -> Registry {
+    registry_for(cluster, None)
+}
+
+/// Every built-in plugin of a serving node: limits with `policy: redis` count in
+/// `cluster`; `ai-budget` keeps `policy: local` spend in `data_dir` across restarts.
+pub fn registry_for(
+    cluster: Option<Arc<traffic::counters::cluster::ClusterCounters>>,
+    data_dir: Option<std::path::PathBuf>,
+) -> Registry {
     let factories: Vec<Arc<dyn Factory>> = vec![
         Arc::new(auth::basic_auth::BasicAuth),
         Arc::new(auth::hmac_auth::HmacAuth),
@@ -44,7 +53,10 @@ pub fn registry_with(
         Arc::new(ai::limits::AiRateLimiting {
             cluster: cluster.clone(),
         }),
-        Arc::new(ai::limits::AiBudget { cluster }),
+        Arc::new(ai::limits::AiBudget {
+            cluster,
+            spend_dir: data_dir,
+        }),
         Arc::new(traffic::request_size_limiting::RequestSizeLimiting),
         Arc::new(transform::correlation_id::CorrelationId),
         Arc::new(transform::grpc_web::GrpcWeb),

@@ -166,7 +166,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
-    let registry = Arc::new(gatehouse_plugins::registry_with(counters.clone()));
+    let registry = Arc::new(gatehouse_plugins::registry_for(
+        counters.clone(),
+        Some(args.data_dir.clone()),
+    ));
     let catalog: Arc<dyn PluginCatalog> = registry.clone();
     let opened = crate::stores::open(&args, catalog).await?;
     let store = opened.store.clone();

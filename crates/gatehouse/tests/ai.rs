@@ -874,3 +874,39 @@ services:
     );
     assert_eq!(mock.requests().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_budgets_survive_a_restart() {
+    let mock = MockLlm::start();
+    let dir = tempfile::tempdir().unwrap();
+    // `dear`: a call really costs ~5,000 µ$ and reserves ~18,000; 30,000 fit three calls.
+    let plugins = "plugins:\n  - name: ai-budget\n    route: ai\n    config: {per_day: 0.03, limit_by: route}\n";
+    let cfg = config(&mock, dir.path(), plugins);
+    let call = json!({"model": "dear", "max_tokens": 10, "messages": [{"role": "user", "content": "spend it"}]});
+    let mut gw = start_with_config(dir.path(), &cfg, &[]);
+    let mut passed = 0;
+    loop {
+        let r = post(&gw, "/ai/v1/chat/completions", &call).await;
+        if r.status != 200 {
+            assert_eq!(r.status, 429, "{}", r.text());
+            break;
+        }
+        passed += 1;
+        assert!(passed < 20);
+    }
+    assert!(passed >= 2, "{passed}");
+    // Spend is written every 2 s; then the node goes away and comes back.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let file = dir.path().join("ai-spend");
+    assert!(
+        std::fs::read_dir(&file).unwrap().count() == 1,
+        "one budget file"
+    );
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(10));
+    drop(gw);
+    let gw = start_with_config(dir.path(), &cfg, &[]);
+    let r = post(&gw, "/ai/v1/chat/completions", &call).await;
+    assert_eq!(r.status, 429, "the day's spend was kept: {}", r.text());
+    assert!(r.text().contains("budget_exceeded"), "{}", r.text());
+}

@@ -425,6 +425,99 @@ impl AiBudgetConfig {
 pub struct AiBudget {
     /// Shared counters for `policy: redis`.
     pub cluster: Option<Arc<ClusterCounters>>,
+    /// Where `policy: local` spend is kept across restarts (the node's data dir).
+    pub spend_dir: Option<std::path::PathBuf>,
+}
+
+/// Keeps `policy: local` spend across restarts: each budget's counters are written to
+/// `<data dir>/ai-spend/<plugin id>.json` (owner-only) every two seconds when they changed,
+/// and read back when the budget is first built. A budget that leaves the config stops
+/// being written (its counters are held weakly).
+mod spend {
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+    use gatehouse_counters::{LocalCounters, Saved};
+
+    type Entry = (Weak<LocalCounters>, PathBuf, String);
+
+    fn kept() -> &'static Mutex<Vec<Entry>> {
+        static KEPT: OnceLock<Mutex<Vec<Entry>>> = OnceLock::new();
+        KEPT.get_or_init(|| {
+            let spawned = std::thread::Builder::new()
+                .name("gatehouse-ai-spend".into())
+                .spawn(|| loop {
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                    save_all();
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "ai spend will not be kept across restarts");
+            }
+            Mutex::new(Vec::new())
+        })
+    }
+
+    fn save_all() {
+        let mut list = kept().lock().unwrap_or_else(PoisonError::into_inner);
+        list.retain(|(w, _, _)| w.strong_count() > 0);
+        for (w, path, last) in list.iter_mut() {
+            let Some(c) = w.upgrade() else { continue };
+            let Ok(text) = serde_json::to_string(&c.export()) else {
+                continue;
+            };
+            if *last != text {
+                match gatehouse_store_write(path, text.as_bytes()) {
+                    Ok(()) => *last = text,
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "writing ai spend")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Owner-only file, written whole then renamed into place.
+    fn gatehouse_store_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Counters for budget `id`, with what was spent before a restart.
+    pub(super) fn restore(dir: &Path, id: uuid::Uuid) -> (LocalCounters, PathBuf) {
+        let path = dir.join("ai-spend").join(format!("{id}.json"));
+        let c = LocalCounters::default();
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<Vec<Saved>>(&bytes) {
+                Ok(saved) => c.import(saved),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable ai spend file ignored")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "reading ai spend"),
+        }
+        (c, path)
+    }
+
+    /// Writes `c` to `path` from now on.
+    pub(super) fn keep(c: &Arc<LocalCounters>, path: PathBuf) {
+        let mut list = kept().lock().unwrap_or_else(PoisonError::into_inner);
+        list.retain(|(w, p, _)| w.strong_count() > 0 && *p != path);
+        list.push((Arc::downgrade(c), path, String::new()));
+    }
 }
 
 impl Factory for AiBudget {
@@ -454,11 +547,26 @@ impl Factory for AiBudget {
     }
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let c: AiBudgetConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
+        let store = match (c.policy, &self.spend_dir) {
+            (Policy::Local, Some(dir)) => {
+                let mut fresh = None;
+                let counters = ctx.state.get_or_insert(ctx.id, v, || {
+                    let (c, path) = spend::restore(dir, ctx.id);
+                    fresh = Some(path);
+                    c
+                });
+                if let Some(path) = fresh {
+                    spend::keep(&counters, path);
+                }
+                Store::Local(counters)
+            }
+            _ => Store::of(c.policy, &self.cluster, ctx, v)?,
+        };
         Ok(Arc::new(BudgetCompiled {
             id: ctx.id,
             limits: c.limits().into(),
             by: c.limit_by,
-            store: Store::of(c.policy, &self.cluster, ctx, v)?,
+            store,
         }))
     }
     fn schema(&self) -> Value {
