@@ -227,12 +227,14 @@ impl PgStore {
     /// Seals again every stored secret that is plain or sealed with another key.
     async fn reseal(&self) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_err)?;
-        let rows = sqlx::query(
-            "SELECT kind, id, body FROM entities WHERE kind IN ('consumer', 'certificate') FOR UPDATE",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_err)?;
+        let q = format!(
+            "SELECT kind, id, body FROM entities WHERE kind IN ({}) FOR UPDATE",
+            crate::sealed::kinds_sql()
+        );
+        let rows = sqlx::query(&q)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_err)?;
         let mut n = 0;
         for row in rows {
             let (kind, id, body): (String, String, String) =

@@ -6,6 +6,18 @@ use serde_json::Value;
 
 use crate::keyring::{Keyring, KeyringError};
 
+/// The kinds whose stored rows hold secrets: what resealing and `keyring prune` look at.
+pub const KINDS: [Kind; 3] = [Kind::Consumer, Kind::Certificate, Kind::AiProvider];
+
+/// [`KINDS`] as an SQL list (`'consumer', 'certificate', …`).
+pub fn kinds_sql() -> String {
+    KINDS
+        .iter()
+        .map(|k| format!("'{}'", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Calls `f` with each secret field of an entity's JSON and its associated data (field
 /// name and owner id, so a sealed value only opens where it was sealed).
 fn each_secret(

@@ -129,11 +129,11 @@ impl SqliteStore {
     /// keyring's first; returns how many. The config itself (and its version) is unchanged.
     pub async fn reseal(&self) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin_with(WRITE).await?;
-        let rows = sqlx::query(
-            "SELECT kind, id, body FROM entities WHERE kind IN ('consumer', 'certificate')",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let q = format!(
+            "SELECT kind, id, body FROM entities WHERE kind IN ({})",
+            sealed::kinds_sql()
+        );
+        let rows = sqlx::query(&q).fetch_all(&mut *tx).await?;
         let mut n = 0;
         for row in rows {
             let (kind, id, body): (String, String, String) = (
@@ -158,11 +158,11 @@ impl SqliteStore {
 
     /// The keyring key ids that sealed secrets in the database name.
     pub async fn sealed_key_ids(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kind, body FROM entities WHERE kind IN ('consumer', 'certificate')",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let q = format!(
+            "SELECT kind, body FROM entities WHERE kind IN ({})",
+            sealed::kinds_sql()
+        );
+        let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
         let mut ids = Vec::new();
         for row in rows {
             let (kind, body): (String, String) = (row.try_get("kind")?, row.try_get("body")?);

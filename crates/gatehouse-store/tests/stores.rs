@@ -109,7 +109,7 @@ async fn file_store_notices_changes_and_is_read_only() {
     );
 }
 
-const SECRETS: &str = "_format_version: \"1\"\nconsumers:\n  - username: alice\n    hmacauth_credentials: [{ username: alice-hmac, secret: hmac-secret-0123456789 }]\n    jwt_secrets: [{ key: alice-iss, secret: jwt-secret-0123456789abcdef }]\n";
+const SECRETS: &str = "_format_version: \"1\"\nconsumers:\n  - username: alice\n    hmacauth_credentials: [{ username: alice-hmac, secret: hmac-secret-0123456789 }]\n    jwt_secrets: [{ key: alice-iss, secret: jwt-secret-0123456789abcdef }]\nai_providers:\n  - { name: oa, kind: openai, keys: [{ key: sk-provider-secret-0123456789 }] }\n";
 
 /// The raw bodies of every stored row, as SQLite has them on disk.
 async fn raw_bodies(db: &std::path::Path) -> String {
@@ -149,6 +149,11 @@ async fn secrets_are_sealed_at_rest_and_resealed_after_rotation() {
     let raw = raw_bodies(&db).await;
     assert!(!raw.contains("hmac-secret-0123456789"), "{raw}");
     assert!(!raw.contains("jwt-secret-0123456789"), "{raw}");
+    assert!(!raw.contains("sk-provider-secret"), "{raw}");
+    assert_eq!(
+        loaded.ai_providers[0].keys[0].key,
+        "sk-provider-secret-0123456789"
+    );
     let first = ring(dir.path()).primary_id();
     assert_eq!(store.sealed_key_ids().await.unwrap(), vec![first.clone()]);
     drop(store);
@@ -162,6 +167,10 @@ async fn secrets_are_sealed_at_rest_and_resealed_after_rotation() {
         gatehouse_store::keyring::prune_file(dir.path(), &store.sealed_key_ids().await.unwrap())
             .unwrap();
     assert_eq!(dropped, vec![first]);
+    drop(store);
+    // Every secret (AI provider keys too) was resealed: the pruned key is not needed.
+    let store = SqliteStore::open(&db, ring(dir.path())).await.unwrap();
+    assert_eq!(store.load().await.unwrap().config, loaded);
     drop(store);
 
     // Without the key, the store says which key is missing instead of serving garbage.
