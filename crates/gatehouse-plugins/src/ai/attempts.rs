@@ -91,9 +91,8 @@ impl Attempts {
             .last
             .clone()
             .unwrap_or_else(|| "no provider could be tried".into());
-        let f = if self.all_limited && self.tried > 0
-            || self.last.is_none() && self.retry_after_ms.is_some()
-        {
+        // `last` is set by every failure, so `tried > 0` means one was seen.
+        let f = if self.all_limited && self.tried > 0 {
             Failure {
                 retry_after_s: Some(self.retry_after_ms.unwrap_or(1_000).div_ceil(1_000)),
                 ..Failure::new(

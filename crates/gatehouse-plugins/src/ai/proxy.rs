@@ -199,14 +199,15 @@ impl Failure {
 
 pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
     let bytes = Bytes::from(body.to_string());
-    let mut resp = Response::new(ProxyBody::full(bytes.clone()));
+    let len = bytes.len();
+    let mut resp = Response::new(ProxyBody::full(bytes));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
 
@@ -346,48 +347,49 @@ impl CallCtx {
         let reservations = self.reserve(&model, input, max_output).await?;
         let mut attempt = Attempts::new(self, &model, reservations, input);
         for target in model.attempt_order() {
-            let upstream_body = match (surface, target.provider.endpoint.wire) {
+            // What the provider gets, and how its stream reaches the client.
+            let (bytes, tr) = match (surface, target.provider.endpoint.wire) {
                 // Passed through: changed in place (model and forced usage only; a later
                 // target rewrites the model again, translations ignore both).
                 (Surface::OpenAi, Wire::OpenAi) => {
                     openai::prepare(&mut body, &target.model);
-                    Bytes::from(body.to_string())
+                    (
+                        Bytes::from(body.to_string()),
+                        Translator::PassOpenAi(openai::PassStream::new(client_wants_usage)),
+                    )
                 }
-                (Surface::OpenAi, Wire::Anthropic) => Bytes::from(
-                    anthropic::request_from_openai(&body, &target.model)
-                        .map_err(|e| attempt.fail(Failure::bad(e)))?
-                        .to_string(),
+                (Surface::OpenAi, Wire::Anthropic) => (
+                    Bytes::from(
+                        anthropic::request_from_openai(&body, &target.model)
+                            .map_err(|e| attempt.fail(Failure::bad(e)))?
+                            .to_string(),
+                    ),
+                    Translator::ToOpenAi(anthropic::ToOpenAiStream::new(
+                        &model.name,
+                        client_wants_usage,
+                    )),
                 ),
                 (Surface::Anthropic, Wire::Anthropic) => {
                     body["model"] = json!(&*target.model);
-                    Bytes::from(body.to_string())
+                    (
+                        Bytes::from(body.to_string()),
+                        Translator::PassAnthropic(anthropic::PassStream::default()),
+                    )
                 }
-                (Surface::Anthropic, Wire::OpenAi) => Bytes::from(
-                    anthropic::request_to_openai(&body, &target.model)
-                        .map_err(|e| attempt.fail(Failure::bad(e)))?
-                        .to_string(),
+                (Surface::Anthropic, Wire::OpenAi) => (
+                    Bytes::from(
+                        anthropic::request_to_openai(&body, &target.model)
+                            .map_err(|e| attempt.fail(Failure::bad(e)))?
+                            .to_string(),
+                    ),
+                    Translator::ToAnthropic(anthropic::FromOpenAiStream::new(&model.name)),
                 ),
             };
-            let bytes = upstream_body;
             let resp = match attempt.send(&target, Op::Chat, bytes).await {
                 Sent::Ok(r) => r,
                 Sent::Next => continue,
                 Sent::ClientError(status, message) => {
                     return Err(attempt.fail(provider_refused(status, &target, message)))
-                }
-            };
-            let tr = match (surface, target.provider.endpoint.wire) {
-                (Surface::OpenAi, Wire::OpenAi) => {
-                    Translator::PassOpenAi(openai::PassStream::new(client_wants_usage))
-                }
-                (Surface::OpenAi, Wire::Anthropic) => Translator::ToOpenAi(
-                    anthropic::ToOpenAiStream::new(&model.name, client_wants_usage),
-                ),
-                (Surface::Anthropic, Wire::Anthropic) => {
-                    Translator::PassAnthropic(anthropic::PassStream::default())
-                }
-                (Surface::Anthropic, Wire::OpenAi) => {
-                    Translator::ToAnthropic(anthropic::FromOpenAiStream::new(&model.name))
                 }
             };
             let is_sse = resp
@@ -412,7 +414,7 @@ impl CallCtx {
     }
 
     async fn embeddings(&self, raw: &Bytes) -> Result<Response<ProxyBody>, Failure> {
-        let body = parse_json(raw)?;
+        let mut body = parse_json(raw)?;
         let model = self.model(&body)?;
         if body.get("input").is_none_or(Value::is_null) {
             return Err(Failure::bad(BadRequest::new("input", "is required")));
@@ -424,10 +426,9 @@ impl CallCtx {
             if target.provider.endpoint.wire != Wire::OpenAi {
                 continue;
             }
-            let mut b = body.clone();
-            b["model"] = json!(&*target.model);
+            body["model"] = json!(&*target.model);
             let resp = match attempt
-                .send(&target, Op::Embeddings, Bytes::from(b.to_string()))
+                .send(&target, Op::Embeddings, Bytes::from(body.to_string()))
                 .await
             {
                 Sent::Ok(r) => r,
