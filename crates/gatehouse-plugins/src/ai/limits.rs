@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use gatehouse_ai::Usage;
 use gatehouse_counters::cluster::ClusterCounters;
-use gatehouse_counters::{CounterKey, CounterStore, Decision, KeyPart, LocalCounters, Period};
+use gatehouse_counters::{CounterKey, Decision, KeyPart, Period};
 use gatehouse_proxy::plugin::{BuildCtx, Factory, Flow, Plugin, RequestCtx};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::{add_limit, AiLimit, BoxFuture, Estimate, Refusal, Reservation};
 use crate::config;
+use crate::traffic::counting::{check_policy, now_ms, Counters};
 use crate::traffic::rate_limiting::Policy;
 
 /// Who a limit counts.
@@ -37,71 +38,6 @@ pub enum AiLimitBy {
     Model,
     /// The client address.
     Ip,
-}
-
-/// Where a limit counts.
-#[derive(Clone)]
-enum Store {
-    Local(Arc<LocalCounters>),
-    Cluster(Arc<ClusterCounters>),
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-impl Store {
-    fn of(
-        policy: Policy,
-        cluster: &Option<Arc<ClusterCounters>>,
-        ctx: &BuildCtx,
-        v: &Value,
-    ) -> Result<Store, String> {
-        match (policy, cluster) {
-            (Policy::Redis, Some(c)) => Ok(Store::Cluster(c.clone())),
-            (Policy::Redis, None) => {
-                Err("policy: `redis` needs the node started with --redis".into())
-            }
-            (Policy::Local, _) => Ok(Store::Local(ctx.state.get_or_insert(
-                ctx.id,
-                v,
-                LocalCounters::default,
-            ))),
-        }
-    }
-
-    async fn hit(
-        &self,
-        key: &CounterKey,
-        limits: &[(Period, u64)],
-        cost: u64,
-        now: u64,
-    ) -> Decision {
-        match self {
-            Store::Local(l) => l.hit_n(key, limits, cost, now),
-            Store::Cluster(c) => match c.try_hit(key, limits, cost, now) {
-                Some(d) => d,
-                None => c.hit(key, limits, cost, now).await,
-            },
-        }
-    }
-
-    async fn refund(&self, key: &CounterKey, limits: &[(Period, u64)], amount: u64, at: u64) {
-        match self {
-            Store::Local(l) => l.refund(key, limits, amount, at),
-            Store::Cluster(c) => c.refund(key, limits, amount, at).await,
-        }
-    }
-
-    /// Counts `amount` whatever the limits say (a call that used more than it reserved:
-    /// it happened, so it counts).
-    async fn charge(&self, key: &CounterKey, limits: &[(Period, u64)], amount: u64) {
-        let unlimited: Vec<(Period, u64)> =
-            limits.iter().map(|&(p, _)| (p, u64::MAX / 4)).collect();
-        self.hit(key, &unlimited, amount, now_ms()).await;
-    }
 }
 
 fn counter_key(plugin: Uuid, by: AiLimitBy, ctx: &RequestCtx, model: Option<&str>) -> CounterKey {
@@ -137,7 +73,7 @@ fn refusal(code: &'static str, what: &str, d: &Decision, cost: u64) -> Refusal {
 
 /// One limit's reservation: `amount` units counted at `at`; settled to `actual`.
 struct Held {
-    store: Store,
+    store: Counters,
     key: CounterKey,
     limits: Arc<[(Period, u64)]>,
     amount: u64,
@@ -238,19 +174,6 @@ pub struct AiRateLimiting {
     pub cluster: Option<Arc<ClusterCounters>>,
 }
 
-fn check_policy(
-    policy: Policy,
-    cluster: &Option<Arc<ClusterCounters>>,
-    e: &mut Vec<(String, String)>,
-) {
-    if matches!(policy, Policy::Redis) && cluster.is_none() {
-        e.push((
-            "policy".into(),
-            "`redis` needs the node started with --redis (GATEHOUSE_REDIS); every node of a cluster needs it".into(),
-        ));
-    }
-}
-
 impl Factory for AiRateLimiting {
     fn name(&self) -> &'static str {
         "ai-rate-limiting"
@@ -286,7 +209,7 @@ impl Factory for AiRateLimiting {
                 id: ctx.id,
                 tokens: c.tokens().into(),
                 requests: c.requests().into(),
-                store: Store::of(c.policy, &self.cluster, ctx, v)?,
+                store: Counters::of(c.policy, &self.cluster, ctx, v)?,
             }),
             by: c.limit_by,
         }))
@@ -309,7 +232,7 @@ struct RateShared {
     id: Uuid,
     tokens: Arc<[(Period, u64)]>,
     requests: Arc<[(Period, u64)]>,
-    store: Store,
+    store: Counters,
 }
 
 /// A rate limit bound to one request (its counter key; by model: known at reservation).
@@ -558,9 +481,9 @@ impl Factory for AiBudget {
                 if let Some(path) = fresh {
                     spend::keep(&counters, path);
                 }
-                Store::Local(counters)
+                Counters::Local(counters)
             }
-            _ => Store::of(c.policy, &self.cluster, ctx, v)?,
+            _ => Counters::of(c.policy, &self.cluster, ctx, v)?,
         };
         Ok(Arc::new(BudgetCompiled {
             id: ctx.id,
@@ -581,13 +504,13 @@ struct BudgetCompiled {
     id: Uuid,
     limits: Arc<[(Period, u64)]>,
     by: AiLimitBy,
-    store: Store,
+    store: Counters,
 }
 
 struct Budget {
     id: Uuid,
     limits: Arc<[(Period, u64)]>,
-    store: Store,
+    store: Counters,
     key: Option<CounterKey>,
 }
 

@@ -1,6 +1,7 @@
 //! Traffic-control plugins.
 
 pub use gatehouse_counters as counters;
+pub mod counting;
 pub mod limit_conn;
 pub mod proxy_cache;
 pub mod rate_limiting;

@@ -13,7 +13,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::counters::cluster::ClusterCounters;
-use super::counters::{CounterKey, CounterStore, Decision, KeyPart, LocalCounters, Period};
+use super::counters::{CounterKey, CounterStore, Decision, KeyPart, Period};
+use super::counting::{check_policy, Counters};
 use crate::config;
 
 /// What requests are counted together.
@@ -113,12 +114,6 @@ pub struct RateLimiting {
     pub cluster: Option<Arc<ClusterCounters>>,
 }
 
-/// Where a compiled instance counts.
-enum Counters {
-    Local(Arc<LocalCounters>),
-    Cluster(Arc<ClusterCounters>),
-}
-
 struct Compiled {
     limits: Arc<[(Period, u64)]>,
     by: LimitBy,
@@ -194,28 +189,14 @@ impl Factory for RateLimiting {
                 last = l;
             }
             check_limit_by(c.limit_by, c.header_name.as_deref(), c.error_code, &mut e);
-            if matches!(c.policy, Policy::Redis) && self.cluster.is_none() {
-                e.push((
-                    "policy".into(),
-                    "`redis` needs the node started with --redis (GATEHOUSE_REDIS); every node of a cluster needs it".into(),
-                ));
-            }
+            check_policy(c.policy, &self.cluster, &mut e);
             e
         })
     }
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let c: RateLimitingConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
         let limits = c.limits();
-        let counters = match (c.policy, &self.cluster) {
-            (Policy::Redis, Some(cluster)) => Counters::Cluster(cluster.clone()),
-            (Policy::Redis, None) => {
-                return Err("policy: `redis` needs the node started with --redis".into())
-            }
-            // Same plugin id and config as before a reload: the same counters.
-            (Policy::Local, _) => {
-                Counters::Local(ctx.state.get_or_insert(ctx.id, v, LocalCounters::default))
-            }
-        };
+        let counters = Counters::of(c.policy, &self.cluster, ctx, v)?;
         Ok(Arc::new(Compiled {
             limits: limits.into(),
             by: c.limit_by,
