@@ -11,14 +11,13 @@ use gatehouse_ai::provider::{Op, Wire};
 use gatehouse_ai::{anthropic, tokens, Usage};
 use gatehouse_proxy::body::ProxyBody;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::body::{AiBody, Settle, Translator, UpstreamBody};
 use super::catalog::{ModelRt, ProviderRt, TargetRt};
 use super::proxy::{Call, CallCtx, Failure, Surface};
 use super::{AiCallCell, AiCallInfo, Reservation};
-use gatehouse_proxy::body::BoxError;
 
 /// Largest whole (not streamed) answer read from a provider.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
@@ -168,7 +167,7 @@ impl Attempts {
             };
             let status = resp.status();
             if status.is_success() {
-                return Sent::Ok(resp);
+                return Sent::Ok(Box::new(resp));
             }
             let retry_ms = retry_after_ms(resp.headers(), std::time::SystemTime::now());
             let text = read_limited(resp.into_body(), 64 * 1024, Duration::from_secs(5)).await;
@@ -204,9 +203,8 @@ impl Attempts {
         }
     }
 
-    /// One exchange with a provider, within its first-token timeout: on the worker's own
-    /// client and pool when the request came through a worker (always, in the gateway), else
-    /// on the provider's hyper client.
+    /// One exchange with a provider, within its first-token timeout, on the worker's own
+    /// client and connection pool.
     async fn call(
         &self,
         p: &ProviderRt,
@@ -215,32 +213,18 @@ impl Attempts {
         body: Bytes,
     ) -> Result<Response<UpstreamBody>, String> {
         let within = p.first_token_timeout;
-        if let (Some(outcall), Some(dest)) = (&self.outcall, &p.dest) {
-            let path = url.strip_prefix(dest.origin()).unwrap_or(url);
-            let path = if path.is_empty() { "/" } else { path };
-            return match outcall.post(dest, path, &headers, body, within).await {
-                Ok(r) => {
-                    let (parts, b) = r.into_parts();
-                    Ok(Response::from_parts(parts, Box::pin(b) as UpstreamBody))
-                }
-                Err(gatehouse_proxy::outcall::OutcallError::Timeout(_)) => {
-                    Err(format!("sent no answer within {} ms", within.as_millis()))
-                }
-                Err(e) => Err(error_chain(&e)),
-            };
-        }
-        let mut req = http::Request::post(url)
-            .body(Full::new(body))
-            .map_err(|e| format!("invalid URL {url}: {e}"))?;
-        *req.headers_mut() = headers;
-        match tokio::time::timeout(within, p.client.request(req)).await {
-            Err(_) => Err(format!("sent no answer within {} ms", within.as_millis())),
-            Ok(Err(e)) => Err(error_chain(&e)),
-            Ok(Ok(r)) => {
-                let (parts, b) = r.into_parts();
-                let b = http_body_util::BodyExt::map_err(b, |e| Box::new(e) as BoxError);
-                Ok(Response::from_parts(parts, Box::pin(b) as UpstreamBody))
+        // Every request a worker serves carries its client; nothing else calls this.
+        let Some(outcall) = &self.outcall else {
+            return Err("no worker client to call with".into());
+        };
+        let path = url.strip_prefix(p.dest.origin()).unwrap_or(url);
+        let path = if path.is_empty() { "/" } else { path };
+        match outcall.post(&p.dest, path, &headers, body, within).await {
+            Ok(r) => Ok(r),
+            Err(gatehouse_proxy::outcall::OutcallError::Timeout(_)) => {
+                Err(format!("sent no answer within {} ms", within.as_millis()))
             }
+            Err(e) => Err(error_chain(&e)),
         }
     }
 
@@ -427,8 +411,9 @@ impl Attempts {
 
 /// What `send` got.
 pub(super) enum Sent {
-    /// A success from the provider.
-    Ok(Response<UpstreamBody>),
+    /// A success from the provider (boxed: the connection's body is large, the other
+    /// variants small).
+    Ok(Box<Response<UpstreamBody>>),
     /// A client error (4xx other than 401/403/429): every key and target would get it too.
     ClientError(StatusCode, String),
     /// Try the next target.

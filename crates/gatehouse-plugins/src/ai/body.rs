@@ -19,9 +19,9 @@ use tokio::time::Sleep;
 
 use super::{AiCallCell, AiCallInfo, Reservation};
 
-/// A provider's answer body: from the worker's own HTTP/1 client (not `Send`: it returns its
-/// connection to the worker's pool) or from hyper's.
-pub type UpstreamBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>;
+/// A provider's answer body, read from the worker's own HTTP/1 connection (not `Send`: it
+/// returns the connection to the worker's pool when it ends).
+pub type UpstreamBody = gatehouse_proxy::h1::ResponseBody;
 
 /// How long an abandoned stream is still read for its usage.
 pub const DRAIN_MAX: Duration = Duration::from_secs(30);
@@ -254,7 +254,7 @@ impl Body for AiBody {
                 me.end(None);
                 continue;
             };
-            match up.as_mut().poll_frame(cx) {
+            match Pin::new(up).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(d) = frame.data_ref() {
@@ -321,7 +321,7 @@ async fn drain(
         let mut read = 0usize;
         let mut events = Vec::new();
         let mut sink = BytesMut::new();
-        while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut upstream.as_mut()).await {
+        while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut upstream).await {
             if let Some(d) = frame.data_ref() {
                 read += d.len();
                 if parser.feed(d, &mut events).is_err() {

@@ -1,30 +1,22 @@
-//! The AI entities of one config snapshot, ready for requests: each provider with its HTTP
-//! client, endpoint and key pool; each public model with its targets in fallback order and
-//! its price. Built once per snapshot and shared by every `ai-proxy` instance; a provider
-//! whose entity did not change keeps its client (warm connections) and its keys' cooldowns
-//! across snapshots.
+//! The AI entities of one config snapshot, ready for requests: each provider with its
+//! destination (origin and TLS settings for the workers' own client and pools), endpoint
+//! and key pool; each public model with its targets in fallback order and its price. Built
+//! once per snapshot and shared by every `ai-proxy` instance; a provider whose entity did
+//! not change keeps its keys' cooldowns across snapshots.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use gatehouse_ai::keys::KeyPool;
 use gatehouse_ai::price::Price;
 use gatehouse_ai::provider::Endpoint;
 use gatehouse_model::{AiProvider, Config};
 use http::{HeaderName, HeaderValue};
-use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use uuid::Uuid;
 
 use gatehouse_proxy::plugin::BuildCtx;
-
-/// The HTTP(S) client of one provider (pooled keep-alive connections).
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A provider, ready to call.
 pub struct ProviderRt {
@@ -42,10 +34,8 @@ pub struct ProviderRt {
     pub first_token_timeout: Duration,
     /// Time for the whole answer.
     pub timeout: Duration,
-    /// Pooled hyper client (calls made outside a worker).
-    pub client: HttpClient,
-    /// The provider's origin for the worker's own client (`None` if its URL cannot be one).
-    pub dest: Option<gatehouse_proxy::outcall::Destination>,
+    /// The provider's origin, for the worker's own HTTP/1 client and pool.
+    pub dest: gatehouse_proxy::outcall::Destination,
 }
 
 /// A target of a public model.
@@ -188,9 +178,7 @@ fn provider_rt(p: &AiProvider) -> Result<Arc<ProviderRt>, String> {
         &p.ca_certificates,
         Duration::from_millis(p.connect_timeout),
         Duration::from_millis(p.timeout),
-    )
-    .map_err(|e| tracing::warn!(provider = %p.name, error = %e, "ai provider on hyper's client"))
-    .ok();
+    )?;
     Ok(Arc::new(ProviderRt {
         id: p.id,
         name: p.name.as_str().into(),
@@ -200,37 +188,5 @@ fn provider_rt(p: &AiProvider) -> Result<Arc<ProviderRt>, String> {
         headers,
         first_token_timeout: Duration::from_millis(p.first_token_timeout),
         timeout: Duration::from_millis(p.timeout),
-        client: http_client(&p.ca_certificates, Duration::from_millis(p.connect_timeout))?,
     }))
-}
-
-/// A pooled HTTP/1.1 and HTTPS client verifying providers against `ca_certificates` or the
-/// system roots.
-fn http_client(
-    ca_certificates: &[String],
-    connect_timeout: Duration,
-) -> Result<HttpClient, String> {
-    let tls = gatehouse_proxy::tls::client::client_config(
-        &gatehouse_proxy::tls::client::UpstreamTlsSpec {
-            verify: true,
-            ca_certificates,
-            client_certificate: None,
-            h2: false,
-        },
-    )?;
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    // hyper-rustls sets ALPN itself (and refuses a config that already has it).
-    let mut tls = (*tls).clone();
-    tls.alpn_protocols.clear();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(https))
 }

@@ -386,7 +386,7 @@ impl CallCtx {
                 ),
             };
             let resp = match attempt.send(&target, Op::Chat, bytes).await {
-                Sent::Ok(r) => r,
+                Sent::Ok(r) => *r,
                 Sent::Next => continue,
                 Sent::ClientError(status, message) => {
                     return Err(attempt.fail(provider_refused(status, &target, message)))
@@ -431,7 +431,7 @@ impl CallCtx {
                 .send(&target, Op::Embeddings, Bytes::from(body.to_string()))
                 .await
             {
-                Sent::Ok(r) => r,
+                Sent::Ok(r) => *r,
                 Sent::Next => continue,
                 Sent::ClientError(status, message) => {
                     return Err(attempt.fail(provider_refused(status, &target, message)))
