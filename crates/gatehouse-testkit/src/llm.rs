@@ -27,7 +27,6 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
@@ -61,67 +60,37 @@ impl MockLlm {
 
     /// Starts it over HTTPS with `cert`/`key` (PEM).
     pub fn start_tls(cert: &str, key: &str) -> MockLlm {
-        use rustls_pki_types::pem::PemObject;
-        let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
-            rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<_, _>>()
-                .expect("cert pem");
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key pem");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server cert");
+        let cfg = crate::server_thread::tls_config(cert, key, None);
         MockLlm::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
     }
 
     fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> MockLlm {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind mock llm");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let abandoned: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (s2, a2) = (seen.clone(), abandoned.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).expect("listener");
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        acc = listener.accept() => {
-                            let Ok((stream, _)) = acc else { continue };
-                            let (seen, abandoned, tls) = (s2.clone(), a2.clone(), tls.clone());
-                            tokio::spawn(async move {
-                                let svc = service_fn(move |req| handle(seen.clone(), abandoned.clone(), req));
-                                let http = hyper::server::conn::http1::Builder::new();
-                                match tls {
-                                    None => {
-                                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
-                                    }
-                                    Some(acceptor) => {
-                                        let Ok(tls) = acceptor.accept(stream).await else { return };
-                                        let _ = http.serve_connection(TokioIo::new(tls), svc).await;
-                                    }
-                                }
-                            });
-                        }
+        let (addr, server) = crate::server_thread::accept_loop("mock llm", move |stream| {
+            let (seen, abandoned, tls) = (s2.clone(), a2.clone(), tls.clone());
+            async move {
+                let svc = service_fn(move |req| handle(seen.clone(), abandoned.clone(), req));
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let _ = http.serve_connection(TokioIo::new(tls), svc).await;
                     }
                 }
-            });
+            }
         });
         MockLlm {
             addr,
             seen,
             abandoned,
-            _server: crate::server_thread::ServerThread::new(stop, thread),
+            _server: server,
         }
     }
 

@@ -21,7 +21,6 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
@@ -218,97 +217,47 @@ impl Upstream {
     /// Starts an HTTPS upstream (HTTP/1.1 and, by ALPN, HTTP/2) with `cert`/`key` (PEM);
     /// with `client_ca` it requires a client certificate issued by that CA.
     pub fn start_tls(name: &str, cert: &str, key: &str, client_ca: Option<&str>) -> Upstream {
-        use rustls_pki_types::pem::PemObject;
-        let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
-            rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<_, _>>()
-                .expect("cert pem");
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key pem");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("versions");
-        let builder = match client_ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                    roots.add(c.expect("ca pem")).expect("ca");
-                }
-                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider,
-                )
-                .build()
-                .expect("verifier");
-                builder.with_client_cert_verifier(v)
-            }
-        };
-        let mut cfg = builder.with_single_cert(certs, key).expect("server cert");
+        let mut cfg = crate::server_thread::tls_config(cert, key, client_ca);
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Upstream::serve(name, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
     }
 
     fn serve(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let conns = Arc::new(AtomicUsize::new(0));
-        let c2 = conns.clone();
-        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (c2, h) = (conns.clone(), hits.clone());
         let name: Arc<str> = name.into();
-        let h = hits.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).expect("listener");
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        acc = listener.accept() => {
-                            let Ok((stream, _)) = acc else { continue };
-                            c2.fetch_add(1, Ordering::SeqCst);
-                            let (name, hits) = (name.clone(), h.clone());
-                            let tls = tls.clone();
-                            tokio::spawn(async move {
-                                let svc = service_fn(move |req| handle(name.clone(), hits.clone(), req));
-                                match tls {
-                                    None => {
-                                        // HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
-                                        let builder = hyper_util::server::conn::auto::Builder::new(
-                                            hyper_util::rt::TokioExecutor::new(),
-                                        );
-                                        let _ = builder
-                                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                                            .await;
-                                    }
-                                    Some(acceptor) => {
-                                        let Ok(tls) = acceptor.accept(stream).await else { return };
-                                        let builder = hyper_util::server::conn::auto::Builder::new(
-                                            hyper_util::rt::TokioExecutor::new(),
-                                        );
-                                        let _ = builder
-                                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                                            .await;
-                                    }
-                                }
-                            });
-                        }
+        let (addr, server) = crate::server_thread::accept_loop("upstream", move |stream| {
+            c2.fetch_add(1, Ordering::SeqCst);
+            let (name, hits, tls) = (name.clone(), h.clone(), tls.clone());
+            async move {
+                let svc = service_fn(move |req| handle(name.clone(), hits.clone(), req));
+                // HTTP/1.1, and HTTP/2 by prior knowledge (h2c) or ALPN.
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                match tls {
+                    None => {
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                            .await;
                     }
                 }
-            });
-            rt.shutdown_timeout(Duration::from_millis(100));
+            }
         });
         Upstream {
             addr,
             hits,
             conns,
-            _server: crate::server_thread::ServerThread::new(stop, thread),
+            _server: server,
         }
     }
 
