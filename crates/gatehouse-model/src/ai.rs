@@ -285,6 +285,11 @@ pub fn key_source(key: &str) -> Result<KeySource<'_>, String> {
     Err("a key in braces must be `{env://NAME}` or `{file://path}`".into())
 }
 
+/// True for a key written out (a secret reads hide), false for a reference.
+pub fn is_literal_key(key: &str) -> bool {
+    matches!(key_source(key), Ok(KeySource::Literal(_)))
+}
+
 /// Problems with the AI entities, as `(entity label, entity path, field, message)`;
 /// rewrites each target's provider reference to the provider's id.
 pub(crate) fn check(

@@ -54,12 +54,7 @@ pub fn redact(kind: crate::Kind, v: &mut serde_json::Value) {
     if kind == crate::Kind::AiProvider {
         if let Some(serde_json::Value::Array(keys)) = v.get_mut("keys") {
             for k in keys.iter_mut().filter_map(|k| k.get_mut("key")) {
-                if k.as_str().is_some_and(|s| {
-                    matches!(
-                        crate::ai::key_source(s),
-                        Ok(crate::ai::KeySource::Literal(_))
-                    )
-                }) {
+                if k.as_str().is_some_and(crate::ai::is_literal_key) {
                     *k = serde_json::Value::String(REDACTED.into());
                 }
             }
@@ -69,13 +64,12 @@ pub fn redact(kind: crate::Kind, v: &mut serde_json::Value) {
 
 /// Hides a provider's literal keys (references such as `{env://NAME}` are no secret).
 pub fn redact_ai_keys(p: &mut crate::ai::AiProvider) {
-    for k in &mut p.keys {
-        if matches!(
-            crate::ai::key_source(&k.key),
-            Ok(crate::ai::KeySource::Literal(_))
-        ) {
-            k.key = REDACTED.into();
-        }
+    for k in p
+        .keys
+        .iter_mut()
+        .filter(|k| crate::ai::is_literal_key(&k.key))
+    {
+        k.key = REDACTED.into();
     }
 }
 

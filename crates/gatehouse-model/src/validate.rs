@@ -915,25 +915,24 @@ pub fn validate(
     }
 
     // --- AI providers and models
-    for p in &cfg.ai_providers {
-        if !ids.insert(p.id) {
-            let (base, ent) = (ctx.path(p.id), format!("ai_provider '{}'", p.name));
+    let ai_ids = cfg
+        .ai_providers
+        .iter()
+        .map(|p| (Kind::AiProvider, p.id, p.name.as_str()))
+        .chain(
+            cfg.ai_models
+                .iter()
+                .map(|m| (Kind::AiModel, m.id, m.name.as_str())),
+        );
+    for (kind, id, name) in ai_ids {
+        if !ids.insert(id) {
+            let base = ctx.path(id);
+            let ent = label(kind, Some(name), &base);
             ctx.err(
                 &ent,
                 &base,
                 "id",
-                format!("id {} {ALREADY_USED} another entity", p.id),
-            );
-        }
-    }
-    for m in &cfg.ai_models {
-        if !ids.insert(m.id) {
-            let (base, ent) = (ctx.path(m.id), format!("ai_model '{}'", m.name));
-            ctx.err(
-                &ent,
-                &base,
-                "id",
-                format!("id {} {ALREADY_USED} another entity", m.id),
+                format!("id {id} {ALREADY_USED} another entity"),
             );
         }
     }
