@@ -599,85 +599,54 @@ async fn write_response(
         drop(body);
         return write_all(client, wbuf).await;
     }
-    // Head and the first chunk leave together when the chunk is already there.
-    let mut pending_head = true;
-    let mut first = true;
+    // What the body already holds leaves in one write with what is before it — the head
+    // with the first chunk, the rest of an answer that arrived whole, its end — but nothing
+    // waits for frames that are not there yet.
     loop {
-        let frame = if first {
-            first = false;
-            std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-                Poll::Ready(f) => Poll::Ready(Some(f)),
-                Poll::Pending => Poll::Ready(None),
-            })
-            .await
-        } else {
-            Some(std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await)
-        };
-        let frame = match frame {
-            None => {
-                // Not ready yet (a streaming upstream): send the head now.
-                if !write_all(client, wbuf).await {
-                    return false;
+        while wbuf.len() < COALESCE_MAX {
+            match ready_frame(&mut body).await {
+                None => break,
+                Some(None) => {
+                    if out == Out::Chunked {
+                        wbuf.put_slice(b"0\r\n\r\n");
+                    }
+                    let done = wbuf.is_empty() || write_all(client, wbuf).await;
+                    wbuf.clear();
+                    return done;
                 }
-                wbuf.clear();
-                pending_head = false;
-                continue;
-            }
-            Some(f) => f,
-        };
-        match frame {
-            None => break,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "response body failed; closing the client connection");
-                if pending_head {
-                    let _ = write_all(client, wbuf).await;
-                }
-                return false;
-            }
-            Some(Ok(f)) => {
-                let Ok(data) = f.into_data() else { continue };
-                if data.is_empty() {
-                    continue;
-                }
-                put_data(wbuf, out, &data);
-                // What the body already holds leaves in the same write — the rest of an
-                // answer that arrived whole, and its end — but nothing waits for more.
-                let mut ended = false;
-                while wbuf.len() < COALESCE_MAX {
-                    let next =
-                        std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-                            Poll::Ready(f) => Poll::Ready(Some(f)),
-                            Poll::Pending => Poll::Ready(None),
-                        })
-                        .await;
-                    match next {
-                        None => break,
-                        Some(None) => {
-                            ended = true;
-                            break;
-                        }
-                        Some(Some(Ok(f))) => {
-                            if let Ok(d) = f.into_data() {
-                                if !d.is_empty() {
-                                    put_data(wbuf, out, &d);
-                                }
-                            }
-                        }
-                        Some(Some(Err(e))) => {
-                            tracing::debug!(error = %e, "response body failed; closing the client connection");
-                            let _ = write_all(client, wbuf).await;
-                            return false;
+                Some(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        if !d.is_empty() {
+                            put_data(wbuf, out, &d);
                         }
                     }
                 }
-                if ended {
-                    break;
-                }
-                if !write_all(client, wbuf).await {
+                Some(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "response body failed; closing the client connection");
+                    let _ = write_all(client, wbuf).await;
                     return false;
                 }
-                wbuf.clear();
-                pending_head = false;
+            }
+        }
+        if !wbuf.is_empty() {
+            if !write_all(client, wbuf).await {
+                return false;
+            }
+            wbuf.clear();
+        }
+        // Nothing more is there: wait for the next frame.
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed; closing the client connection");
+                return false;
+            }
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    if !d.is_empty() {
+                        put_data(wbuf, out, &d);
+                    }
+                }
             }
         }
     }
@@ -689,6 +658,17 @@ async fn write_response(
     }
     wbuf.clear();
     true
+}
+
+/// The body's next frame if it already has it (`None`: not yet).
+async fn ready_frame<B: Body + Unpin>(
+    body: &mut B,
+) -> Option<Option<Result<Frame<B::Data>, B::Error>>> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+        Poll::Ready(f) => Poll::Ready(Some(f)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// Most bytes of ready body frames gathered into one write.

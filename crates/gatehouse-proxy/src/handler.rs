@@ -783,13 +783,13 @@ fn forwarding_headers(
     extra.set(&X_REQUEST_ID, rid.clone());
 }
 
-/// The request body for plugins that rewrite bodies: read whole (within the limit) and
-/// passed through them (`Err` is a plugin's early answer). Other requests stream.
-async fn rewrite_body(
+/// The request body read whole (within the limit) and passed through the plugins that
+/// rewrite bodies (`Err` is a plugin's early answer).
+async fn read_rewritten(
     body: RequestBody,
     r: &mut PluginRun,
     parts: &mut http::request::Parts,
-) -> Result<Result<RequestBody, Response<ProxyBody>>, ProxyError> {
+) -> Result<Result<bytes::Bytes, Response<ProxyBody>>, ProxyError> {
     let mut bytes = http_body_util::BodyExt::collect(body)
         .await
         .map_err(|e| crate::upstream::body_error(&e))?
@@ -802,12 +802,25 @@ async fn rewrite_body(
             Err(Flow::Continue) => return Err(ProxyError::ClientAborted),
         }
     }
-    // The upstream gets the new body's own Content-Length (the connector frames it).
-    Ok(Ok(RequestBody::buffered(bytes)))
+    Ok(Ok(bytes))
 }
 
-/// A request a plugin answers itself: the body read whole within the limit (a WebSocket
-/// upgrade is refused: such plugins speak plain HTTP).
+/// The request body for plugins that rewrite bodies (see [`read_rewritten`]). Other
+/// requests stream.
+async fn rewrite_body(
+    body: RequestBody,
+    r: &mut PluginRun,
+    parts: &mut http::request::Parts,
+) -> Result<Result<RequestBody, Response<ProxyBody>>, ProxyError> {
+    // The upstream gets the new body's own Content-Length (the connector frames it).
+    Ok(read_rewritten(body, r, parts)
+        .await?
+        .map(RequestBody::buffered))
+}
+
+/// A request a plugin answers itself: the body read whole within the limit and through the
+/// body-rewriting plugins (a prompt template) first; a WebSocket upgrade is refused (such
+/// plugins speak plain HTTP).
 async fn serve_by_plugin(
     inst: &crate::plugin::Instance,
     r: &mut PluginRun,
@@ -824,20 +837,10 @@ async fn serve_by_plugin(
         return Err(ProxyError::WebSocketNotEnabled);
     }
     let body = RequestBody::new(body, limit, route.service.write_timeout);
-    let mut bytes = http_body_util::BodyExt::collect(body)
-        .await
-        .map_err(|e| crate::upstream::body_error(&e))?
-        .to_bytes();
-    // Plugins that rewrite bodies (a prompt template) run first.
-    let chain = r.chain.clone();
-    for p in chain.iter().filter(|i| i.plugin.wants_request_body()) {
-        match p.plugin.request_body(&mut r.ctx, &mut parts, bytes) {
-            Ok(b) => bytes = b,
-            Err(Flow::Respond(early)) => return Ok(*early),
-            Err(Flow::Continue) => return Err(ProxyError::ClientAborted),
-        }
+    match read_rewritten(body, r, &mut parts).await? {
+        Ok(bytes) => Ok(inst.plugin.serve(&mut r.ctx, parts, bytes).await),
+        Err(early) => Ok(early),
     }
-    Ok(inst.plugin.serve(&mut r.ctx, parts, bytes).await)
 }
 
 /// The content type of a gRPC or gRPC-Web request (what its error answers carry).
