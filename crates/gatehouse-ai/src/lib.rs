@@ -5,6 +5,11 @@
 //! - [`anthropic`]: translation between OpenAI's Chat Completions and Anthropic's Messages
 //!   API, both ways, for whole answers and for streams (a state machine per stream: no
 //!   stream is ever buffered whole).
+//! - [`gemini`]: OpenAI → Gemini `generateContent` (Gemini API and Vertex AI), answers and
+//!   streams back; [`google`]: Vertex AI service-account credentials.
+//! - [`bedrock`]: OpenAI → Bedrock Converse, answers and event streams back; [`aws`]:
+//!   SigV4 signing and the event-stream framing; [`decode`]: either framing as events.
+//!   A client speaking Anthropic's format reaches these through the OpenAI form.
 //! - [`openai`]: what the gateway changes in an OpenAI-format request or stream it passes
 //!   through (model, `stream_options.include_usage`, the usage chunk).
 //! - [`usage`]: one normalized usage record from either format; [`price`]: what it costs.
@@ -13,6 +18,12 @@
 //! - [`tokens`]: the estimate used when a provider reports no usage.
 
 pub mod anthropic;
+pub mod aws;
+pub mod bedrock;
+mod chat;
+pub mod decode;
+pub mod gemini;
+pub mod google;
 pub mod keys;
 pub mod openai;
 pub mod price;

@@ -59,6 +59,34 @@ impl Usage {
         }
     }
 
+    /// From Gemini's `usageMetadata`: the prompt count includes cached tokens; thinking
+    /// tokens are billed as output but reported apart.
+    pub fn from_gemini(u: &Value) -> Usage {
+        let thoughts = n(u, "/thoughtsTokenCount");
+        Usage {
+            input: n(u, "/promptTokenCount") + n(u, "/toolUsePromptTokenCount"),
+            output: n(u, "/candidatesTokenCount") + thoughts,
+            cached_input: n(u, "/cachedContentTokenCount"),
+            cache_write: 0,
+            reasoning: thoughts,
+            estimated: false,
+        }
+    }
+
+    /// From Bedrock Converse's `usage`, where `inputTokens` excludes cache reads and writes.
+    pub fn from_bedrock(u: &Value) -> Usage {
+        let read = n(u, "/cacheReadInputTokens");
+        let write = n(u, "/cacheWriteInputTokens");
+        Usage {
+            input: n(u, "/inputTokens") + read + write,
+            output: n(u, "/outputTokens"),
+            cached_input: read,
+            cache_write: write,
+            reasoning: 0,
+            estimated: false,
+        }
+    }
+
     /// Merges a later report of the same call (Anthropic sends input at the start of a
     /// stream and output at its end): each field keeps the larger value.
     pub fn merge(&mut self, later: Usage) {

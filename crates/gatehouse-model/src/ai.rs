@@ -32,11 +32,14 @@ pub enum AiProviderKind {
     AzureOpenai,
     /// Anthropic Messages API.
     Anthropic,
-    /// Google Gemini (through its OpenAI-compatible endpoint in this build).
+    /// Google Gemini API (`generateContent`, `x-goog-api-key`); a `base_url` ending in
+    /// `/openai` uses Google's OpenAI-compatible endpoint instead.
     Gemini,
-    /// Gemini on Vertex AI (not available in this build yet).
+    /// Gemini on Vertex AI (`project` and `region`; keys are service account key files or
+    /// access tokens).
     VertexGemini,
-    /// AWS Bedrock Converse (not available in this build yet).
+    /// AWS Bedrock Converse (`region`; keys are `ACCESS_KEY_ID:SECRET[:SESSION_TOKEN]`,
+    /// signed with SigV4, or Bedrock API keys).
     Bedrock,
     /// Mistral.
     Mistral,
@@ -89,7 +92,7 @@ impl AiProviderKind {
         Some(match self {
             AiProviderKind::Openai => "https://api.openai.com/v1",
             AiProviderKind::Anthropic => "https://api.anthropic.com/v1",
-            AiProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta/openai",
+            AiProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta",
             AiProviderKind::Mistral => "https://api.mistral.ai/v1",
             AiProviderKind::Groq => "https://api.groq.com/openai/v1",
             AiProviderKind::Deepseek => "https://api.deepseek.com/v1",
@@ -112,19 +115,6 @@ impl AiProviderKind {
             self,
             AiProviderKind::Ollama | AiProviderKind::Vllm | AiProviderKind::OpenaiCompatible
         )
-    }
-
-    /// Why this build cannot use the kind yet, if it cannot.
-    pub fn unavailable(self) -> Option<&'static str> {
-        match self {
-            AiProviderKind::VertexGemini => Some(
-                "kind `vertex-gemini` is not available in this build yet; use `gemini` with an API key",
-            ),
-            AiProviderKind::Bedrock => Some(
-                "kind `bedrock` is not available in this build yet (Converse with SigV4 signing is planned)",
-            ),
-            _ => None,
-        }
     }
 }
 
@@ -161,6 +151,13 @@ pub struct AiProvider {
     /// Azure OpenAI's `api-version` (default `2024-10-21`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// Bedrock's AWS region (`us-east-1`), or Vertex AI's location (`us-central1`,
+    /// `global`): the default `base_url` is made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Vertex AI's Google Cloud project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// Milliseconds to connect (TCP and TLS). Default 10,000.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: u64,
@@ -319,16 +316,40 @@ pub(crate) fn check(
             );
         }
         by_ref.insert(p.id.to_string(), p.id);
-        if let Some(why) = p.kind.unavailable() {
-            err("kind", why.into());
+        for (field, v) in [("region", &p.region), ("project", &p.project)] {
+            if let Some(v) = v {
+                let ok = !v.is_empty()
+                    && v.len() <= 63
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !ok {
+                    err(field, "must be 1-63 letters, digits or `-`".into());
+                }
+            }
         }
+        if p.kind == AiProviderKind::Bedrock && p.region.is_none() {
+            err(
+                "region",
+                "is required for kind `bedrock`: requests are signed for one AWS region".into(),
+            );
+        }
+        let vertex_derived =
+            p.kind == AiProviderKind::VertexGemini && p.region.is_some() && p.project.is_some();
         match &p.base_url {
             Some(u) => {
                 if let Err(e) = check_base_url(u) {
                     err("base_url", e);
                 }
             }
-            None if p.kind.default_base_url().is_none() && p.kind.unavailable().is_none() => {
+            None if p.kind == AiProviderKind::VertexGemini && !vertex_derived => {
+                err(
+                    "base_url",
+                    "kind `vertex-gemini` needs `project` and `region` (or a `base_url` ending in `/publishers/google`)".into(),
+                );
+            }
+            None if p.kind.default_base_url().is_none()
+                && !vertex_derived
+                && p.kind != AiProviderKind::Bedrock =>
+            {
                 err(
                     "base_url",
                     format!("kind `{}` has no default: give its URL", p.kind.as_str()),
@@ -336,7 +357,7 @@ pub(crate) fn check(
             }
             None => {}
         }
-        if p.keys.is_empty() && !p.kind.keyless() && p.kind.unavailable().is_none() {
+        if p.keys.is_empty() && !p.kind.keyless() {
             err(
                 "keys",
                 format!("kind `{}` needs at least one key", p.kind.as_str()),

@@ -118,6 +118,11 @@ impl Destination {
     pub fn origin(&self) -> &str {
         &self.origin
     }
+
+    /// The `Host` header calls carry (what a request signature must cover).
+    pub fn host_header(&self) -> &http::HeaderValue {
+        &self.target.host_header
+    }
 }
 
 /// Why a call got no answer.

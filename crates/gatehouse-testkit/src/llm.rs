@@ -14,6 +14,9 @@
 //! and by the key: `bad-key` gets 401, `limited-key` 429. Usage: a prompt token per word of
 //! every message text, a completion token per word of the answer. Every request is recorded
 //! (path, headers, body) for assertions.
+//!
+//! The same behaviours answer in Gemini's and Bedrock Converse's formats on their paths,
+//! with their authentication checked ([`cloud`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,7 +31,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
+pub mod cloud;
+
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// What the handlers share.
+#[derive(Default)]
+struct Shared {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    abandoned: Arc<std::sync::atomic::AtomicUsize>,
+    /// Public key (PEM) that verifies service account assertions at `/token`.
+    google_key: Mutex<Option<String>>,
+    /// Access tokens issued at `/token`.
+    tokens: Mutex<Vec<String>>,
+}
 
 /// One recorded request.
 #[derive(Debug, Clone)]
@@ -49,6 +65,7 @@ pub struct MockLlm {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Streams whose client went away before the end.
     pub abandoned: Arc<std::sync::atomic::AtomicUsize>,
+    shared: Arc<Shared>,
     _server: crate::server_thread::ServerThread,
 }
 
@@ -65,13 +82,12 @@ impl MockLlm {
     }
 
     fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> MockLlm {
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let abandoned: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-        let (s2, a2) = (seen.clone(), abandoned.clone());
+        let shared: Arc<Shared> = Arc::default();
+        let s2 = shared.clone();
         let (addr, server) = crate::server_thread::accept_loop("mock llm", move |stream| {
-            let (seen, abandoned, tls) = (s2.clone(), a2.clone(), tls.clone());
+            let (shared, tls) = (s2.clone(), tls.clone());
             async move {
-                let svc = service_fn(move |req| handle(seen.clone(), abandoned.clone(), req));
+                let svc = service_fn(move |req| handle(shared.clone(), req));
                 let http = hyper::server::conn::http1::Builder::new();
                 match tls {
                     None => {
@@ -88,10 +104,21 @@ impl MockLlm {
         });
         MockLlm {
             addr,
-            seen,
-            abandoned,
+            seen: shared.seen.clone(),
+            abandoned: shared.abandoned.clone(),
+            shared,
             _server: server,
         }
+    }
+
+    /// Verifies service account assertions at `/token` with this RSA public key (PEM).
+    pub fn expect_google_key(&self, public_pem: &str) {
+        *self.shared.google_key.lock().expect("key") = Some(public_pem.to_string());
+    }
+
+    /// Access tokens issued at `/token` so far.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.tokens.lock().expect("tokens").clone()
     }
 
     /// `http://127.0.0.1:PORT/v1`, a provider's `base_url`.
@@ -190,51 +217,113 @@ fn last_user_text(body: &Value) -> String {
     out.join(" ")
 }
 
-async fn handle(
-    seen: Arc<Mutex<Vec<Seen>>>,
-    abandoned: Arc<std::sync::atomic::AtomicUsize>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let abandoned = shared.abandoned.clone();
     let (parts, body) = req.into_parts();
     let bytes = body
         .collect()
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let raw: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let path = parts.uri.path().to_string();
-    seen.lock().expect("seen").push(Seen {
+    shared.seen.lock().expect("seen").push(Seen {
         path: path.clone(),
         headers: parts.headers.clone(),
-        body: v.clone(),
+        body: raw.clone(),
     });
     let anthropic = path.ends_with("/messages");
-    let key = parts
-        .headers
-        .get("x-api-key")
-        .or_else(|| parts.headers.get("authorization"))
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
+    let routed = cloud::route(&path);
+    let cloud = routed.as_ref().map(|(c, _)| (*c, ()));
+    let header = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut key = header("x-api-key")
+        .or_else(|| header("x-goog-api-key"))
+        .or_else(|| header("authorization"))
+        .unwrap_or_default()
         .trim_start_matches("Bearer ")
         .to_string();
-    let model = v
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
     let err = |status: StatusCode, msg: &str| -> Response<Body> {
-        let body = if anthropic {
-            json!({"type": "error", "error": {"type": "api_error", "message": msg}})
-        } else {
-            json!({"error": {"message": msg, "type": "api_error", "code": null}})
+        let (body, extra) = match cloud {
+            Some((c, _)) => cloud::error(c, status, msg),
+            None if anthropic => (
+                json!({"type": "error", "error": {"type": "api_error", "message": msg}})
+                    .to_string(),
+                vec![],
+            ),
+            None => (
+                json!({"error": {"message": msg, "type": "api_error", "code": null}}).to_string(),
+                vec![],
+            ),
         };
-        let mut r = full(status, "application/json", body.to_string());
+        let mut r = full(status, "application/json", body);
+        for (n, v) in extra {
+            if let Ok(v) = http::HeaderValue::from_str(&v) {
+                r.headers_mut().insert(n, v);
+            }
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             r.headers_mut()
                 .insert("retry-after", http::HeaderValue::from_static("1"));
         }
         r
     };
+    // The clouds' own faces: authentication, then their body in the shape read below.
+    let v = match cloud {
+        None => raw,
+        Some((cloud::Cloud::Token, _)) => {
+            let pem = shared.google_key.lock().expect("key").clone();
+            let mut issued = shared.tokens.lock().expect("tokens");
+            return Ok(match cloud::token(&bytes, pem.as_deref(), &mut issued) {
+                Ok(t) => full(StatusCode::OK, "application/json", t.to_string()),
+                Err(e) => full(
+                    StatusCode::BAD_REQUEST,
+                    "application/json",
+                    json!({"error": "invalid_grant", "error_description": e}).to_string(),
+                ),
+            });
+        }
+        Some((c, ())) => {
+            let model = routed.as_ref().map_or("", |(_, m)| m.as_str());
+            match c {
+                cloud::Cloud::Bedrock { .. } => match cloud::check_aws(&parts, &bytes) {
+                    Ok(k) => key = k,
+                    Err(e) => return Ok(err(StatusCode::FORBIDDEN, &e)),
+                },
+                cloud::Cloud::Gemini { vertex: true, .. } => {
+                    let known = shared.tokens.lock().expect("tokens").contains(&key);
+                    if !known && !key.starts_with("ya29.static") {
+                        return Ok(err(
+                            StatusCode::UNAUTHORIZED,
+                            "Request had invalid authentication credentials.",
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if c == cloud::Cloud::GeminiEmbed {
+                return Ok(full(
+                    StatusCode::OK,
+                    "application/json",
+                    cloud::embeddings(&raw).to_string(),
+                ));
+            }
+            match cloud::normalize(c, model, &raw) {
+                Ok(n) => n,
+                Err(e) => return Ok(err(StatusCode::BAD_REQUEST, &e)),
+            }
+        }
+    };
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if key == "bad-key" {
         return Ok(err(StatusCode::UNAUTHORIZED, "invalid api key"));
     }
@@ -297,6 +386,20 @@ async fn handle(
     let completion_tokens = if tool.is_some() { 5 } else { words(&reply) };
     let usage = !model.ends_with("-nousage");
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if let (Some((c, _)), false) = (cloud, stream) {
+        let a = cloud::Answer {
+            reply: &reply,
+            tool: tool.as_deref(),
+            prompt_tokens,
+            completion_tokens,
+            usage,
+        };
+        return Ok(full(
+            StatusCode::OK,
+            "application/json",
+            cloud::whole(c, &a).to_string(),
+        ));
+    }
     if !stream {
         let body = if anthropic {
             let content = match &tool {
@@ -328,7 +431,16 @@ async fn handle(
         };
         return Ok(full(StatusCode::OK, "application/json", body.to_string()));
     }
-    let events = if anthropic {
+    let events: Vec<Bytes> = if let Some((c, _)) = cloud {
+        let a = cloud::Answer {
+            reply: &reply,
+            tool: tool.as_deref(),
+            prompt_tokens,
+            completion_tokens,
+            usage,
+        };
+        cloud::stream(c, &a)
+    } else if anthropic {
         anthropic_events(
             &model,
             &reply,
@@ -337,6 +449,9 @@ async fn handle(
             completion_tokens,
             usage,
         )
+        .into_iter()
+        .map(Bytes::from)
+        .collect()
     } else {
         let include = v
             .pointer("/stream_options/include_usage")
@@ -350,6 +465,9 @@ async fn handle(
             completion_tokens,
             usage && include,
         )
+        .into_iter()
+        .map(Bytes::from)
+        .collect()
     };
     let gap = if model.ends_with("-slowstream") {
         Duration::from_millis(300)
@@ -369,16 +487,20 @@ async fn handle(
             if i > 0 && !gap.is_zero() {
                 tokio::time::sleep(gap).await;
             }
-            if tx.send(Ok(Frame::data(Bytes::from(e)))).await.is_err() {
+            if tx.send(Ok(Frame::data(e))).await.is_err() {
                 abandoned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 return;
             }
         }
     });
     let body = StreamBody::new(tokio_stream_from(rx)).boxed();
+    let content_type = match cloud {
+        Some((cloud::Cloud::Bedrock { .. }, _)) => "application/vnd.amazon.eventstream",
+        _ => "text/event-stream",
+    };
     Ok(Response::builder()
         .status(StatusCode::OK)
-        .header("content-type", "text/event-stream")
+        .header("content-type", content_type)
         .body(body)
         .expect("response"))
 }

@@ -666,14 +666,37 @@ async fn providers_and_models_through_the_admin_api() {
         .admin(
             "POST",
             "/ai-providers",
-            &json!({"name": "z", "kind": "bedrock"}).to_string(),
+            &json!({"name": "z", "kind": "bedrock", "keys": [{"key": "A:B"}]}).to_string(),
         )
         .await;
+    assert_eq!(r.status, 422, "{}", r.text());
     assert!(
-        r.text().contains("not available in this build"),
+        r.text().contains("\"region\"") && r.text().contains("signed for one AWS region"),
         "{}",
         r.text()
     );
+    let r = gw
+        .admin(
+            "POST",
+            "/ai-providers",
+            &json!({"name": "v", "kind": "vertex-gemini", "region": "us-central1", "keys": [{"key": "t"}]}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.text().contains("needs `project` and `region`"),
+        "{}",
+        r.text()
+    );
+    let r = gw
+        .admin(
+            "POST",
+            "/ai-providers",
+            &json!({"name": "v", "kind": "vertex-gemini", "region": "europe-west4", "project": "my-proj",
+                "keys": [{"key": "{env://GOOGLE_SA_JSON}"}]}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
     // A provider in use cannot go.
     let r = gw.admin("DELETE", "/ai-providers/oa", "").await;
     assert_eq!(r.status, 409, "{}", r.text());

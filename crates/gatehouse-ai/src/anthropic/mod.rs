@@ -15,6 +15,7 @@ mod request;
 mod response;
 mod stream;
 
+pub(crate) use request::json_instruction;
 pub use request::{request_from_openai, request_to_openai};
 pub use response::{response_from_openai, response_to_openai};
 pub use stream::{FromOpenAiStream, PassStream, ToOpenAiStream};

@@ -292,7 +292,7 @@ fn tool_use_block(call: &Value, at: &str) -> Result<Value, BadRequest> {
 }
 
 /// OpenAI's JSON mode, said as an instruction (Anthropic has no such switch).
-fn json_instruction(format: Option<&Value>) -> Result<Option<String>, BadRequest> {
+pub(crate) fn json_instruction(format: Option<&Value>) -> Result<Option<String>, BadRequest> {
     let Some(f) = format.filter(|f| !f.is_null()) else {
         return Ok(None);
     };

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use gatehouse_ai::decode::Decoder;
 use gatehouse_ai::keys::{retry_after_ms, verdict, Verdict};
 use gatehouse_ai::provider::{Op, Wire};
-use gatehouse_ai::{anthropic, tokens, Usage};
+use gatehouse_ai::{anthropic, bedrock, gemini, tokens, Usage};
 use gatehouse_proxy::body::ProxyBody;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -152,11 +153,35 @@ impl Attempts {
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            for (n, v) in p.endpoint.auth_headers(key.map(|k| &*k.secret)) {
-                headers.insert(n, v);
-            }
             for (n, v) in &p.headers {
                 headers.insert(n.clone(), v.clone());
+            }
+            let presented = match key {
+                Some(k) => {
+                    super::credentials::present(p, k, &url, &body, self.outcall.as_ref()).await
+                }
+                None => Ok(p.endpoint.auth_headers(None)),
+            };
+            match presented {
+                Ok(h) => {
+                    for (n, v) in h {
+                        headers.insert(n, v);
+                    }
+                }
+                Err(why) => {
+                    self.note(format!("provider `{}`: {why}", p.name), false, None);
+                    if let Some(k) = key {
+                        p.keys.cool_down(
+                            k.index,
+                            None,
+                            now,
+                            gatehouse_ai::keys::COOLDOWN_REFUSED_MS,
+                        );
+                        skip.push(k.index);
+                        continue;
+                    }
+                    return Sent::Next;
+                }
             }
             let resp = match self.call(p, &url, headers, body.clone()).await {
                 Ok(r) => r,
@@ -258,8 +283,13 @@ impl Attempts {
     ) -> Response<ProxyBody> {
         let p = &target.provider;
         let settle = self.settle(target);
+        let decoder = match p.endpoint.wire {
+            Wire::Bedrock => Decoder::Aws(gatehouse_ai::aws::Parser::default()),
+            _ => Decoder::default(),
+        };
         let body = AiBody::new(
             resp.into_body(),
+            decoder,
             tr,
             settle,
             self.started,
@@ -326,9 +356,12 @@ impl Attempts {
             Ok(Ok(c)) => c.to_bytes(),
         };
         let expected = match (call, wire) {
+            (Call::Embeddings, Wire::Gemini) => "embeddings",
             (Call::Embeddings, _) => "data",
             (_, Wire::OpenAi) => "choices",
             (_, Wire::Anthropic) => "content",
+            (_, Wire::Gemini) => "candidates",
+            (_, Wire::Bedrock) => "output",
         };
         let invalid = |what: String| {
             Failure::new(
@@ -350,26 +383,35 @@ impl Attempts {
                 p.name
             ))
         };
-        let translate = matches!(
+        let translate = !matches!(
             (surface, wire),
-            (Surface::OpenAi, Wire::Anthropic) | (Surface::Anthropic, Wire::OpenAi)
+            (Surface::OpenAi, Wire::OpenAi) | (Surface::Anthropic, Wire::Anthropic)
         );
         let (out, usage) = if translate {
             let v: Value = serde_json::from_slice(&bytes).map_err(|_| self.fail(not_json()))?;
-            if !v.get(expected).is_some_and(Value::is_array) {
+            // Gemini may answer a blocked prompt with no candidates but its feedback.
+            let blocked = wire == Wire::Gemini && v.get("promptFeedback").is_some();
+            if !blocked
+                && !v
+                    .get(expected)
+                    .is_some_and(|x| x.is_array() || x.is_object())
+            {
                 return Err(self.fail(without()));
             }
+            let usage_field = match wire {
+                Wire::Gemini => "usageMetadata",
+                _ => "usage",
+            };
             let usage = v
-                .get("usage")
+                .get(usage_field)
                 .filter(|u| gatehouse_ai::usage::present(u))
                 .map(|u| match wire {
                     Wire::OpenAi => Usage::from_openai(u),
                     Wire::Anthropic => Usage::from_anthropic(u),
+                    Wire::Gemini => Usage::from_gemini(u),
+                    Wire::Bedrock => Usage::from_bedrock(u),
                 });
-            let out = match surface {
-                Surface::OpenAi => anthropic::response_to_openai(&v, &self.model),
-                Surface::Anthropic => anthropic::response_from_openai(&v, &self.model),
-            };
+            let out = translate_answer(&v, wire, surface, call, &self.model);
             (Bytes::from(out.to_string()), usage)
         } else {
             // Passed on as it came: read only what is needed, without a JSON tree.
@@ -406,6 +448,26 @@ impl Attempts {
             }
         }
         Ok(resp)
+    }
+}
+
+/// A whole answer from the provider's format into the client's.
+fn translate_answer(v: &Value, wire: Wire, surface: Surface, call: Call, model: &str) -> Value {
+    let openai = match (wire, call) {
+        (Wire::Gemini, Call::Embeddings) => return gemini::embeddings_to_openai(v, model),
+        (Wire::OpenAi, _) => {
+            return match surface {
+                Surface::Anthropic => anthropic::response_from_openai(v, model),
+                Surface::OpenAi => v.clone(),
+            }
+        }
+        (Wire::Anthropic, _) => anthropic::response_to_openai(v, model),
+        (Wire::Gemini, _) => gemini::response_to_openai(v, model),
+        (Wire::Bedrock, _) => bedrock::response_to_openai(v, model),
+    };
+    match surface {
+        Surface::OpenAi => openai,
+        Surface::Anthropic => anthropic::response_from_openai(&openai, model),
     }
 }
 

@@ -10,9 +10,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use gatehouse_ai::decode::Decoder;
 use gatehouse_ai::price::Price;
-use gatehouse_ai::sse::{Event, Parser};
-use gatehouse_ai::{anthropic, openai, Usage};
+use gatehouse_ai::sse::{self, Event};
+use gatehouse_ai::{anthropic, bedrock, gemini, openai, Usage};
 use gatehouse_proxy::body::BoxError;
 use http_body::{Body, Frame};
 use tokio::time::Sleep;
@@ -38,23 +39,45 @@ pub enum Translator {
     ToOpenAi(anthropic::ToOpenAiStream),
     /// OpenAI provider → Anthropic client.
     ToAnthropic(anthropic::FromOpenAiStream),
+    /// Gemini provider → OpenAI client.
+    FromGemini(gemini::ToOpenAiStream),
+    /// Bedrock provider → OpenAI client.
+    FromBedrock(bedrock::ToOpenAiStream),
+    /// Gemini or Bedrock provider → Anthropic client, through the OpenAI form.
+    ViaOpenAi(Box<ViaOpenAi>),
 }
 
 impl Translator {
+    /// An Anthropic client's translation from a provider that is translated to OpenAI's
+    /// form (`inner`, made with the usage chunk on).
+    pub fn via_openai(inner: Translator, model: &str) -> Translator {
+        Translator::ViaOpenAi(Box::new(ViaOpenAi {
+            inner,
+            parser: sse::Parser::default(),
+            scratch: BytesMut::new(),
+            events: Vec::new(),
+            outer: anthropic::FromOpenAiStream::new(model),
+        }))
+    }
+
     fn event(&mut self, ev: &Event, out: &mut BytesMut) {
         match self {
             Translator::PassOpenAi(t) => t.event(ev, out),
             Translator::PassAnthropic(t) => t.event(ev, out),
             Translator::ToOpenAi(t) => t.event(ev, out),
             Translator::ToAnthropic(t) => t.event(ev, out),
+            Translator::FromGemini(t) => t.event(ev, out),
+            Translator::FromBedrock(t) => t.event(ev, out),
+            Translator::ViaOpenAi(t) => t.event(ev, out),
         }
     }
     /// At the provider's end of stream: closing events a translation owes the client.
     fn finish(&mut self, out: &mut BytesMut) {
-        if let Translator::ToAnthropic(t) = self {
-            if t.usage.is_some() || t.content_seen {
-                t.finish(out);
-            }
+        match self {
+            Translator::ToAnthropic(t) if t.usage.is_some() || t.content_seen => t.finish(out),
+            Translator::FromBedrock(t) => t.finish(out),
+            Translator::ViaOpenAi(t) => t.finish(out),
+            _ => {}
         }
     }
     fn usage(&self) -> Option<Usage> {
@@ -63,6 +86,9 @@ impl Translator {
             Translator::PassAnthropic(t) => t.usage,
             Translator::ToOpenAi(t) => t.usage,
             Translator::ToAnthropic(t) => t.usage,
+            Translator::FromGemini(t) => t.usage,
+            Translator::FromBedrock(t) => t.usage,
+            Translator::ViaOpenAi(t) => t.inner.usage(),
         }
     }
     fn done(&self) -> bool {
@@ -71,6 +97,9 @@ impl Translator {
             Translator::PassAnthropic(t) => t.done,
             Translator::ToOpenAi(t) => t.done,
             Translator::ToAnthropic(t) => t.done,
+            Translator::FromGemini(t) => t.done,
+            Translator::FromBedrock(t) => t.done,
+            Translator::ViaOpenAi(t) => t.outer.done,
         }
     }
     fn content_seen(&self) -> bool {
@@ -79,15 +108,54 @@ impl Translator {
             Translator::PassAnthropic(t) => t.content_seen,
             Translator::ToOpenAi(t) => t.content_seen,
             Translator::ToAnthropic(t) => t.content_seen,
+            Translator::FromGemini(t) => t.content_seen,
+            Translator::FromBedrock(t) => t.content_seen,
+            Translator::ViaOpenAi(t) => t.inner.content_seen(),
         }
     }
     /// The error event in the client's format.
     fn error(&self, message: &str) -> Bytes {
         match self {
-            Translator::PassOpenAi(_) | Translator::ToOpenAi(_) => openai::stream_error(message),
-            Translator::PassAnthropic(_) | Translator::ToAnthropic(_) => {
-                anthropic::stream_error(message)
-            }
+            Translator::PassOpenAi(_)
+            | Translator::ToOpenAi(_)
+            | Translator::FromGemini(_)
+            | Translator::FromBedrock(_) => openai::stream_error(message),
+            Translator::PassAnthropic(_)
+            | Translator::ToAnthropic(_)
+            | Translator::ViaOpenAi(_) => anthropic::stream_error(message),
+        }
+    }
+}
+
+/// Two translations in a row: the provider's stream into OpenAI chunks, those into
+/// Anthropic events (the chunks are re-read from bytes: only Anthropic clients of Gemini
+/// and Bedrock take this path).
+pub struct ViaOpenAi {
+    inner: Translator,
+    parser: sse::Parser,
+    scratch: BytesMut,
+    events: Vec<Event>,
+    outer: anthropic::FromOpenAiStream,
+}
+
+impl ViaOpenAi {
+    fn event(&mut self, ev: &Event, out: &mut BytesMut) {
+        self.inner.event(ev, &mut self.scratch);
+        self.pass(out);
+    }
+    fn pass(&mut self, out: &mut BytesMut) {
+        let chunk = self.scratch.split();
+        // OpenAI chunks the gateway wrote itself: no line comes near the parser's limit.
+        let _ = self.parser.feed(&chunk, &mut self.events);
+        for e in self.events.drain(..) {
+            self.outer.event(&e, out);
+        }
+    }
+    fn finish(&mut self, out: &mut BytesMut) {
+        self.inner.finish(&mut self.scratch);
+        self.pass(out);
+        if self.outer.usage.is_some() || self.outer.content_seen {
+            self.outer.finish(out);
         }
     }
 }
@@ -151,7 +219,7 @@ impl Settle {
 /// The streamed answer.
 pub struct AiBody {
     upstream: Option<UpstreamBody>,
-    parser: Parser,
+    parser: Decoder,
     tr: Translator,
     out: BytesMut,
     events: Vec<Event>,
@@ -168,6 +236,7 @@ impl AiBody {
     /// Streams `upstream` through `tr`; the call is settled by `settle` when it ends.
     pub fn new(
         upstream: UpstreamBody,
+        parser: Decoder,
         tr: Translator,
         settle: Settle,
         started: Instant,
@@ -176,7 +245,7 @@ impl AiBody {
     ) -> AiBody {
         AiBody {
             upstream: Some(upstream),
-            parser: Parser::default(),
+            parser,
             tr,
             out: BytesMut::new(),
             events: Vec::new(),
@@ -312,7 +381,7 @@ impl Drop for AiBody {
 /// Reads an abandoned stream (at most [`DRAIN_MAX`] and [`DRAIN_MAX_BYTES`]) for its usage.
 async fn drain(
     mut upstream: UpstreamBody,
-    mut parser: Parser,
+    mut parser: Decoder,
     mut tr: Translator,
     settle: Settle,
     mut content_events: u64,

@@ -36,6 +36,14 @@ pub struct ProviderRt {
     pub timeout: Duration,
     /// The provider's origin, for the worker's own HTTP/1 client and pool.
     pub dest: gatehouse_proxy::outcall::Destination,
+    /// Vertex AI access tokens by key position: (token, valid until, Unix ms).
+    pub google_tokens: std::sync::Mutex<HashMap<usize, (Arc<str>, u64)>>,
+    /// Where Vertex AI key files are exchanged for tokens (made at first use).
+    pub token_dest: std::sync::Mutex<Option<(String, Arc<gatehouse_proxy::outcall::Destination>)>>,
+    /// The entity's private CAs (trusted for a token endpoint on the provider's origin).
+    pub ca_certificates: Vec<String>,
+    /// Connect timeout, for the token endpoint too.
+    pub connect_timeout: Duration,
 }
 
 /// A target of a public model.
@@ -186,6 +194,10 @@ fn provider_rt(p: &AiProvider) -> Result<Arc<ProviderRt>, String> {
         dest,
         keys,
         headers,
+        google_tokens: std::sync::Mutex::default(),
+        token_dest: std::sync::Mutex::default(),
+        ca_certificates: p.ca_certificates.clone(),
+        connect_timeout: Duration::from_millis(p.connect_timeout),
         first_token_timeout: Duration::from_millis(p.first_token_timeout),
         timeout: Duration::from_millis(p.timeout),
     }))

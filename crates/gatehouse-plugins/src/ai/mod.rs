@@ -12,6 +12,7 @@
 mod attempts;
 pub mod body;
 pub mod catalog;
+mod credentials;
 pub mod limits;
 pub mod metrics;
 pub mod prompt;

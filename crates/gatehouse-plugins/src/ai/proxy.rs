@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use gatehouse_ai::openai::{self, BadRequest};
 use gatehouse_ai::provider::{Op, Wire};
-use gatehouse_ai::{anthropic, tokens, Usage};
+use gatehouse_ai::{anthropic, bedrock, gemini, tokens, Usage};
 use gatehouse_proxy::body::ProxyBody;
 use gatehouse_proxy::plugin::{BuildCtx, Factory, Plugin, RequestCtx, ServeFuture};
 use http::{HeaderValue, Method, Response, StatusCode};
@@ -346,58 +346,48 @@ impl CallCtx {
         };
         let reservations = self.reserve(&model, input, max_output).await?;
         let mut attempt = Attempts::new(self, &model, reservations, input);
+        // An Anthropic client of a Gemini or Bedrock provider goes through OpenAI's form.
+        let as_openai = match surface {
+            Surface::Anthropic
+                if model
+                    .targets
+                    .iter()
+                    .any(|t| needs_openai_form(t.provider.endpoint.wire)) =>
+            {
+                Some(anthropic::request_to_openai(&body, "").map_err(Failure::bad)?)
+            }
+            _ => None,
+        };
         for target in model.attempt_order() {
-            // What the provider gets, and how its stream reaches the client.
-            let (bytes, tr) = match (surface, target.provider.endpoint.wire) {
-                // Passed through: changed in place (model and forced usage only; a later
-                // target rewrites the model again, translations ignore both).
-                (Surface::OpenAi, Wire::OpenAi) => {
-                    openai::prepare(&mut body, &target.model);
-                    (
-                        Bytes::from(body.to_string()),
-                        Translator::PassOpenAi(openai::PassStream::new(client_wants_usage)),
-                    )
-                }
-                (Surface::OpenAi, Wire::Anthropic) => (
-                    Bytes::from(
-                        anthropic::request_from_openai(&body, &target.model)
-                            .map_err(|e| attempt.fail(Failure::bad(e)))?
-                            .to_string(),
-                    ),
-                    Translator::ToOpenAi(anthropic::ToOpenAiStream::new(
-                        &model.name,
-                        client_wants_usage,
-                    )),
-                ),
-                (Surface::Anthropic, Wire::Anthropic) => {
-                    body["model"] = json!(&*target.model);
-                    (
-                        Bytes::from(body.to_string()),
-                        Translator::PassAnthropic(anthropic::PassStream::default()),
-                    )
-                }
-                (Surface::Anthropic, Wire::OpenAi) => (
-                    Bytes::from(
-                        anthropic::request_to_openai(&body, &target.model)
-                            .map_err(|e| attempt.fail(Failure::bad(e)))?
-                            .to_string(),
-                    ),
-                    Translator::ToAnthropic(anthropic::FromOpenAiStream::new(&model.name)),
-                ),
+            let wire = target.provider.endpoint.wire;
+            let (bytes, tr) = match self.upstream_request(
+                surface,
+                &mut body,
+                as_openai.as_ref(),
+                &target,
+                &model.name,
+                client_wants_usage,
+            ) {
+                Ok(x) => x,
+                Err(e) => return Err(attempt.fail(Failure::bad(e))),
             };
-            let resp = match attempt.send(&target, Op::Chat, bytes).await {
+            let op = if stream { Op::ChatStream } else { Op::Chat };
+            let resp = match attempt.send(&target, op, bytes).await {
                 Sent::Ok(r) => *r,
                 Sent::Next => continue,
                 Sent::ClientError(status, message) => {
                     return Err(attempt.fail(provider_refused(status, &target, message)))
                 }
             };
-            let is_sse = resp
+            let streamed = resp
                 .headers()
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            if stream && is_sse {
+                .is_some_and(|v| match wire {
+                    Wire::Bedrock => v.starts_with("application/vnd.amazon.eventstream"),
+                    _ => v.starts_with("text/event-stream"),
+                });
+            if stream && streamed {
                 return Ok(attempt.stream(resp, tr, &target, self.c.usage_headers));
             }
             return attempt
@@ -413,6 +403,69 @@ impl CallCtx {
         Err(attempt.exhausted())
     }
 
+    /// What `target`'s provider gets, and how its stream reaches the client. OpenAI-format
+    /// requests to OpenAI-format providers are changed in place (model and forced usage
+    /// only; a later target rewrites the model again, translations ignore both).
+    fn upstream_request(
+        &self,
+        surface: Surface,
+        body: &mut Value,
+        as_openai: Option<&Value>,
+        target: &TargetRt,
+        public: &str,
+        client_wants_usage: bool,
+    ) -> Result<(Bytes, Translator), BadRequest> {
+        let wire = target.provider.endpoint.wire;
+        let openai_body: &Value = match (surface, as_openai) {
+            (Surface::Anthropic, Some(v)) => v,
+            _ => body,
+        };
+        let translated = |tr: Translator| match surface {
+            Surface::OpenAi => tr,
+            Surface::Anthropic => Translator::via_openai(tr, public),
+        };
+        // An Anthropic client gets usage from the inner translation's usage chunk.
+        let usage_chunk = client_wants_usage || surface == Surface::Anthropic;
+        Ok(match (surface, wire) {
+            (Surface::OpenAi, Wire::OpenAi) => {
+                openai::prepare(body, &target.model);
+                (
+                    Bytes::from(body.to_string()),
+                    Translator::PassOpenAi(openai::PassStream::new(client_wants_usage)),
+                )
+            }
+            (Surface::OpenAi, Wire::Anthropic) => (
+                Bytes::from(anthropic::request_from_openai(body, &target.model)?.to_string()),
+                Translator::ToOpenAi(anthropic::ToOpenAiStream::new(public, client_wants_usage)),
+            ),
+            (Surface::Anthropic, Wire::Anthropic) => {
+                body["model"] = json!(&*target.model);
+                (
+                    Bytes::from(body.to_string()),
+                    Translator::PassAnthropic(anthropic::PassStream::default()),
+                )
+            }
+            (Surface::Anthropic, Wire::OpenAi) => (
+                Bytes::from(anthropic::request_to_openai(body, &target.model)?.to_string()),
+                Translator::ToAnthropic(anthropic::FromOpenAiStream::new(public)),
+            ),
+            (_, Wire::Gemini) => (
+                Bytes::from(gemini::request_from_openai(openai_body)?.to_string()),
+                translated(Translator::FromGemini(gemini::ToOpenAiStream::new(
+                    public,
+                    usage_chunk,
+                ))),
+            ),
+            (_, Wire::Bedrock) => (
+                Bytes::from(bedrock::request_from_openai(openai_body, &target.model)?.to_string()),
+                translated(Translator::FromBedrock(bedrock::ToOpenAiStream::new(
+                    public,
+                    usage_chunk,
+                ))),
+            ),
+        })
+    }
+
     async fn embeddings(&self, raw: &Bytes) -> Result<Response<ProxyBody>, Failure> {
         let mut body = parse_json(raw)?;
         let model = self.model(&body)?;
@@ -423,14 +476,21 @@ impl CallCtx {
         let reservations = self.reserve(&model, input, 0).await?;
         let mut attempt = Attempts::new(self, &model, reservations, input);
         for target in model.attempt_order() {
-            if target.provider.endpoint.wire != Wire::OpenAi {
+            let endpoint = &target.provider.endpoint;
+            if endpoint.url(Op::Embeddings, &target.model).is_none() {
                 continue;
             }
-            body["model"] = json!(&*target.model);
-            let resp = match attempt
-                .send(&target, Op::Embeddings, Bytes::from(body.to_string()))
-                .await
-            {
+            let bytes = match endpoint.wire {
+                Wire::Gemini => match gemini::embeddings_from_openai(&body, &target.model) {
+                    Ok(v) => Bytes::from(v.to_string()),
+                    Err(e) => return Err(attempt.fail(Failure::bad(e))),
+                },
+                _ => {
+                    body["model"] = json!(&*target.model);
+                    Bytes::from(body.to_string())
+                }
+            };
+            let resp = match attempt.send(&target, Op::Embeddings, bytes).await {
                 Sent::Ok(r) => *r,
                 Sent::Next => continue,
                 Sent::ClientError(status, message) => {
@@ -508,6 +568,11 @@ impl CallCtx {
         }
         Ok(held)
     }
+}
+
+/// True for providers an Anthropic client reaches through OpenAI's form.
+fn needs_openai_form(wire: Wire) -> bool {
+    matches!(wire, Wire::Gemini | Wire::Bedrock)
 }
 
 /// A provider's refusal of the request itself (a 400 for an unknown parameter…), in the
