@@ -193,12 +193,14 @@ fn user_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>, BadReque
                     "image/jpeg" | "image/jpg" => "jpeg",
                     "image/gif" => "gif",
                     "image/webp" => "webp",
-                    other => return Err(BadRequest::new(
-                        here,
-                        format!(
+                    other => {
+                        return Err(BadRequest::new(
+                            here,
+                            format!(
                             "`{other}` is not one of image/png, image/jpeg, image/gif, image/webp"
                         ),
-                    )),
+                        ))
+                    }
                 };
                 json!({"image": {"format": format, "source": {"bytes": data}}})
             }

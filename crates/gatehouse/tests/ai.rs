@@ -385,6 +385,25 @@ async fn provider_failures_get_clear_answers() {
     let r = post(&gw, "/ai/v1/chat/completions", &chat("nousage")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["x-gatehouse-ai-usage-estimated"], "true");
+    // Counted with the o200k tokenizer: "x" and the chat format's 3 + 3 tokens in;
+    // "echo: x" is "echo", ":", " x" out.
+    assert_eq!(r.headers["x-gatehouse-ai-input-tokens"], "7");
+    assert_eq!(r.headers["x-gatehouse-ai-output-tokens"], "3");
+    // A stream without usage is counted in what the client got: "echo: hello there".
+    let mut streamed = chat("nousage");
+    streamed["stream"] = json!(true);
+    streamed["messages"][0]["content"] = json!("hello there");
+    let r = post(&gw, "/ai/v1/chat/completions", &streamed).await;
+    assert!(r.text().contains("[DONE]"), "{}", r.text());
+    let mut counted = 0;
+    for _ in 0..50 {
+        counted = output_tokens(&gw, "oa", "nousage");
+        if counted > 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted, 3 + 4, "echo / : / hello / there");
 }
 
 /// Counts the output tokens Prometheus holds for a model.

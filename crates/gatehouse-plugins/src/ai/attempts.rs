@@ -28,6 +28,7 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 pub(super) struct Attempts {
     reservations: Option<Vec<Box<dyn Reservation>>>,
     estimated_input: u64,
+    request: Bytes,
     model: Arc<str>,
     max_attempts: u32,
     pub(super) tried: u32,
@@ -46,10 +47,12 @@ impl Attempts {
         model: &ModelRt,
         reservations: Vec<Box<dyn Reservation>>,
         estimated_input: u64,
+        request: Bytes,
     ) -> Attempts {
         Attempts {
             reservations: Some(reservations),
             estimated_input,
+            request,
             model: model.name.clone(),
             max_attempts: call.c.max_attempts,
             tried: 0,
@@ -270,6 +273,7 @@ impl Attempts {
             info: self.info(target),
             cell: self.cell.clone(),
             estimated_input: self.estimated_input,
+            request: self.request.clone(),
         }
     }
 
@@ -423,10 +427,9 @@ impl Attempts {
             (bytes, peek.usage())
         };
         // Only needed when the provider reported no usage.
-        let output_estimate = if usage.is_none() {
-            tokens::of_text(&String::from_utf8_lossy(&out)) / 2
-        } else {
-            0
+        let output_estimate = match usage {
+            None => serde_json::from_slice::<Value>(&out).map_or(0, |v| tokens::count_answer(&v)),
+            Some(_) => 0,
         };
         let settle = self.settle(target);
         let cell = settle.cell.clone();

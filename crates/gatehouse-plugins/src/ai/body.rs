@@ -170,15 +170,18 @@ pub struct Settle {
     pub info: AiCallInfo,
     /// Where the log phase reads the result.
     pub cell: AiCallCell,
-    /// Prompt tokens estimated from the request (used when the provider reports none).
+    /// Prompt tokens estimated from the request (if even the tokenizer cannot count).
     pub estimated_input: u64,
+    /// The client's request, counted with the tokenizer when the provider reports no
+    /// usage (shared, not copied).
+    pub request: Bytes,
 }
 
 impl Settle {
-    /// Settles with the provider's usage, or an estimate (`output_events` content events
-    /// delivered, about one token each) flagged `estimated`.
-    pub async fn finish(self, usage: Option<Usage>, output_events: u64) {
-        self.conclude(usage, output_events).await;
+    /// Settles with the provider's usage, or — flagged `estimated` — the request's tokens
+    /// and `output` tokens counted in what the client got.
+    pub async fn finish(self, usage: Option<Usage>, output: u64) {
+        self.conclude(usage, output).await;
     }
 
     /// Records the call at once (metrics, and the call info the log phase reads, which must
@@ -187,11 +190,14 @@ impl Settle {
     pub fn conclude(
         mut self,
         usage: Option<Usage>,
-        output_events: u64,
+        output: u64,
     ) -> impl std::future::Future<Output = ()> + Send {
-        let usage = usage.unwrap_or(Usage {
-            input: self.estimated_input,
-            output: output_events,
+        let usage = usage.unwrap_or_else(|| Usage {
+            input: serde_json::from_slice::<serde_json::Value>(&self.request)
+                .map_or(self.estimated_input, |v| {
+                    gatehouse_ai::tokens::count_request(&v)
+                }),
+            output,
             estimated: true,
             ..Usage::default()
         });
@@ -228,8 +234,35 @@ pub struct AiBody {
     first_token_timeout: Duration,
     settle: Option<Settle>,
     started: Instant,
-    content_events: u64,
+    delivered: Delivered,
     ended: bool,
+}
+
+/// Most bytes of a stream kept to count its tokens if the provider reports no usage.
+const DELIVERED_MAX: usize = 4 * 1024 * 1024;
+
+/// What a stream's client got (the frames themselves, shared, not copied), to count
+/// tokens in when the provider reports none.
+#[derive(Default)]
+struct Delivered {
+    frames: Vec<Bytes>,
+    len: usize,
+}
+
+impl Delivered {
+    fn keep(&mut self, b: &Bytes) {
+        if self.len < DELIVERED_MAX {
+            self.len += b.len();
+            self.frames.push(b.clone());
+        }
+    }
+    /// Output tokens counted in what was delivered (0 when the usage is known).
+    fn tokens(&self, usage: Option<Usage>) -> u64 {
+        if usage.is_some() {
+            return 0;
+        }
+        gatehouse_ai::tokens::count_stream(&self.frames.concat())
+    }
 }
 
 impl AiBody {
@@ -256,7 +289,7 @@ impl AiBody {
             first_token_timeout,
             settle: Some(settle),
             started,
-            content_events: 0,
+            delivered: Delivered::default(),
             ended: false,
         }
     }
@@ -265,7 +298,6 @@ impl AiBody {
         for ev in self.events.drain(..) {
             self.tr.event(&ev, &mut self.out);
             if self.tr.content_seen() {
-                self.content_events += 1;
                 if self.first_token.take().is_some() {
                     if let Some(s) = &mut self.settle {
                         s.info.ttft_ms = Some(self.started.elapsed().as_millis() as u64);
@@ -284,7 +316,8 @@ impl AiBody {
         self.ended = true;
         self.upstream = None;
         if let Some(s) = self.settle.take() {
-            tokio::spawn(s.conclude(self.tr.usage(), self.content_events));
+            let usage = self.tr.usage();
+            tokio::spawn(s.conclude(usage, self.delivered.tokens(usage)));
         }
     }
 }
@@ -300,7 +333,9 @@ impl Body for AiBody {
         let me = self.get_mut();
         loop {
             if !me.out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(me.out.split().freeze()))));
+                let data = me.out.split().freeze();
+                me.delivered.keep(&data);
+                return Poll::Ready(Some(Ok(Frame::data(data))));
             }
             if me.ended {
                 return Poll::Ready(None);
@@ -363,7 +398,8 @@ impl Drop for AiBody {
             return;
         };
         let Some(upstream) = self.upstream.take() else {
-            tokio::spawn(settle.finish(self.tr.usage(), self.content_events));
+            let usage = self.tr.usage();
+            tokio::spawn(settle.finish(usage, self.delivered.tokens(usage)));
             return;
         };
         let tr = std::mem::replace(
@@ -371,10 +407,10 @@ impl Drop for AiBody {
             Translator::PassOpenAi(openai::PassStream::new(false)),
         );
         let parser = std::mem::take(&mut self.parser);
-        let events = self.content_events;
+        let delivered = std::mem::take(&mut self.delivered);
         // Workers run their tasks on a LocalSet; the body (the worker's connection) stays
         // on its thread.
-        tokio::task::spawn_local(drain(upstream, parser, tr, settle, events));
+        tokio::task::spawn_local(drain(upstream, parser, tr, settle, delivered));
     }
 }
 
@@ -384,7 +420,7 @@ async fn drain(
     mut parser: Decoder,
     mut tr: Translator,
     settle: Settle,
-    mut content_events: u64,
+    mut delivered: Delivered,
 ) {
     let work = async {
         let mut read = 0usize;
@@ -398,9 +434,9 @@ async fn drain(
                 }
                 for ev in events.drain(..) {
                     tr.event(&ev, &mut sink);
-                    content_events += 1;
                 }
-                sink.clear();
+                // What the client would have got counts if no usage comes.
+                delivered.keep(&sink.split().freeze());
                 if tr.done() || read > DRAIN_MAX_BYTES {
                     break;
                 }
@@ -413,5 +449,5 @@ async fn drain(
         found = usage.is_some(),
         "ai stream abandoned by the client; billed"
     );
-    settle.finish(usage, content_events).await;
+    settle.finish(usage, delivered.tokens(usage)).await;
 }

@@ -89,6 +89,11 @@ impl Factory for AiProxy {
     fn build(&self, v: &Value, ctx: &BuildCtx) -> Result<Arc<dyn Plugin>, String> {
         let c: AiProxyConfig = config::parse(v).map_err(|(p, m)| format!("{p}: {m}"))?;
         let catalog = super::catalog::of_snapshot(ctx)?;
+        // The tokenizer (for providers that report no usage) loads off the request path.
+        static WARM: std::sync::Once = std::sync::Once::new();
+        WARM.call_once(|| {
+            std::thread::spawn(tokens::warm);
+        });
         for m in c.model.iter().chain(&c.allowed_models) {
             if !catalog.models.contains_key(m) {
                 return Err(format!("no ai_model `{m}`"));
@@ -345,7 +350,7 @@ impl CallCtx {
             (raw.len() as u64 * 2).div_ceil(7)
         };
         let reservations = self.reserve(&model, input, max_output).await?;
-        let mut attempt = Attempts::new(self, &model, reservations, input);
+        let mut attempt = Attempts::new(self, &model, reservations, input, raw.clone());
         // An Anthropic client of a Gemini or Bedrock provider goes through OpenAI's form.
         let as_openai = match surface {
             Surface::Anthropic
@@ -474,7 +479,7 @@ impl CallCtx {
         }
         let input = tokens::of_request(&body);
         let reservations = self.reserve(&model, input, 0).await?;
-        let mut attempt = Attempts::new(self, &model, reservations, input);
+        let mut attempt = Attempts::new(self, &model, reservations, input, raw.clone());
         for target in model.attempt_order() {
             let endpoint = &target.provider.endpoint;
             if endpoint.url(Op::Embeddings, &target.model).is_none() {
