@@ -7,6 +7,9 @@
 #   nginx-floor   plain proxy_pass of the Anthropic stream (what any proxy costs, no AI work)
 #   pass          Gatehouse, OpenAI surface → OpenAI-format provider (usage followed, chunk kept)
 #   translated    Gatehouse, OpenAI surface → Anthropic provider (every event translated)
+#   gemini        Gatehouse, OpenAI surface → Gemini streamGenerateContent (SSE, translated)
+#   bedrock       Gatehouse, OpenAI surface → Bedrock converse-stream (AWS event-stream frames,
+#                 every request SigV4-signed; the mock does not check signatures)
 # wrk (CPU 1) posts the same OpenAI-format streaming request to each. Ratios between rows are
 # the figure to report.
 #
@@ -44,13 +47,47 @@ WORDS=(Sure '!' ' The' ' capital' ' of' ' France' ' is' ' Paris' ',' ' a' ' city
   printf 'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":19}}\n\n'
   printf 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 } > "$D/www/v1/messages"
+mkdir -p "$D/www/v1beta/models" "$D/www/model/m"
+{
+  n=${#WORDS[@]}; i=0
+  for w in "${WORDS[@]}"; do
+    i=$((i+1))
+    if [ $i -lt $n ]; then
+      printf 'data: {"candidates":[{"content":{"role":"model","parts":[{"text":"%s"}]},"index":0}],"usageMetadata":{"promptTokenCount":28,"totalTokenCount":28},"modelVersion":"gemini-2.5-flash","responseId":"r1"}\r\n\r\n' "$w"
+    else
+      printf 'data: {"candidates":[{"content":{"role":"model","parts":[{"text":"%s"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":28,"candidatesTokenCount":19,"totalTokenCount":47},"modelVersion":"gemini-2.5-flash","responseId":"r1"}\r\n\r\n' "$w"
+    fi
+  done
+} > "$D/www/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+# Bedrock's converse-stream: AWS event-stream frames (big-endian lengths, CRC-32 of the prelude
+# and of the message), written by Python's zlib so the gateway's parser is checked against it.
+python3 - "$D/www/model/m/converse-stream" "${WORDS[@]}" <<'PY'
+import json, struct, sys, zlib
+def frame(kind, payload):
+    h = b""
+    for k, v in ((":event-type", kind), (":content-type", "application/json"), (":message-type", "event")):
+        h += bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    total = 16 + len(h) + len(body)
+    prelude = struct.pack(">II", total, len(h))
+    msg = prelude + struct.pack(">I", zlib.crc32(prelude)) + h + body
+    return msg + struct.pack(">I", zlib.crc32(msg))
+out = frame("messageStart", {"role": "assistant"})
+for w in sys.argv[2:]:
+    out += frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}})
+out += frame("contentBlockStop", {"contentBlockIndex": 0})
+out += frame("messageStop", {"stopReason": "end_turn"})
+out += frame("metadata", {"usage": {"inputTokens": 28, "outputTokens": 19, "totalTokens": 47}, "metrics": {"latencyMs": 1}})
+open(sys.argv[1], "wb").write(out)
+PY
 
 cat > "$D/mock.conf" <<EOF
 worker_processes 1; daemon off; pid $D/mock.pid; error_log $D/logs/mock.err;
 events { worker_connections 4096; }
 http { access_log off; types { } default_type text/event-stream; keepalive_requests 100000;
   server { listen 127.0.0.1:$MOCK; root $D/www;
-    location / { error_page 405 =200 \$uri; } } }
+    location / { error_page 405 =200 \$uri; }
+    location /model/ { default_type application/vnd.amazon.eventstream; error_page 405 =200 \$uri; } } }
 EOF
 cat > "$D/floor.conf" <<EOF
 worker_processes 1; daemon off; pid $D/floor.pid; error_log $D/logs/floor.err;
@@ -65,16 +102,20 @@ _format_version: "1"
 ai_providers:
   - {name: oa, kind: openai-compatible, base_url: "http://127.0.0.1:$MOCK/v1", keys: [{key: k}]}
   - {name: an, kind: anthropic, base_url: "http://127.0.0.1:$MOCK/v1", keys: [{key: k}]}
+  - {name: gem, kind: gemini, base_url: "http://127.0.0.1:$MOCK/v1beta", keys: [{key: k}]}
+  - {name: aws, kind: bedrock, region: us-east-1, base_url: "http://127.0.0.1:$MOCK", keys: [{key: "AKIDBENCH:benchsecret"}]}
 ai_models:
   - {name: pass, targets: [{provider: oa, model: gpt-4o-mini}]}
   - {name: translated, targets: [{provider: an, model: claude-sonnet-4}]}
+  - {name: gemini, targets: [{provider: gem, model: gemini-2.5-flash}]}
+  - {name: bedrock, targets: [{provider: aws, model: m}]}
 services:
   - name: ai
     url: http://127.0.0.1:9
     routes: [{name: ai, paths: [/v1], plugins: [{name: ai-proxy}]}]
 EOF
 body() { printf '{"model":"%s","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is the capital of France? Answer in one sentence."}]}' "$1"; }
-for m in pass translated; do
+for m in pass translated gemini bedrock; do
   printf 'wrk.method="POST"\nwrk.headers["Content-Type"]="application/json"\nwrk.body=[[%s]]\n' "$(body $m)" > "$D/$m.lua"
 done
 cp "$D/pass.lua" "$D/floor.lua"
@@ -90,11 +131,11 @@ check() { # port model: the stream must end properly
   curl -s -N -X POST -H 'content-type: application/json' -d "$(body $2)" "http://127.0.0.1:$1/v1/chat/completions" | tail -c 200
 }
 printf '| row | requests/s | p50 | p99 | check |\n|---|---|---|---|---|\n'
-for row in "nginx-floor $FLOOR floor" "pass $GW pass" "translated $GW translated"; do
+for row in "nginx-floor $FLOOR floor" "pass $GW pass" "translated $GW translated" "gemini $GW gemini" "bedrock $GW bedrock"; do
   set -- $row
   out=$(check $2 $3)
   case "$1:$out" in
-    nginx-floor:*message_stop*|pass:*DONE*|translated:*DONE*) ok=ok ;;
+    nginx-floor:*message_stop*|pass:*DONE*|translated:*DONE*|gemini:*DONE*|bedrock:*DONE*) ok=ok ;;
     *) ok=ERROR ;;
   esac
   if [ $ok = ERROR ]; then printf '| %s | ERROR | | | %s |\n' "$1" "$(echo "$out" | tr '\n|' ' /' | cut -c1-80)"; continue; fi

@@ -51,14 +51,13 @@ pub fn count(s: &str) -> u64 {
 /// chat format's tokens per message; images at a flat 1,000 (their real cost depends on
 /// the provider's resizing).
 pub fn count_request(body: &Value) -> u64 {
-    let mut n = REPLY_PRIMING;
+    let mut n = 0;
     collect(body.get("system"), &mut n);
-    for m in body
-        .get("messages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    let messages = body.get("messages").and_then(Value::as_array);
+    if messages.is_some() {
+        n += REPLY_PRIMING;
+    }
+    for m in messages.into_iter().flatten() {
         n += PER_MESSAGE;
         collect(m.get("content"), &mut n);
         collect(m.get("tool_calls"), &mut n);
@@ -236,6 +235,7 @@ mod tests {
         // The real tokenizer: o200k_base makes two tokens of "hello world".
         assert_eq!(count("hello world"), 2);
         assert!(count_request(&with_image) > 1_000);
+        assert_eq!(count_request(&json!({"input": ["one two", "three"]})), 3);
         assert_eq!(
             count_request(&json!({"messages": [{"role": "user", "content": "hello world"}]})),
             2 + PER_MESSAGE + REPLY_PRIMING

@@ -165,7 +165,7 @@ for model in ["gemini", "vertex", "claude-bedrock", "nova"]:
     o["json-image"] = r.choices[0].message.content
     out[model] = o
 e = c.embeddings.create(model="gemini", input=["one two", "three"])
-out["embeddings"] = {"n": len(e.data), "dims": len(e.data[0].embedding)}
+out["embeddings"] = {"n": len(e.data), "dims": len(e.data[0].embedding), "tokens": e.usage.prompt_tokens}
 r = c.chat.completions.create(model="bedrock-then-gemini", messages=[{"role": "user", "content": "fall back"}])
 out["fallback"] = r.choices[0].message.content
 try:
@@ -238,7 +238,8 @@ async fn openai_sdk_reaches_gemini_vertex_and_bedrock() {
         );
         assert_eq!(o["json-image"], "echo: describe", "{model}");
     }
-    assert_eq!(out["embeddings"], json!({"n": 2, "dims": 3}));
+    // Gemini reports no usage for embeddings: the gateway's count, in the answer too.
+    assert_eq!(out["embeddings"], json!({"n": 2, "dims": 3, "tokens": 3}));
     assert_eq!(
         out["fallback"], "echo: fall back",
         "a throttled Bedrock falls back to Gemini"

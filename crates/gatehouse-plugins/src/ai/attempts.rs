@@ -434,6 +434,12 @@ impl Attempts {
         let settle = self.settle(target);
         let cell = settle.cell.clone();
         settle.finish(usage, output_estimate).await;
+        // A translated answer without the provider's usage carries the gateway's count
+        // (a passed-through one is left as the provider wrote it).
+        let out = match (usage, translate) {
+            (None, true) => with_counted_usage(out, &cell, surface),
+            _ => out,
+        };
         let mut resp = Response::new(ProxyBody::full(out.clone()));
         let h = resp.headers_mut();
         h.insert(
@@ -452,6 +458,26 @@ impl Attempts {
         }
         Ok(resp)
     }
+}
+
+/// Puts the settled (counted) usage into a translated answer's `usage`.
+fn with_counted_usage(out: Bytes, cell: &AiCallCell, surface: Surface) -> Bytes {
+    let Some(usage) = cell
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .map(|i| i.usage)
+    else {
+        return out;
+    };
+    let Ok(mut v) = serde_json::from_slice::<Value>(&out) else {
+        return out;
+    };
+    v["usage"] = match surface {
+        Surface::OpenAi => usage.to_openai(),
+        Surface::Anthropic => usage.to_anthropic(),
+    };
+    Bytes::from(v.to_string())
 }
 
 /// A whole answer from the provider's format into the client's.
