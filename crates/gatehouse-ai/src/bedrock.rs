@@ -299,7 +299,8 @@ impl ToOpenAiStream {
     /// For a client that asked for `model`, with (or without) the usage chunk.
     pub fn new(model: &str, include_usage: bool) -> ToOpenAiStream {
         let mut chunks = Chunks::new(model, include_usage);
-        chunks.id = format!("chatcmpl-bedrock-{}", chunks.created);
+        let id = format!("chatcmpl-bedrock-{}", chunks.created());
+        chunks.set_id(id);
         ToOpenAiStream {
             chunks,
             tools: Vec::new(),
@@ -314,6 +315,9 @@ impl ToOpenAiStream {
     /// One event (`event` is the frame's `:event-type`, or `exception`); writes the chunks
     /// it makes into `out`.
     pub fn event(&mut self, ev: &Event, out: &mut BytesMut) {
+        if self.text_delta(ev, out) {
+            return;
+        }
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
             return;
         };
@@ -379,10 +383,37 @@ impl ToOpenAiStream {
         }
     }
 
+    /// The hot path: a text delta, read without a JSON tree. `false` for anything else.
+    fn text_delta(&mut self, ev: &Event, out: &mut BytesMut) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Delta<'a> {
+            #[serde(borrow)]
+            text: Option<std::borrow::Cow<'a, str>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct DeltaEvent<'a> {
+            #[serde(borrow)]
+            delta: Delta<'a>,
+        }
+        if ev.event.as_deref() != Some("contentBlockDelta") {
+            return false;
+        }
+        match serde_json::from_str::<DeltaEvent>(&ev.data) {
+            Ok(DeltaEvent {
+                delta: Delta { text: Some(t) },
+            }) => {
+                self.content_seen = true;
+                self.chunks.text(out, "content", &t);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn delta(&mut self, index: u64, d: &Value, out: &mut BytesMut) {
         if let Some(t) = d.get("text").and_then(Value::as_str) {
             self.content_seen = true;
-            self.chunks.chunk(out, json!({"content": t}), None);
+            self.chunks.text(out, "content", t);
         } else if let Some(input) = d.pointer("/toolUse/input").and_then(Value::as_str) {
             let t = self
                 .tools

@@ -276,12 +276,16 @@ pub(crate) fn call_names(messages: &[Value]) -> Vec<(String, String)> {
     out
 }
 
-/// Writes OpenAI chunks for a translated stream.
+/// Writes OpenAI chunks for a translated stream. Every chunk of a stream starts the same
+/// (`data: {"id":…,"object":…,"created":…,"model":…,"choices":[{"index":0,"delta":`): that
+/// prefix is written once and copied, and text deltas are written around it without a JSON
+/// tree (a stream is mostly text deltas).
 pub(crate) struct Chunks {
-    pub id: String,
-    pub created: u64,
-    pub model: String,
-    pub include_usage: bool,
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    prefix: String,
 }
 
 impl Chunks {
@@ -291,14 +295,64 @@ impl Chunks {
             created: crate::anthropic::unix_now(),
             model: model.to_string(),
             include_usage,
+            prefix: String::new(),
         }
     }
 
-    /// One chunk with `delta` (and a finish reason).
-    pub fn chunk(&self, out: &mut BytesMut, delta: Value, finish: Option<&str>) {
-        let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
-        sse::write(out, None, &v.to_string());
+    /// Sets the stream's id (before its first chunk).
+    pub fn set_id(&mut self, id: String) {
+        self.id = id;
+        self.prefix.clear();
+    }
+
+    /// The creation time every chunk carries.
+    pub fn created(&self) -> u64 {
+        self.created
+    }
+
+    fn head(&mut self, out: &mut BytesMut) {
+        if self.prefix.is_empty() {
+            let head = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model})
+                .to_string();
+            self.prefix = format!(
+                "data: {},\"choices\":[{{\"index\":0,\"delta\":",
+                &head[..head.len() - 1]
+            );
+        }
+        out.extend_from_slice(self.prefix.as_bytes());
+    }
+
+    fn tail(out: &mut BytesMut, finish: Option<&str>) {
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(f) => {
+                out.extend_from_slice(b"\"");
+                out.extend_from_slice(f.as_bytes());
+                out.extend_from_slice(b"\"");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]}\n\n");
+    }
+
+    /// One chunk with `delta` (and a finish reason: one of OpenAI's fixed words).
+    pub fn chunk(&mut self, out: &mut BytesMut, delta: Value, finish: Option<&str>) {
+        self.head(out);
+        out.extend_from_slice(delta.to_string().as_bytes());
+        Self::tail(out, finish);
+    }
+
+    /// A chunk whose delta is `{"<key>": text}` (`content`, `reasoning_content`).
+    pub fn text(&mut self, out: &mut BytesMut, key: &str, text: &str) {
+        self.head(out);
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        let mut w = bytes::BufMut::writer(std::mem::take(out));
+        let _ = serde_json::to_writer(&mut w, text);
+        *out = w.into_inner();
+        out.extend_from_slice(b"}");
+        Self::tail(out, None);
     }
 
     /// The usage chunk (when asked for) and `[DONE]`.

@@ -346,6 +346,9 @@ impl ToOpenAiStream {
 
     /// One event; writes the chunks it makes into `out`.
     pub fn event(&mut self, ev: &Event, out: &mut BytesMut) {
+        if self.text_event(ev, out) {
+            return;
+        }
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
             return;
         };
@@ -358,14 +361,7 @@ impl ToOpenAiStream {
             self.done = true;
             return;
         }
-        if !self.started {
-            self.started = true;
-            if let Some(id) = v.get("responseId").and_then(Value::as_str) {
-                self.chunks.id = format!("chatcmpl-{id}");
-            }
-            self.chunks
-                .chunk(out, json!({"role": "assistant", "content": ""}), None);
-        }
+        self.start(v.get("responseId").and_then(Value::as_str), out);
         if let Some(u) = v.get("usageMetadata").filter(|u| crate::usage::present(u)) {
             self.usage = Some(Usage::from_gemini(u));
         }
@@ -391,9 +387,7 @@ impl ToOpenAiStream {
                 } else {
                     "content"
                 };
-                let mut delta = Map::new();
-                delta.insert(key.into(), json!(t));
-                self.chunks.chunk(out, Value::Object(delta), None);
+                self.chunks.text(out, key, t);
             }
         }
         let finish = cand
@@ -405,11 +399,91 @@ impl ToOpenAiStream {
                     .map(|_| "SAFETY")
             });
         if let Some(reason) = finish {
-            let f = finish_reason(reason, self.next_tool > 0);
-            self.chunks.chunk(out, json!({}), Some(f));
-            self.chunks.end(out, self.usage);
-            self.done = true;
+            self.finish(reason, out);
         }
+    }
+
+    fn start(&mut self, id: Option<&str>, out: &mut BytesMut) {
+        if !self.started {
+            self.started = true;
+            if let Some(id) = id {
+                self.chunks.set_id(format!("chatcmpl-{id}"));
+            }
+            self.chunks
+                .chunk(out, json!({"role": "assistant", "content": ""}), None);
+        }
+    }
+
+    fn finish(&mut self, reason: &str, out: &mut BytesMut) {
+        let f = finish_reason(reason, self.next_tool > 0);
+        self.chunks.chunk(out, json!({}), Some(f));
+        self.chunks.end(out, self.usage);
+        self.done = true;
+    }
+
+    /// The hot path: an event of text parts only (most of a stream), read without a JSON
+    /// tree. `false` when the event has anything else (calls, errors, feedback).
+    fn text_event(&mut self, ev: &Event, out: &mut BytesMut) -> bool {
+        use std::borrow::Cow;
+        #[derive(serde::Deserialize)]
+        struct TextPart<'a> {
+            #[serde(borrow)]
+            text: Cow<'a, str>,
+            #[serde(default)]
+            thought: bool,
+        }
+        #[derive(serde::Deserialize)]
+        struct Content<'a> {
+            #[serde(borrow, default)]
+            parts: Vec<TextPart<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Candidate<'a> {
+            #[serde(borrow)]
+            content: Option<Content<'a>>,
+            #[serde(rename = "finishReason", borrow)]
+            finish: Option<Cow<'a, str>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct TextEvent<'a> {
+            #[serde(borrow)]
+            candidates: Vec<Candidate<'a>>,
+            #[serde(rename = "usageMetadata")]
+            usage: Option<Value>,
+            #[serde(rename = "responseId", borrow)]
+            id: Option<Cow<'a, str>>,
+        }
+        // Parts with anything but text (a `functionCall`) fail `TextPart` and take the
+        // general path; so do errors and prompt feedback (no `candidates`).
+        if ev.data.contains("\"functionCall\"") {
+            return false;
+        }
+        let Ok(e) = serde_json::from_str::<TextEvent>(&ev.data) else {
+            return false;
+        };
+        if e.candidates.len() != 1 {
+            return false;
+        }
+        self.start(e.id.as_deref(), out);
+        if let Some(u) = e.usage.as_ref().filter(|u| crate::usage::present(u)) {
+            self.usage = Some(Usage::from_gemini(u));
+        }
+        let cand = &e.candidates[0];
+        for p in cand.content.iter().flat_map(|c| &c.parts) {
+            if !p.text.is_empty() {
+                self.content_seen = true;
+                let key = if p.thought {
+                    "reasoning_content"
+                } else {
+                    "content"
+                };
+                self.chunks.text(out, key, &p.text);
+            }
+        }
+        if let Some(reason) = &cand.finish {
+            self.finish(reason, out);
+        }
+        true
     }
 }
 
