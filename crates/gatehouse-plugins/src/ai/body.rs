@@ -297,11 +297,9 @@ impl AiBody {
     fn translate(&mut self) {
         for ev in self.events.drain(..) {
             self.tr.event(&ev, &mut self.out);
-            if self.tr.content_seen() {
-                if self.first_token.take().is_some() {
-                    if let Some(s) = &mut self.settle {
-                        s.info.ttft_ms = Some(self.started.elapsed().as_millis() as u64);
-                    }
+            if self.tr.content_seen() && self.first_token.take().is_some() {
+                if let Some(s) = &mut self.settle {
+                    s.info.ttft_ms = Some(self.started.elapsed().as_millis() as u64);
                 }
             }
         }
