@@ -35,6 +35,8 @@ pub struct AdminState {
     pub node: gatehouse_store::NodeInfo,
     /// Counters shared through Redis, when the node has them.
     pub counters: Option<Arc<gatehouse_counters::cluster::ClusterCounters>>,
+    /// The node's call log, when on.
+    pub calls: Option<Arc<gatehouse_telemetry::CallLog>>,
 }
 
 type St = State<Arc<AdminState>>;
@@ -779,6 +781,12 @@ pub async fn status(State(s): St) -> Json<Value> {
         "store_health": s.control.store().health(),
         "read_only": s.control.store().read_only(),
         "counters": counters,
+        "call_log": s.calls.as_ref().map(|l| {
+            let st = l.stats();
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            json!({"accepted": n(&st.accepted), "dropped": n(&st.dropped), "written": n(&st.written),
+                "failed": n(&st.failed), "pruned": n(&st.pruned), "queued": l.queued()})
+        }),
         "node": {"id": s.node.id, "hostname": s.node.hostname, "addresses": s.node.addresses},
         "entities": counts(&cur.config),
         "last_reload_error": s.control.last_error(),
@@ -1075,7 +1083,18 @@ pub fn build(state: Arc<AdminState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(config_schema))
         .routes(routes!(purge_all_caches))
         .routes(routes!(purge_cache_key))
-        .routes(routes!(openapi_json));
+        .routes(routes!(openapi_json))
+        .routes(routes!(crate::calls::search))
+        .routes(routes!(crate::calls::export))
+        .routes(routes!(crate::calls::get_call))
+        .routes(routes!(crate::calls::series))
+        .routes(routes!(crate::calls::top))
+        .routes(routes!(crate::calls::usage))
+        .routes(routes!(
+            crate::calls::get_settings,
+            crate::calls::put_settings
+        ))
+        .routes(routes!(crate::calls::prune));
     let router = [
         key_auth::register,
         basic_auth::register,

@@ -1,6 +1,7 @@
 //! Gatehouse's admin REST API, its OpenAPI document and the config controller behind it.
 
 pub mod api;
+pub mod calls;
 pub mod control;
 pub mod creds;
 pub mod entity;

@@ -335,10 +335,13 @@ pub fn parse_document_noted(
             _ => None,
         })
         .is_some_and(|v| kong::is_kong_version(&v));
+    // What Kong's format has that Gatehouse does not take (CA certificate ids, …) is a rule
+    // a well-formed document breaks (422), not a malformed document (400).
+    let mut kong_errors = Vec::new();
     let cfg = if kong_file {
         let mut value = spanned.value.clone();
         let found = kong::translate(&mut value);
-        errors.extend(found.errors);
+        kong_errors = found.errors;
         notes = found.notes;
         from_value(&value, &mut errors)
     } else {
@@ -347,6 +350,7 @@ pub fn parse_document_noted(
     // Validation runs even after type errors, on what could be read, so one run reports
     // everything; a field that already has an error gets no second one from validation.
     let malformed = !errors.is_empty();
+    errors.extend(kong_errors);
     let result: Result<Config, ConfigError> = match check(cfg, None, catalog, previous) {
         Ok(cfg) if errors.is_empty() => Ok(cfg),
         Ok(_) => Err(errors.into()),

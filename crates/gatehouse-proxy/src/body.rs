@@ -207,6 +207,8 @@ pub struct LogState {
     pub ctx: LogCtx,
     /// The status sent.
     pub status: http::StatusCode,
+    /// The call log, when on.
+    pub sink: Option<crate::settings::CallSinkRef>,
 }
 
 impl LogState {
@@ -225,6 +227,9 @@ impl LogState {
         };
         for inst in self.chain.iter() {
             inst.plugin.log(&rec);
+        }
+        if let Some(sink) = &self.sink {
+            sink.0.record(&rec);
         }
     }
 }

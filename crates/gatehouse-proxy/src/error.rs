@@ -103,6 +103,10 @@ impl ProxyError {
 #[derive(Debug, Clone)]
 pub struct GatewayAnswer(pub std::sync::Arc<str>);
 
+/// The `code` of an answer in the common error shape (for the call log).
+#[derive(Debug, Clone)]
+pub struct ErrorCode(pub std::sync::Arc<str>);
+
 /// The gRPC status code for a gateway answer's HTTP status.
 pub fn grpc_status(status: StatusCode) -> u8 {
     match status.as_u16() {
@@ -174,6 +178,7 @@ pub fn error_response(
     let bytes = Bytes::from(body.to_string());
     let mut resp = Response::new(ProxyBody::Full(None));
     resp.extensions_mut().insert(GatewayAnswer(message.into()));
+    resp.extensions_mut().insert(ErrorCode(code.into()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

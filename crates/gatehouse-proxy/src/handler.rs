@@ -181,8 +181,15 @@ impl PluginRun {
 
     /// Response and log phases, on whatever answer the request got.
     /// Also hands back the headers plugins asked to add, for the server side to write.
-    fn finish(mut self, resp: Response<ProxyBody>) -> (Response<ProxyBody>, Vec<AddedHeader>) {
+    fn finish(
+        mut self,
+        resp: Response<ProxyBody>,
+        sink: Option<&crate::settings::CallSinkRef>,
+    ) -> (Response<ProxyBody>, Vec<AddedHeader>) {
         let (mut parts, mut body) = resp.into_parts();
+        if let Some(c) = parts.extensions.get::<crate::error::ErrorCode>() {
+            self.ctx.error_code = Some(c.0.clone());
+        }
         for inst in self.chain.iter() {
             inst.plugin.response(&mut self.ctx, &mut parts);
         }
@@ -202,7 +209,7 @@ impl PluginRun {
             .filter(|i| i.plugin.wants_response_body(&self.ctx, &parts))
             .map(|i| i.plugin.clone())
             .collect();
-        let wants_log = self.chain.iter().any(|i| i.plugin.wants_log());
+        let wants_log = sink.is_some() || self.chain.iter().any(|i| i.plugin.wants_log());
         if filters.is_empty() && !wants_log {
             return (Response::from_parts(parts, body), added);
         }
@@ -231,6 +238,7 @@ impl PluginRun {
             chain: self.chain,
             ctx,
             status: parts.status,
+            sink: sink.cloned(),
         };
         (
             Response::from_parts(
@@ -476,6 +484,14 @@ impl Worker {
         let snap = self.snapshot();
         let method = req.method().clone();
         let grpc = grpc_content_type(req.headers());
+        // What the call log needs of a request no route takes (only when it is on).
+        let unrouted = self.shared.settings.call_sink.as_ref().map(|_| Unrouted {
+            started: std::time::Instant::now(),
+            client_ip: client_ip(&conn, req.headers(), &self.shared.settings),
+            path: req.uri().path().to_string(),
+            host: req.headers().get(header::HOST).cloned(),
+            body_bytes: content_length(req.headers()),
+        });
         let mut run: Option<PluginRun> = None;
         let mut resp = match self
             .proxy(&snap, &conn, &rid, req, grpc.is_some(), &mut run)
@@ -496,8 +512,15 @@ impl Worker {
             resp = crate::error::to_grpc(resp, ct);
         }
         let mut headers = Vec::new();
-        if let Some(run) = run {
-            (resp, headers) = run.finish(resp);
+        let sink = self.shared.settings.call_sink.as_ref();
+        match run {
+            Some(run) => (resp, headers) = run.finish(resp, sink),
+            // Answered before a route's plugins ran (no route, a bad request).
+            None => {
+                if let Some(sink) = sink {
+                    self.record_unrouted(sink, &rid, &method, unrouted, &resp);
+                }
+            }
         }
         (
             resp,
@@ -506,6 +529,48 @@ impl Worker {
                 headers,
             },
         )
+    }
+
+    /// The call log's record of a request answered before any route's plugins ran.
+    fn record_unrouted(
+        &self,
+        sink: &crate::settings::CallSinkRef,
+        rid: &HeaderValue,
+        method: &http::Method,
+        unrouted: Option<Unrouted>,
+        resp: &Response<ProxyBody>,
+    ) {
+        let Some(u) = unrouted else {
+            return;
+        };
+        let mut ctx = RequestCtx::new(
+            rid.clone(),
+            u.client_ip,
+            (uuid::Uuid::nil(), uuid::Uuid::nil()),
+            RequestInfo {
+                method: method.clone(),
+                path: u.path,
+                host: u.host,
+                route_name: None,
+                service_name: None,
+                body_bytes: u.body_bytes,
+                started: u.started,
+                started_unix_ms: self.coarse.unix_ms(u.started),
+            },
+            Vec::new(),
+        );
+        ctx.error_code = resp
+            .extensions()
+            .get::<crate::error::ErrorCode>()
+            .map(|c| c.0.clone());
+        let bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        sink.0.record(&crate::plugin::CallRecord {
+            ctx: &ctx,
+            status: resp.status(),
+            response_bytes: bytes,
+            total: u.started.elapsed(),
+            complete: true,
+        });
     }
 
     /// The request path, as a short list of stages: route, plugins, forwarding headers,
@@ -523,7 +588,7 @@ impl Worker {
         let routed = route(snap, conn, &parts)?;
         let route = &snap.routes[routed.index];
         let host = routed.host.clone();
-        if route.chains.is_empty() {
+        if route.chains.is_empty() && self.shared.settings.call_sink.is_none() {
             // No plugin can change the request: the path may stay borrowed from it.
             parts.uri = upstream_uri(
                 route,
@@ -585,7 +650,7 @@ impl Worker {
             client_upgrade,
             conn,
             head_timeout,
-            latency: run.as_mut().map(|r| &mut r.ctx.upstream_latency),
+            facts: run.as_mut().map(|r| &mut *r.ctx),
         };
         let mut req = Request::from_parts(parts, body);
         if svc.transport.protocol.http2() {
@@ -667,6 +732,15 @@ impl Worker {
         }
         Ok(limit)
     }
+}
+
+/// A request as the call log sees it before routing.
+struct Unrouted {
+    started: std::time::Instant,
+    client_ip: std::net::IpAddr,
+    path: String,
+    host: Option<HeaderValue>,
+    body_bytes: Option<u64>,
 }
 
 /// The route a request matched, and what routing learned about it.

@@ -99,6 +99,12 @@ pub struct RequestCtx {
     pub request: RequestInfo,
     /// Time from sending the request upstream to its response head, when it got there.
     pub upstream_latency: Option<std::time::Duration>,
+    /// The target (host, port) the request was last sent to.
+    pub upstream_target: Option<(Arc<str>, u16)>,
+    /// Upstream attempts beyond the first (connect failures, stale pooled connections).
+    pub upstream_retries: u32,
+    /// The code of an error answer the gateway (or a plugin) made (`no_route`, …).
+    pub error_code: Option<Arc<str>>,
     /// `{param}` segments and named regex groups of the matched route path.
     pub params: Vec<(String, String)>,
     /// Set by a plugin: the exact path (and query) to send upstream, replacing the route's
@@ -155,6 +161,14 @@ pub struct CallRecord<'a> {
     pub complete: bool,
 }
 
+/// Receives every request's record after the plugins' log phase: the node's call log.
+/// Runs on the request path (of the worker that served it): hand the record on, do not
+/// wait.
+pub trait CallSink: Send + Sync {
+    /// One finished request.
+    fn record(&self, rec: &CallRecord);
+}
+
 impl RequestCtx {
     /// The context of a request before any plugin ran: no consumer, nothing decided yet.
     pub fn new(
@@ -177,6 +191,9 @@ impl RequestCtx {
             limit: None,
             request,
             upstream_latency: None,
+            upstream_target: None,
+            upstream_retries: 0,
+            error_code: None,
             params,
             upstream_path: None,
             prepared: None,

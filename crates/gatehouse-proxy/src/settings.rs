@@ -41,6 +41,18 @@ pub struct ProxySettings {
     pub upstream_max_idle: usize,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Duration,
+    /// The call log, when on: every request's record goes to it.
+    pub call_sink: Option<CallSinkRef>,
+}
+
+/// The node's call log, as the proxy holds it.
+#[derive(Clone)]
+pub struct CallSinkRef(pub std::sync::Arc<dyn crate::plugin::CallSink>);
+
+impl std::fmt::Debug for CallSinkRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallSink")
+    }
 }
 
 impl Default for ProxySettings {
@@ -60,6 +72,7 @@ impl Default for ProxySettings {
             upstream_idle_timeout: Duration::from_secs(60),
             upstream_max_idle: 256,
             drain_timeout: Duration::from_secs(30),
+            call_sink: None,
         }
     }
 }

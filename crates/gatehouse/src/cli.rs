@@ -235,6 +235,22 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, env = "GATEHOUSE_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,
+    /// The call log: every request's record in `<data dir>/calls.db`, searchable at
+    /// `/calls` and charted at `/analytics` (`on` or `off`).
+    #[arg(long, env = "GATEHOUSE_CALL_LOG", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub call_log: bool,
+    /// Call-log records waiting for the writer at most; a request finding the queue full
+    /// drops its record (counted in `/metrics`) rather than wait.
+    #[arg(long, env = "GATEHOUSE_CALL_LOG_QUEUE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub call_log_queue: u32,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("`{s}` is not on or off")),
+    }
 }
 
 /// A listener address, or `off`.

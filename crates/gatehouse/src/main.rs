@@ -1,6 +1,7 @@
 //! The `gatehouse` binary: command line, wiring of store, proxy, admin and status listeners,
 //! signals and graceful shutdown.
 
+mod calls;
 mod cli;
 mod config_cmd;
 mod listen;

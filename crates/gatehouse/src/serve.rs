@@ -183,7 +183,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .and_then(|c| c.admin_token_sha256.clone());
     let token_hash = admin_token(&*store, given_token.as_deref(), offline_token.as_deref()).await?;
 
-    let shared = Shared::new(Snapshot::empty(), settings(&args)?);
+    let call_log = if args.call_log {
+        let node = node_id(&args.data_dir, args.config.is_none())?;
+        Some(crate::calls::open(&args.data_dir, node, args.call_log_queue as usize).await?)
+    } else {
+        None
+    };
+    let mut proxy_settings = settings(&args)?;
+    proxy_settings.call_sink = call_log
+        .as_ref()
+        .map(|l| gatehouse_proxy::settings::CallSinkRef(Arc::new(crate::calls::Sink(l.clone()))));
+    let shared = Shared::new(Snapshot::empty(), proxy_settings);
     let control =
         Control::with_last_good(store.clone(), shared.clone(), registry, opened.last_good);
     control.set_token_hash(&token_hash);
@@ -234,6 +244,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         token_hash,
         node,
         counters: counters.clone(),
+        calls: call_log.clone(),
     }));
     let admin_addr = admin.local_addr()?;
     let status_addr = status.local_addr()?;
@@ -262,12 +273,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     ));
     let ready_control = control.clone();
     let metrics_counters = counters.clone();
+    let metrics_calls = call_log.clone();
     let status_router = axum::Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
             "/metrics",
             get(move || {
                 let degraded = metrics_counters.as_ref().map(|c| c.is_degraded());
+                let calls = metrics_calls.clone();
                 async move {
                     (
                         [(
@@ -277,6 +290,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                         with_node_metrics(
                             gatehouse_plugins::observe::prometheus::render(),
                             degraded,
+                            calls.as_deref(),
                         ),
                     )
                 }
@@ -335,18 +349,44 @@ async fn serve(args: ServeArgs) -> Result<()> {
 /// The node's own metrics, added before the exposition's `# EOF`:
 /// `gatehouse_counter_store_degraded` is 1 while shared counters fall back to local
 /// counting (Redis unreachable), 0 when exact, absent without `--redis`.
-fn with_node_metrics(mut text: String, degraded: Option<bool>) -> String {
-    let Some(d) = degraded else {
-        return text;
-    };
-    let eof = text.rfind("# EOF").unwrap_or(text.len());
-    text.insert_str(
-        eof,
-        &format!(
+fn with_node_metrics(
+    mut text: String,
+    degraded: Option<bool>,
+    calls: Option<&gatehouse_telemetry::CallLog>,
+) -> String {
+    let mut extra = String::new();
+    if let Some(d) = degraded {
+        extra.push_str(&format!(
             "# HELP gatehouse_counter_store_degraded 1 while shared counters count locally because Redis is unreachable.\n# TYPE gatehouse_counter_store_degraded gauge\ngatehouse_counter_store_degraded {}\n",
             u8::from(d)
-        ),
-    );
+        ));
+    }
+    if let Some(log) = calls {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = log.stats();
+        extra.push_str("# HELP gatehouse_call_log_records Call-log records by what became of them (dropped: the queue was full).\n# TYPE gatehouse_call_log_records counter\n");
+        for (outcome, n) in [
+            ("accepted", &st.accepted),
+            ("dropped", &st.dropped),
+            ("written", &st.written),
+            ("failed", &st.failed),
+            ("pruned", &st.pruned),
+        ] {
+            extra.push_str(&format!(
+                "gatehouse_call_log_records_total{{outcome=\"{outcome}\"}} {}\n",
+                n.load(Relaxed)
+            ));
+        }
+        extra.push_str(&format!(
+            "# HELP gatehouse_call_log_queued Records waiting for the call-log writer.\n# TYPE gatehouse_call_log_queued gauge\ngatehouse_call_log_queued {}\n",
+            log.queued()
+        ));
+    }
+    if extra.is_empty() {
+        return text;
+    }
+    let eof = text.rfind("# EOF").unwrap_or(text.len());
+    text.insert_str(eof, &extra);
     text
 }
 

@@ -50,7 +50,11 @@ pub(crate) async fn exchange(
             }
         };
         let mut conn = lease.conn;
-        let t0 = out.latency.is_some().then(std::time::Instant::now);
+        let t0 = out.facts.is_some().then(std::time::Instant::now);
+        if let Some(f) = out.facts.as_mut() {
+            f.upstream_target = Some((target.host.clone(), target.port));
+            f.upstream_retries = failures + stale;
+        }
         let head = match conn.send(req, out.extra, svc.write_timeout).await {
             Err(H1Error::Io(e)) if has_body => {
                 return early_answer(worker, out, req, conn, &method, &e).await;
@@ -67,8 +71,8 @@ pub(crate) async fn exchange(
         };
         let (resp, framing) = match head {
             Ok(h) => {
-                if let (Some(l), Some(t0)) = (out.latency.as_mut(), t0) {
-                    **l = Some(t0.elapsed());
+                if let (Some(f), Some(t0)) = (out.facts.as_mut(), t0) {
+                    f.upstream_latency = Some(t0.elapsed());
                 }
                 h
             }

@@ -147,7 +147,11 @@ pub(super) async fn exchange(
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
-    let t0 = out.latency.is_some().then(std::time::Instant::now);
+    let t0 = out.facts.is_some().then(std::time::Instant::now);
+    if let Some(f) = out.facts.as_mut() {
+        f.upstream_target = Some((target.host.clone(), target.port));
+        f.upstream_retries = failures;
+    }
     let sent = async {
         std::future::poll_fn(|cx| sender.poll_ready(cx)).await?;
         sender.send_request(up).await
@@ -157,8 +161,8 @@ pub(super) async fn exchange(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(send_error(out.rid, &e)),
     };
-    if let (Some(l), Some(t0)) = (out.latency.as_mut(), t0) {
-        **l = Some(t0.elapsed());
+    if let (Some(f), Some(t0)) = (out.facts.as_mut(), t0) {
+        f.upstream_latency = Some(t0.elapsed());
     }
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(

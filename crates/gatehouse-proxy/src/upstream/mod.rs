@@ -64,8 +64,9 @@ pub(crate) struct Outbound<'a> {
     /// How long to wait for the response head (the service's `read_timeout`, or less when
     /// a gRPC client set `grpc-timeout`).
     pub head_timeout: Duration,
-    /// Filled with the time from sending to the response head, when plugins want it.
-    pub latency: Option<&'a mut Option<Duration>>,
+    /// Filled with the time from sending to the response head, the target and the
+    /// retries, when plugins or the call log want them.
+    pub facts: Option<&'a mut crate::plugin::RequestCtx>,
 }
 
 /// Sends the request over HTTP/1.1 to one of the service's targets.
