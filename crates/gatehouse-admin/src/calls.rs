@@ -36,8 +36,26 @@ fn log(s: &AdminState) -> ApiResult<&Arc<CallLog>> {
     })
 }
 
+/// 400 for a value that does not have the documented form, 422 for one that has it but
+/// breaks a rule (the admin API's convention for bodies too).
 fn bad_param(e: BadParam) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string())
+    if e.rule {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_parameter",
+            e.to_string(),
+        )
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string())
+    }
+}
+
+fn malformed(param: &str, message: &str) -> ApiError {
+    bad_param(BadParam {
+        param: param.into(),
+        message: message.into(),
+        rule: false,
+    })
 }
 
 fn store_error(e: gatehouse_telemetry::store::StoreError) -> ApiError {
@@ -94,28 +112,44 @@ fn now_ms() -> i64 {
 #[allow(dead_code)]
 pub struct CallSearch {
     /// From (Unix ms or RFC 3339; default: 24 h before `to`).
+    #[param(
+        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     from: Option<String>,
     /// To, exclusive (Unix ms or RFC 3339; default: now).
+    #[param(
+        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     to: Option<String>,
     /// Service id or name.
+    #[param(min_length = 1, max_length = 256)]
     service: Option<String>,
     /// Route id or name.
+    #[param(min_length = 1, max_length = 256)]
     route: Option<String>,
     /// Consumer id or username.
+    #[param(min_length = 1, max_length = 256)]
     consumer: Option<String>,
     /// A status (`404`) or a class (`2xx`, `4xx`, `5xx`).
+    #[param(pattern = "^([1-5]xx|[1-5]XX|[1-5][0-9]{2})$")]
     status: Option<String>,
     /// Only calls that took at least this long (ms).
-    min_latency_ms: Option<String>,
+    #[param(minimum = 0, maximum = 999999999)]
+    min_latency_ms: Option<f64>,
     /// One request id.
+    #[param(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1F\x7F]+$")]
     request_id: Option<String>,
     /// Method (`GET`…).
+    #[param(min_length = 1, max_length = 32, pattern = r"^[^\x00-\x1F\x7F]+$")]
     method: Option<String>,
     /// Text the path contains.
+    #[param(min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F]+$")]
     q: Option<String>,
     /// Page size (1-1000, default 50).
-    size: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
+    size: Option<u32>,
     /// Where to continue: the previous page's `next`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     cursor: Option<String>,
 }
 
@@ -139,17 +173,14 @@ fn search_filter(s: &AdminState, p: &HashMap<String, String>) -> ApiResult<query
 
 /// Searches the call log, newest first, a page at a time.
 #[utoipa::path(get, path = "/calls", tag = "calls", params(CallSearch),
-    responses((status = 200, body = CallPage), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = CallPage), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn search(
     State(s): St,
     Query(p): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let log = log(&s)?;
     if p.contains_key("format") {
-        return Err(bad_param(BadParam {
-            param: "format".into(),
-            message: "is a parameter of /calls/export".into(),
-        }));
+        return Err(malformed("format", "is a parameter of /calls/export"));
     }
     let f = search_filter(&s, &p)?;
     let page = log.store().search(&f).await.map_err(store_error)?;
@@ -181,28 +212,52 @@ pub async fn get_call(State(s): St, Path(request_id): Path<String>) -> ApiResult
     Ok(Json(v))
 }
 
+/// An export's format.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ExportFormat {
+    /// JSON lines.
+    Jsonl,
+    /// CSV with a header row.
+    Csv,
+}
+
 /// Parameters of an export: the search's, and the format.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct CallExport {
     /// `jsonl` (default) or `csv`.
-    format: Option<String>,
+    #[param(inline)]
+    format: Option<ExportFormat>,
     /// From (Unix ms or RFC 3339).
+    #[param(
+        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     from: Option<String>,
     /// To, exclusive.
+    #[param(
+        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     to: Option<String>,
     /// Service id or name.
+    #[param(min_length = 1, max_length = 256)]
     service: Option<String>,
     /// Route id or name.
+    #[param(min_length = 1, max_length = 256)]
     route: Option<String>,
     /// Consumer id or username.
+    #[param(min_length = 1, max_length = 256)]
     consumer: Option<String>,
     /// A status or a class.
+    #[param(pattern = "^([1-5]xx|[1-5]XX|[1-5][0-9]{2})$")]
     status: Option<String>,
     /// Only calls that took at least this long (ms).
-    min_latency_ms: Option<String>,
+    #[param(minimum = 0, maximum = 999999999)]
+    min_latency_ms: Option<f64>,
     /// Text the path contains.
+    #[param(min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F]+$")]
     q: Option<String>,
 }
 
@@ -274,7 +329,7 @@ fn csv_row(out: &mut String, c: &gatehouse_telemetry::Call) {
     responses((status = 200, description = "the calls", content(
         (String = "application/x-ndjson"),
         (String = "text/csv"))),
-        (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn export(
     State(s): St,
     Query(mut p): Query<HashMap<String, String>>,
@@ -283,19 +338,11 @@ pub async fn export(
     let csv = match p.remove("format").as_deref() {
         None | Some("jsonl") => false,
         Some("csv") => true,
-        Some(_) => {
-            return Err(bad_param(BadParam {
-                param: "format".into(),
-                message: "must be jsonl or csv".into(),
-            }))
-        }
+        Some(_) => return Err(malformed("format", "must be jsonl or csv")),
     };
     for k in ["size", "cursor"] {
         if p.contains_key(k) {
-            return Err(bad_param(BadParam {
-                param: k.into(),
-                message: "is not a parameter of an export".into(),
-            }));
+            return Err(malformed(k, "is not a parameter of an export"));
         }
     }
     let mut f = search_filter(&s, &p)?;
@@ -342,23 +389,46 @@ pub async fn export(
     Ok(resp)
 }
 
+/// A rollup resolution.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ResolutionParam {
+    /// Minutes.
+    Minute,
+    /// Hours.
+    Hour,
+    /// Days (UTC).
+    Day,
+}
+
 /// Parameters of the analytics queries.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct AnalyticsParams {
     /// From (Unix ms or RFC 3339; default: 24 h before `to`).
+    #[param(
+        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     from: Option<String>,
     /// To, exclusive (default: now).
+    #[param(
+        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     to: Option<String>,
     /// `minute`, `hour` or `day` (default: the finest that keeps the series within 360
     /// points).
-    resolution: Option<String>,
+    #[param(inline)]
+    resolution: Option<ResolutionParam>,
     /// Service id or name.
+    #[param(min_length = 1, max_length = 256)]
     service: Option<String>,
     /// Route id or name.
+    #[param(min_length = 1, max_length = 256)]
     route: Option<String>,
     /// Consumer id or username.
+    #[param(min_length = 1, max_length = 256)]
     consumer: Option<String>,
 }
 
@@ -367,22 +437,13 @@ fn dims(s: &AdminState, p: &HashMap<String, String>) -> ApiResult<Dims> {
         let Some(v) = p.get(k) else {
             return Ok(None);
         };
-        let r = if v.is_empty() || v.len() > 256 {
-            return Err(bad_param(BadParam {
-                param: k.into(),
-                message: "must be an id or a name of 1-256 characters".into(),
-            }));
-        } else {
-            match Uuid::parse_str(v) {
-                Ok(u) => Ref::Id(u),
-                Err(_) => Ref::Name(v.clone()),
-            }
-        };
+        let r = query::one_ref(k, v).map_err(bad_param)?;
         match resolve(s, kind, r) {
             Ref::Id(id) => Ok(Some(id)),
             Ref::Name(n) => Err(bad_param(BadParam {
                 param: k.into(),
                 message: format!("no {k} is named `{n}` (give its id for one that was deleted)"),
+                rule: true,
             })),
         }
     };
@@ -397,7 +458,7 @@ fn dims(s: &AdminState, p: &HashMap<String, String>) -> ApiResult<Dims> {
 /// cost per minute, hour or day — from the rollups, never the raw calls.
 #[utoipa::path(get, path = "/analytics/series", tag = "calls", params(AnalyticsParams),
     responses((status = 200, description = "`{resolution, from, to, points: [{t, requests, errors_4xx, errors_5xx, latency_ms: {p50, p95, p99}, bytes_in, bytes_out, tokens_in, tokens_out, cost_usd}]}`", body = Object),
-        (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn series(
     State(s): St,
     Query(p): Query<HashMap<String, String>>,
@@ -413,55 +474,72 @@ pub async fn series(
     })))
 }
 
+/// What a top-N list ranks.
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)]
+pub enum TopByParam {
+    /// Services by calls.
+    Services,
+    /// Routes by calls.
+    Routes,
+    /// Consumers by calls.
+    Consumers,
+    /// Routes by 4xx + 5xx answers.
+    ErrorRoutes,
+}
+
 /// Parameters of a top-N list.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct TopParams {
     /// How many (1-100, default 10).
-    n: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
+    n: Option<u32>,
     /// From (Unix ms or RFC 3339; default: 24 h before `to`).
+    #[param(
+        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     from: Option<String>,
     /// To, exclusive (default: now).
+    #[param(
+        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     to: Option<String>,
     /// Rollups read (`minute`, `hour`, `day`; default by the range).
-    resolution: Option<String>,
+    #[param(inline)]
+    resolution: Option<ResolutionParam>,
     /// Only this service's calls.
+    #[param(min_length = 1, max_length = 256)]
     service: Option<String>,
     /// Only this route's calls.
+    #[param(min_length = 1, max_length = 256)]
     route: Option<String>,
     /// Only this consumer's calls.
+    #[param(min_length = 1, max_length = 256)]
     consumer: Option<String>,
 }
 
 /// The top services, routes or consumers by calls, or the routes with the most 4xx + 5xx
 /// answers (`error-routes`), with their latency percentiles.
 #[utoipa::path(get, path = "/analytics/top/{by}", tag = "calls",
-    params(("by" = String, Path, description = "`services`, `routes`, `consumers` or `error-routes`"), TopParams),
+    params(("by" = inline(TopByParam), Path, description = "`services`, `routes`, `consumers` or `error-routes`"), TopParams),
     responses((status = 200, description = "`{by, data: [{id, name, requests, errors_4xx, errors_5xx, latency_ms, …}]}`", body = Object),
-        (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn top(
     State(s): St,
     Path(by): Path<String>,
     Query(mut p): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let log = log(&s)?;
-    let which = TopBy::parse(&by).ok_or_else(|| {
-        bad_param(BadParam {
-            param: "by".into(),
-            message: "must be services, routes, consumers or error-routes".into(),
-        })
-    })?;
+    let which = TopBy::parse(&by)
+        .ok_or_else(|| malformed("by", "must be services, routes, consumers or error-routes"))?;
     let n = match p.remove("n") {
         None => 10,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=100).contains(&n) => n,
-            _ => {
-                return Err(bad_param(BadParam {
-                    param: "n".into(),
-                    message: "must be 1-100".into(),
-                }))
-            }
+            _ => return Err(malformed("n", "must be 1-100")),
         },
     };
     let d = dims(&s, &p)?;
@@ -487,7 +565,7 @@ pub async fn top(
 /// tokens, cost); filter by `consumer` or `service`.
 #[utoipa::path(get, path = "/analytics/usage", tag = "calls", params(AnalyticsParams),
     responses((status = 200, description = "`{data: [{consumer_id, consumer, service_id, service, requests, …}]}`", body = Object),
-        (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn usage(
     State(s): St,
     Query(p): Query<HashMap<String, String>>,
@@ -499,12 +577,41 @@ pub async fn usage(
     Ok(Json(json!({"from": q.from, "to": q.to, "data": data})))
 }
 
-/// The call log's settings and counters.
-#[derive(Serialize, ToSchema)]
+/// Days each kind of call-log data is kept.
+#[derive(Serialize, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDays {
+    /// Raw calls (default 7).
+    #[schema(minimum = 1, maximum = 3650)]
+    pub raw_days: u32,
+    /// Minute rollups (default 7).
+    #[schema(minimum = 1, maximum = 3650)]
+    pub minute_days: u32,
+    /// Hour rollups (default 90; at least `minute_days`).
+    #[schema(minimum = 1, maximum = 3650)]
+    pub hour_days: u32,
+    /// Day rollups (default 730; at least `hour_days`).
+    #[schema(minimum = 1, maximum = 3650)]
+    pub day_days: u32,
+}
+
+impl From<Retention> for RetentionDays {
+    fn from(r: Retention) -> RetentionDays {
+        RetentionDays {
+            raw_days: r.raw_days,
+            minute_days: r.minute_days,
+            hour_days: r.hour_days,
+            day_days: r.day_days,
+        }
+    }
+}
+
+/// The call log's settings.
+#[derive(Serialize, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CallLogSettings {
     /// Days each kind of data is kept.
-    #[schema(value_type = Object)]
-    pub retention: Retention,
+    pub retention: RetentionDays,
 }
 
 /// The retention of raw calls and of minute, hour and day rollups.
@@ -513,50 +620,49 @@ pub struct CallLogSettings {
 pub async fn get_settings(State(s): St) -> ApiResult<Json<CallLogSettings>> {
     let log = log(&s)?;
     let retention = log.store().retention().await.map_err(store_error)?;
-    Ok(Json(CallLogSettings { retention }))
+    Ok(Json(CallLogSettings {
+        retention: retention.into(),
+    }))
 }
 
-/// The settings a `PUT` takes.
-#[derive(serde::Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CallLogSettingsInput {
-    /// Days to keep: `raw_days` (raw calls), `minute_days`, `hour_days`, `day_days`
-    /// (rollups; each at least the finer one's).
-    #[schema(value_type = Object)]
-    pub retention: Retention,
-}
-
-/// Changes the retention; old data goes at the next retention run (within a minute), in
-/// small batches.
-#[utoipa::path(put, path = "/call-log/settings", tag = "calls", request_body = CallLogSettingsInput,
-    responses((status = 200, body = CallLogSettings), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+/// Changes the retention; old data goes at the next retention run (within a minute, or
+/// `POST /call-log/prune`), in small batches.
+#[utoipa::path(put, path = "/call-log/settings", tag = "calls", request_body = CallLogSettings,
+    responses((status = 200, body = CallLogSettings), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn put_settings(
     State(s): St,
     body: crate::input::Input,
 ) -> ApiResult<Json<CallLogSettings>> {
     let log = log(&s)?;
-    let v = body.required("CallLogSettingsInput")?;
-    let input: CallLogSettingsInput = serde_path_to_error::deserialize(&v).map_err(|e| {
+    let v = body.required("CallLogSettings")?;
+    let input: CallLogSettings = serde_path_to_error::deserialize(&v).map_err(|e| {
         ApiError::invalid(vec![gatehouse_model::FieldError::new(
             "call-log settings",
             e.path().to_string(),
             e.inner().to_string(),
         )])
     })?;
-    input.retention.check().map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
+    let d = &input.retention;
+    let r = Retention {
+        raw_days: d.raw_days,
+        minute_days: d.minute_days,
+        hour_days: d.hour_days,
+        day_days: d.day_days,
+    };
+    if let Err(e) = r.check() {
+        let status = if e.rule {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return Err(ApiError::new(
+            status,
             "invalid_settings",
             format!("retention.{e}"),
-        )
-    })?;
-    log.store()
-        .set_retention(&input.retention)
-        .await
-        .map_err(store_error)?;
-    Ok(Json(CallLogSettings {
-        retention: input.retention,
-    }))
+        ));
+    }
+    log.store().set_retention(&r).await.map_err(store_error)?;
+    Ok(Json(input))
 }
 
 /// Runs retention now (it also runs every minute), in small batches; answers how many rows

@@ -228,8 +228,8 @@ fn operation(path: &str, method: &str, op: &mut Value) {
         .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
     let has_body = op.get("requestBody").is_some();
     let write = method != "get";
-    let entity_write = write && !path.starts_with("/proxy-cache");
-    params(op, method);
+    let entity_write = write && !path.starts_with("/proxy-cache") && !path.starts_with("/call-log");
+    params(path, op, method);
     body(path, method, op);
     answers(path, op);
 
@@ -307,7 +307,7 @@ fn operation_id(path: &str, method: &str) -> String {
 }
 
 /// Paging and format parameters state what the handlers accept.
-fn params(op: &mut Value, method: &str) {
+fn params(path: &str, op: &mut Value, method: &str) {
     let Some(Value::Array(ps)) = op.get_mut("parameters") else {
         return;
     };
@@ -319,10 +319,20 @@ fn params(op: &mut Value, method: &str) {
             (Some("query"), Some("offset")) => {
                 json!({"type": "string", "pattern": "^[0-9]{1,15}$"})
             }
+            // The call log's parameters are stated where they are declared.
+            (Some("query"), _) if path.starts_with("/calls") || path.starts_with("/analytics") => {
+                continue
+            }
             (Some("query"), Some("format")) => {
                 json!({"type": "string", "enum": ["yaml", "yml", "json"]})
             }
             (Some("query"), Some("tags")) => json!({"type": "string"}),
+            // A consumer is addressed by its username, which may hold any character a
+            // path segment can.
+            (Some("path"), Some("consumer")) if method == "put" => json!({
+                "type": "string",
+                "pattern": "^[^/]{1,128}$",
+            }),
             // PUT creates the entity when absent, named as addressed.
             (Some("path"), Some(_)) if method == "put" => json!({
                 "type": "string",

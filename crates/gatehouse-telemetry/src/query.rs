@@ -19,13 +19,42 @@ pub struct BadParam {
     pub param: String,
     /// What is wrong.
     pub message: String,
+    /// The value has the documented form but breaks a rule (a range backwards, a name
+    /// nothing has): 422 rather than 400.
+    pub rule: bool,
 }
 
 fn bad(param: &str, message: impl Into<String>) -> BadParam {
     BadParam {
         param: param.to_string(),
         message: message.into(),
+        rule: false,
     }
+}
+
+fn rule(param: &str, message: impl Into<String>) -> BadParam {
+    BadParam {
+        rule: true,
+        ..bad(param, message)
+    }
+}
+
+/// The documented form of a time parameter (what the OpenAPI document's pattern says).
+pub const TIME_PATTERN: &str = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$";
+/// The documented form of a status filter.
+pub const STATUS_PATTERN: &str = "^([1-5]xx|[1-5]XX|[1-5][0-9]{2})$";
+/// The documented form of a cursor.
+pub const CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+/// Text parameters: no control characters.
+pub const TEXT_PATTERN: &str = r"^[^\x00-\x1F\x7F]+$";
+
+fn looks_like_time(v: &str) -> bool {
+    let b = v.as_bytes();
+    (!b.is_empty() && b.len() <= 15 && b.iter().all(u8::is_ascii_digit))
+        || (b.len() >= 20
+            && b[..4].iter().all(u8::is_ascii_digit)
+            && b[4] == b'-'
+            && matches!(b[10], b'T' | b't' | b' '))
 }
 
 /// A service, route or consumer named by id or by name.
@@ -105,18 +134,19 @@ pub struct Filter {
 
 /// A time given as Unix ms or RFC 3339 (`2026-12-02T10:00:00Z`).
 pub fn parse_time(param: &str, v: &str) -> Result<i64, BadParam> {
+    if !looks_like_time(v) {
+        return Err(bad(
+            param,
+            "must be Unix milliseconds or an RFC 3339 time (2026-12-02T10:00:00Z)",
+        ));
+    }
     if let Ok(n) = v.parse::<i64>() {
         if (0..=253_402_300_799_999).contains(&n) {
             return Ok(n);
         }
-        return Err(bad(param, "must be Unix milliseconds from 1970 to 9999"));
+        return Err(rule(param, "must be Unix milliseconds from 1970 to 9999"));
     }
-    rfc3339_ms(v).ok_or_else(|| {
-        bad(
-            param,
-            "must be Unix milliseconds or an RFC 3339 time (2026-12-02T10:00:00Z)",
-        )
-    })
+    rfc3339_ms(v).ok_or_else(|| rule(param, "is not a real time (month 1-12, day 1-31…)"))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` as Unix ms.
@@ -180,8 +210,10 @@ fn rfc3339_ms(s: &str) -> Option<i64> {
     Some(((days * 86_400 + h * 3_600 + mi * 60 + sec - offset_min * 60) * 1_000) + ms)
 }
 
-fn one_ref(param: &str, v: &str) -> Result<Ref, BadParam> {
-    if v.is_empty() || v.len() > 256 {
+/// A service, route or consumer parameter.
+pub fn one_ref(param: &str, v: &str) -> Result<Ref, BadParam> {
+    // Characters, as JSON Schema's maxLength counts.
+    if v.is_empty() || v.chars().count() > 256 {
         return Err(bad(param, "must be an id or a name of 1-256 characters"));
     }
     Ok(match Uuid::parse_str(v) {
@@ -244,7 +276,7 @@ pub fn filter(params: &HashMap<String, String>, now_ms: i64) -> Result<Filter, B
         None => to - DEFAULT_WINDOW_MS,
     };
     if from >= to {
-        return Err(bad("from", "must be before `to`"));
+        return Err(rule("from", "must be before `to`"));
     }
     let size = match get("size") {
         None => DEFAULT_PAGE,
@@ -268,7 +300,12 @@ pub fn filter(params: &HashMap<String, String>, now_ms: i64) -> Result<Filter, B
     let text = |k: &str, max: usize| -> Result<Option<String>, BadParam> {
         match get(k) {
             None => Ok(None),
-            Some(v) if !v.is_empty() && v.len() <= max && !v.chars().any(char::is_control) => {
+            // Characters, as JSON Schema counts them; controls as the pattern says (C0, DEL).
+            Some(v)
+                if !v.is_empty()
+                    && v.chars().count() <= max
+                    && !v.chars().any(|c| c < ' ' || c == '\u{7f}') =>
+            {
                 Ok(Some(v.to_string()))
             }
             Some(_) => Err(bad(
@@ -293,8 +330,17 @@ pub fn filter(params: &HashMap<String, String>, now_ms: i64) -> Result<Filter, B
         size,
         cursor: match get("cursor") {
             None => None,
+            Some(c)
+                if c.is_empty()
+                    || c.len() > 64
+                    || !c
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                return Err(bad("cursor", "is not a cursor this API gave"))
+            }
             Some(c) => Some(
-                Cursor::decode(c).ok_or_else(|| bad("cursor", "is not a cursor this API gave"))?,
+                Cursor::decode(c).ok_or_else(|| rule("cursor", "is not a cursor this API gave"))?,
             ),
         },
     })
@@ -371,7 +417,7 @@ pub fn series(
         None => to - DEFAULT_WINDOW_MS,
     };
     if from >= to {
-        return Err(bad("from", "must be before `to`"));
+        return Err(rule("from", "must be before `to`"));
     }
     let res = match get("resolution") {
         Some(r) => {
@@ -385,7 +431,7 @@ pub fn series(
     };
     let from = res.bucket(from);
     if (to - from) / res.millis() > MAX_BUCKETS {
-        return Err(bad(
+        return Err(rule(
             "resolution",
             format!("{} buckets of a {} are more than {MAX_BUCKETS}: ask for a coarser resolution or a shorter range",
                 (to - from) / res.millis(), res.code()),
@@ -564,10 +610,10 @@ impl Retention {
             }
         }
         if self.hour_days < self.minute_days {
-            return Err(bad("hour_days", "must be at least minute_days"));
+            return Err(rule("hour_days", "must be at least minute_days"));
         }
         if self.day_days < self.hour_days {
-            return Err(bad("day_days", "must be at least hour_days"));
+            return Err(rule("day_days", "must be at least hour_days"));
         }
         Ok(())
     }

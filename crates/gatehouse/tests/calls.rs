@@ -191,17 +191,20 @@ async fn every_call_is_recorded_searchable_and_charted() {
     assert_eq!(one.status, 200);
     assert_eq!(one.json()["error"], "no_route");
     assert_eq!(gw.admin("GET", "/calls/nope", "").await.status, 404);
-    // Bad values are refused naming the parameter.
-    for (q, param) in [
-        ("status=9xx", "status"),
-        ("size=5000", "size"),
-        ("from=yesterday", "from"),
-        ("cursor=zz", "cursor"),
-        ("colour=red", "colour"),
-        ("min_latency_ms=-3", "min_latency_ms"),
+    // Bad values are refused naming the parameter: 400 for a value that does not have the
+    // documented form, 422 for one that has it but breaks a rule.
+    for (q, param, status) in [
+        ("status=9xx", "status", 400),
+        ("size=5000", "size", 400),
+        ("from=yesterday", "from", 400),
+        ("cursor=zz", "cursor", 422),
+        ("colour=red", "colour", 400),
+        ("min_latency_ms=-3", "min_latency_ms", 400),
+        ("from=2026-13-01T00:00:00Z", "from", 422),
+        ("from=5&to=5", "from", 422),
     ] {
         let r = gw.admin("GET", &format!("/calls?{q}"), "").await;
-        assert_eq!(r.status, 400, "{q}");
+        assert_eq!(r.status, status, "{q}: {}", r.text());
         assert!(
             r.json()["error"]["message"]
                 .as_str()
@@ -305,15 +308,19 @@ async fn every_call_is_recorded_searchable_and_charted() {
     assert_eq!(usage["data"][0]["consumer"], "alice");
     assert_eq!(usage["data"][0]["service"], "billing");
     assert_eq!(usage["data"][0]["requests"], 5);
-    for (q, param) in [
-        ("/analytics/series?resolution=fortnight", "resolution"),
-        ("/analytics/series?from=0&resolution=minute", "resolution"),
-        ("/analytics/top/planets", "by"),
-        ("/analytics/top/routes?n=0", "n"),
-        ("/analytics/usage?consumer=nobody", "consumer"),
+    for (q, param, status) in [
+        ("/analytics/series?resolution=fortnight", "resolution", 400),
+        (
+            "/analytics/series?from=0&resolution=minute",
+            "resolution",
+            422,
+        ),
+        ("/analytics/top/planets", "by", 400),
+        ("/analytics/top/routes?n=0", "n", 400),
+        ("/analytics/usage?consumer=nobody", "consumer", 422),
     ] {
         let r = gw.admin("GET", q, "").await;
-        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert_eq!(r.status, status, "{q}: {}", r.text());
         assert!(
             r.json()["error"]["message"]
                 .as_str()
@@ -379,6 +386,13 @@ db.commit()
         .await;
     assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(bad.text().contains("raw_days"), "{}", bad.text());
+    let backwards =
+        json!({"retention": {"raw_days": 1, "minute_days": 9, "hour_days": 2, "day_days": 30}});
+    let r = gw
+        .admin("PUT", "/call-log/settings", &backwards.to_string())
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("hour_days"), "{}", r.text());
     let set =
         json!({"retention": {"raw_days": 3, "minute_days": 3, "hour_days": 30, "day_days": 365}});
     let r = gw
