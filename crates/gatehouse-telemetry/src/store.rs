@@ -79,6 +79,18 @@ const SCHEMA: &[&str] = &[
 /// Columns of `calls`, in insert order.
 const CALL_COLUMNS: &str = "ts, request_id, trace_id, route_id, route, service_id, service, consumer_id, consumer, client_ip, method, host, path, status, total_us, upstream_us, bytes_in, bytes_out, upstream, retries, error, complete, ai";
 
+/// Rows per INSERT statement (23 values each; SQLite takes 32,766 per statement).
+const ROWS_PER_INSERT: usize = 100;
+
+/// `INSERT INTO calls (…) VALUES (?,…),(?,…)…` for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; 23].join(","));
+    format!(
+        "INSERT INTO calls ({CALL_COLUMNS}) VALUES {}",
+        vec![one; rows].join(",")
+    )
+}
+
 /// Rows deleted per statement when pruning (keeps each delete short).
 pub const PRUNE_BATCH: i64 = 5_000;
 
@@ -126,35 +138,39 @@ impl CallStore {
     /// Writes a batch of calls in one transaction.
     pub async fn insert(&self, calls: &[Call]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let sql = format!("INSERT INTO calls ({CALL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-        for c in calls {
-            let ai = c.ai.as_ref().and_then(|a| serde_json::to_string(a).ok());
-            sqlx::query(&sql)
-                .bind(c.ts_ms)
-                .bind(&c.request_id)
-                .bind(c.trace_id.as_deref())
-                .bind(blob(id_of(&c.route)))
-                .bind(name_of(&c.route))
-                .bind(blob(id_of(&c.service)))
-                .bind(name_of(&c.service))
-                .bind(blob(id_of(&c.consumer)))
-                .bind(name_of(&c.consumer))
-                .bind(c.client_ip.to_string())
-                .bind(&c.method)
-                .bind(c.host.as_deref())
-                .bind(&c.path)
-                .bind(i64::from(c.status))
-                .bind(c.total_us as i64)
-                .bind(c.upstream_us.map(|u| u as i64))
-                .bind(c.bytes_in.map(|u| u as i64))
-                .bind(c.bytes_out as i64)
-                .bind(c.upstream.as_ref().map(|(h, p)| format!("{h}:{p}")))
-                .bind(i64::from(c.retries))
-                .bind(c.error.as_deref())
-                .bind(c.complete)
-                .bind(ai)
-                .execute(&mut *tx)
-                .await?;
+        // Many rows per statement: each statement is a round trip to SQLite's worker
+        // thread, which costs more than the rows.
+        for chunk in calls.chunks(ROWS_PER_INSERT) {
+            let sql = insert_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for c in chunk {
+                let ai = c.ai.as_ref().and_then(|a| serde_json::to_string(a).ok());
+                q = q
+                    .bind(c.ts_ms)
+                    .bind(c.request_id.as_str())
+                    .bind(c.trace_id.as_deref())
+                    .bind(blob(id_of(&c.route)))
+                    .bind(name_of(&c.route))
+                    .bind(blob(id_of(&c.service)))
+                    .bind(name_of(&c.service))
+                    .bind(blob(id_of(&c.consumer)))
+                    .bind(name_of(&c.consumer))
+                    .bind(c.client_ip.to_string())
+                    .bind(c.method.as_str())
+                    .bind(c.host.as_deref())
+                    .bind(c.path.as_str())
+                    .bind(i64::from(c.status))
+                    .bind(c.total_us as i64)
+                    .bind(c.upstream_us.map(|u| u as i64))
+                    .bind(c.bytes_in.map(|u| u as i64))
+                    .bind(c.bytes_out as i64)
+                    .bind(c.upstream.as_ref().map(|(h, p)| format!("{h}:{p}")))
+                    .bind(i64::from(c.retries))
+                    .bind(c.error.as_deref())
+                    .bind(c.complete)
+                    .bind(ai);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

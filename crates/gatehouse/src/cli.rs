@@ -239,8 +239,9 @@ pub struct ServeArgs {
     /// `/calls` and charted at `/analytics` (`on` or `off`).
     #[arg(long, env = "GATEHOUSE_CALL_LOG", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub call_log: bool,
-    /// Call-log records waiting for the writer at most; a request finding the queue full
-    /// drops its record (counted in `/metrics`) rather than wait.
+    /// Call-log records each proxy worker holds for the writer at most (collected every
+    /// 100 ms); a request finding its worker's buffer full drops its record (counted in
+    /// `/metrics`) rather than wait.
     #[arg(long, env = "GATEHOUSE_CALL_LOG_QUEUE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub call_log_queue: u32,
 }
