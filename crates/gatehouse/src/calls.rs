@@ -7,18 +7,32 @@ use anyhow::{Context, Result};
 use gatehouse_proxy::plugin::{CallRecord, CallSink};
 use gatehouse_telemetry::{AiPart, Call, CallLog, CallStore};
 
-/// Opens `<data dir>/calls.db` and starts the writer; `writer` names this process's rollup
-/// rows (node id and start time).
+/// Opens the call store — tables of their own in the config's PostgreSQL database when the
+/// node runs on one (`store`), else `<data dir>/calls.db` (mode 0600) — and starts the
+/// writer; rollup rows are keyed by node id and start time.
 pub async fn open(
     data_dir: &std::path::Path,
+    store: Option<&str>,
     node: uuid::Uuid,
     queue: usize,
 ) -> Result<Arc<CallLog>> {
-    let path = data_dir.join("calls.db");
     let started = gatehouse_telemetry::pipeline::now_ms();
-    let store = CallStore::open_sqlite(&path, format!("{node}/{started}"))
-        .await
-        .with_context(|| format!("opening the call log {}", path.display()))?;
+    let writer = format!("{node}/{started}");
+    let pg = store.filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"));
+    let store = match pg {
+        Some(url) => CallStore::open_postgres(url, writer)
+            .await
+            .context("opening the call log in PostgreSQL")?,
+        None => {
+            let path = data_dir.join("calls.db");
+            gatehouse_store::private::ensure_file(&path)
+                .with_context(|| format!("creating the call log {}", path.display()))?;
+            CallStore::open_sqlite(&path, writer)
+                .await
+                .with_context(|| format!("opening the call log {}", path.display()))?
+        }
+    };
+    tracing::info!(engine = store.engine(), "call log on");
     Ok(CallLog::start(store, queue))
 }
 

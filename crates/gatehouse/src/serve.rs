@@ -185,7 +185,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
     let call_log = if args.call_log {
         let node = node_id(&args.data_dir, args.config.is_none())?;
-        Some(crate::calls::open(&args.data_dir, node, args.call_log_queue as usize).await?)
+        Some(
+            crate::calls::open(
+                &args.data_dir,
+                args.store.as_deref(),
+                node,
+                args.call_log_queue as usize,
+            )
+            .await?,
+        )
     } else {
         None
     };

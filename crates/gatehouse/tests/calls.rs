@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use gatehouse_testkit::Gateway;
 use serde_json::{json, Value};
 
 fn config(up: &Upstream) -> String {
@@ -448,4 +449,84 @@ async fn a_full_queue_drops_and_counts_without_failing_requests() {
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["code"], "call_log_off");
     assert!(!off.path().join("calls.db").exists());
+}
+
+/// Two nodes on one PostgreSQL database: each writes its calls to the shared, day-partitioned
+/// tables, and either node's `/calls` and `/analytics` show both nodes' calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_shares_its_call_log_in_postgres() {
+    let db = gatehouse_testkit::backing::TestDb::create();
+    let url = db.url();
+    let up = Upstream::start("billing");
+    let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Gateway::start_in(&bin(), da.path(), &["--store", url.as_str()]);
+    std::fs::copy(da.path().join("keyring"), db_dir.path().join("keyring")).unwrap();
+    let b = Gateway::start_in(&bin(), db_dir.path(), &["--store", url.as_str()]);
+    a.admin_ok(
+        "POST",
+        "/services",
+        json!({"name": "billing", "url": up.url()}),
+    )
+    .await;
+    a.admin_ok(
+        "POST",
+        "/services/billing/routes",
+        json!({"name": "open", "paths": ["/open"]}),
+    )
+    .await;
+    for g in [&a, &b] {
+        for _ in 0..100 {
+            if get(&g.proxy, "/open/x").await.status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for _ in 0..5 {
+        assert_eq!(get(&a.proxy, "/open/a").await.status, 200);
+        assert_eq!(get(&b.proxy, "/open/b").await.status, 200);
+    }
+    let mut both = (0, 0);
+    for _ in 0..100 {
+        let v = b
+            .admin("GET", "/calls?route=open&size=1000", "")
+            .await
+            .json();
+        let data = v["data"].as_array().cloned().unwrap_or_default();
+        both = (
+            data.iter()
+                .filter(|c| c["request"]["path"] == "/open/a")
+                .count(),
+            data.iter()
+                .filter(|c| c["request"]["path"] == "/open/b")
+                .count(),
+        );
+        if both == (5, 5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(both, (5, 5), "node B's search shows node A's calls too");
+    assert!(
+        !da.path().join("calls.db").exists(),
+        "no local file on PostgreSQL"
+    );
+    let mut total = 0;
+    for _ in 0..50 {
+        let s = a
+            .admin("GET", "/analytics/series?resolution=hour&route=open", "")
+            .await
+            .json();
+        total = s["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap())
+            .sum::<u64>();
+        if total >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(total >= 10, "both nodes' rollups merged: {total}");
 }
