@@ -235,10 +235,11 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, env = "GATEHOUSE_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,
-    /// The call log: every request's record in `<data dir>/calls.db`, searchable at
-    /// `/calls` and charted at `/analytics` (`on` or `off`).
-    #[arg(long, env = "GATEHOUSE_CALL_LOG", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
-    pub call_log: bool,
+    /// The call log: every request's record in `<data dir>/calls.db` (or the PostgreSQL
+    /// store), searchable at `/calls` and charted at `/analytics`: `on`, `off`, or `auto`
+    /// (the default: on with a store, off in declarative mode, which writes no file).
+    #[arg(long, env = "GATEHOUSE_CALL_LOG", default_value = "auto", value_parser = ["on", "off", "auto"])]
+    pub call_log: String,
     /// Call-log records each proxy worker holds for the writer at most (collected every
     /// 100 ms); a request finding its worker's buffer full drops its record (counted in
     /// `/metrics`) rather than wait.
@@ -246,11 +247,15 @@ pub struct ServeArgs {
     pub call_log_queue: u32,
 }
 
-fn parse_on_off(s: &str) -> Result<bool, String> {
-    match s {
-        "on" | "true" | "1" => Ok(true),
-        "off" | "false" | "0" => Ok(false),
-        _ => Err(format!("`{s}` is not on or off")),
+impl ServeArgs {
+    /// Whether the call log is on (`auto`: when the node has a store, not a declarative
+    /// file).
+    pub fn call_log_on(&self) -> bool {
+        match self.call_log.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => self.config.is_none(),
+        }
     }
 }
 

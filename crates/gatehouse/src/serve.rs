@@ -183,7 +183,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .and_then(|c| c.admin_token_sha256.clone());
     let token_hash = admin_token(&*store, given_token.as_deref(), offline_token.as_deref()).await?;
 
-    let call_log = if args.call_log {
+    let call_log = if args.call_log_on() {
         let node = node_id(&args.data_dir, args.config.is_none())?;
         Some(
             crate::calls::open(

@@ -56,7 +56,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 async fn every_call_is_recorded_searchable_and_charted() {
     let up = Upstream::start("billing");
     let dir = tempfile::tempdir().unwrap();
-    let gw = start_with_config(dir.path(), &config(&up), &[]);
+    let gw = start_with_config(dir.path(), &config(&up), &["--call-log", "on"]);
     // 40 calls with latencies spread 0-39 ms; 5 by alice; 3 refused; 2 with no route.
     for i in 0..40 {
         let r = request(&gw.proxy, "GET", &format!("/open/sleep/{i}"), &[], "")
@@ -98,9 +98,18 @@ async fn every_call_is_recorded_searchable_and_charted() {
     }
     let all = wait_for(&gw, 50).await;
     assert_eq!(all.len(), 50);
-    // Newest first; the no-route call has no route, its error code and its method.
-    let newest = &all[0];
-    assert_eq!(newest["request_id"], last_rid);
+    // Newest first (by start time; calls of the same millisecond in any order); the
+    // no-route call has no route, its error code and its method.
+    let starts: Vec<u64> = all
+        .iter()
+        .map(|c| c["started_at"].as_u64().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] >= w[1]), "{starts:?}");
+    let newest = all
+        .iter()
+        .find(|c| c["request_id"] == last_rid.as_str())
+        .unwrap();
+    assert_eq!(newest["started_at"].as_u64(), starts.first().copied());
     assert_eq!(newest["route"], Value::Null);
     assert_eq!(newest["error"], "no_route");
     assert_eq!(newest["request"]["method"], "POST");
@@ -342,7 +351,7 @@ async fn every_call_is_recorded_searchable_and_charted() {
 async fn retention_deletes_old_calls_in_batches() {
     let up = Upstream::start("billing");
     let dir = tempfile::tempdir().unwrap();
-    let gw = start_with_config(dir.path(), &config(&up), &[]);
+    let gw = start_with_config(dir.path(), &config(&up), &["--call-log", "on"]);
     for _ in 0..3 {
         request(&gw.proxy, "GET", "/open/x", &[], "").await.unwrap();
     }
@@ -416,7 +425,11 @@ db.commit()
 async fn a_full_queue_drops_and_counts_without_failing_requests() {
     let up = Upstream::start("billing");
     let dir = tempfile::tempdir().unwrap();
-    let gw = start_with_config(dir.path(), &config(&up), &["--call-log-queue", "1"]);
+    let gw = start_with_config(
+        dir.path(),
+        &config(&up),
+        &["--call-log", "on", "--call-log-queue", "1"],
+    );
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let proxy = gw.proxy.clone();
