@@ -5,8 +5,8 @@
 # spread over 7 days — 20 services, 200 routes, 1,000 consumers, 2 % 5xx — with Python's
 # sqlite3 (indexes dropped while filling, then rebuilt with the gateway's own statements),
 # adds the rollup rows such traffic makes (one per minute × 50 active (service, route,
-# consumer), per hour × 400, per day × 2,000, each with a real latency sketch taken from the
-# gateway), restarts the gateway on it and times each query with curl (best of 3).
+# consumer), per hour × 400, per day × 2,000, and each bucket's totals row, each with a real
+# latency sketch taken from the gateway), restarts the gateway on it and times each query with curl (best of 3).
 #
 #   cargo build --release && bench/calls-10m.sh
 # Env: CALLS, BIN (default $CARGO_TARGET_DIR/release/gatehouse).
@@ -72,6 +72,9 @@ for res, ms, combos in (("m", 60000, 50), ("h", 3600000, 400), ("d", 86400000, 2
             r = c % 200
             rows.append((res, b, "bench/1", services[r % 20], routes[r], consumers[c % 1000], f"service-{r % 20}", f"route-{r}", "user",
                          100, 1, 2, 0, 12000, 0, 0, 0, sketch))
+        # The bucket's totals row (all-ones ids), as the gateway writes it.
+        all_ = b"\xff" * 16
+        rows.append((res, b, "bench/1", all_, all_, all_, None, None, None, 100 * combos, combos, 2 * combos, 0, 12000 * combos, 0, 0, 0, sketch))
 db.executemany("INSERT OR REPLACE INTO call_rollups (res, bucket, writer, service_id, route_id, consumer_id, service, route, consumer, requests, s4xx, s5xx, bytes_in, bytes_out, tokens_in, tokens_out, cost_micros, latency) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 db.commit()
 open(sys.argv[1] + ".ids", "w").write(f"{uuid.UUID(bytes=services[3])} {uuid.UUID(bytes=routes[17])} {uuid.UUID(bytes=consumers[5])}\n")

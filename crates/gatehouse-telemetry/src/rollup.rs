@@ -16,6 +16,11 @@ use uuid::Uuid;
 
 use crate::call::Call;
 
+/// The id in all three columns of a bucket's totals row: every call of the bucket, so a
+/// chart of the whole node or cluster reads one row per bucket and writer, not one per
+/// (service, route, consumer).
+pub const ALL: Uuid = Uuid::max();
+
 /// Sketch accuracy (relative error of a quantile).
 pub const ACCURACY: f64 = 0.01;
 
@@ -197,9 +202,10 @@ impl Rollups {
                 .and_then(|(_, n)| n.as_deref().map(str::to_string))
         };
         for res in Resolution::ALL {
+            let bucket = res.bucket(c.ts_ms);
             let key = Key {
                 res,
-                bucket: res.bucket(c.ts_ms),
+                bucket,
                 service: id(&c.service),
                 route: id(&c.route),
                 consumer: id(&c.consumer),
@@ -211,6 +217,14 @@ impl Rollups {
                 ..Agg::default()
             });
             agg.add(c);
+            let totals = Key {
+                res,
+                bucket,
+                service: ALL,
+                route: ALL,
+                consumer: ALL,
+            };
+            self.open.entry(totals).or_default().add(c);
         }
     }
 
@@ -286,14 +300,22 @@ mod tests {
         let rows = r.take_dirty(t0 + 120_000);
         let minutes: Vec<&(Key, Agg)> = rows
             .iter()
-            .filter(|(k, _)| k.res == Resolution::Minute)
+            .filter(|(k, _)| k.res == Resolution::Minute && k.route != ALL)
             .collect();
         assert_eq!(minutes.len(), 2);
         let hour = &rows
             .iter()
-            .find(|(k, _)| k.res == Resolution::Hour)
+            .find(|(k, _)| k.res == Resolution::Hour && k.route != ALL)
             .unwrap()
             .1;
+        // The totals row of the hour holds the same as its one route's row.
+        let total = &rows
+            .iter()
+            .find(|(k, _)| k.res == Resolution::Hour && k.route == ALL)
+            .unwrap()
+            .1;
+        assert_eq!(total.requests, hour.requests);
+        assert_eq!(total.quantile(0.99), hour.quantile(0.99));
         assert_eq!((hour.requests, hour.s5xx, hour.s4xx), (2000, 100, 1000));
         assert_eq!(hour.bytes_out, 200_000);
         // Merging the two minutes gives the hour's distribution: p50 ≈ 1000 ms, p99 ≈ 1980.

@@ -595,13 +595,15 @@ impl CallStore {
         rows.iter().map(call_of).collect()
     }
 
-    /// Rollup rows of a query, as (bucket, dims, agg).
+    /// Rollup rows of a query, as (bucket, dims, agg): with no filter and `totals`, the
+    /// buckets' totals rows; else the per-(service, route, consumer) rows the filter keeps.
     async fn rollup_rows(
         &self,
         res: Resolution,
         from: i64,
         to: i64,
         dims: &crate::query::Dims,
+        totals: bool,
     ) -> Result<Vec<(i64, [Uuid; 3], Agg)>> {
         let mut sql = String::from(
             "SELECT bucket, service_id, route_id, consumer_id, service, route, consumer, requests, s4xx, s5xx,
@@ -609,14 +611,23 @@ impl CallStore {
              FROM call_rollups WHERE res = ? AND bucket >= ? AND bucket < ?",
         );
         let mut binds = vec![Bind::S(res.code().to_string()), Bind::I(from), Bind::I(to)];
-        for (col, v) in [
-            ("service_id", dims.service),
-            ("route_id", dims.route),
-            ("consumer_id", dims.consumer),
-        ] {
-            if let Some(id) = v {
-                sql.push_str(&format!(" AND {col} = ?"));
-                binds.push(Bind::B(id.as_bytes().to_vec()));
+        let all = crate::rollup::ALL.as_bytes().to_vec();
+        if *dims == crate::query::Dims::default() && totals {
+            // The totals rows: one per bucket and writer.
+            sql.push_str(" AND service_id = ? AND route_id = ? AND consumer_id = ?");
+            binds.extend([Bind::B(all.clone()), Bind::B(all.clone()), Bind::B(all)]);
+        } else {
+            sql.push_str(" AND route_id <> ?");
+            binds.push(Bind::B(all));
+            for (col, v) in [
+                ("service_id", dims.service),
+                ("route_id", dims.route),
+                ("consumer_id", dims.consumer),
+            ] {
+                if let Some(id) = v {
+                    sql.push_str(&format!(" AND {col} = ?"));
+                    binds.push(Bind::B(id.as_bytes().to_vec()));
+                }
             }
         }
         let rows = self.fetch(&sql, binds).await?;
@@ -655,7 +666,7 @@ impl CallStore {
     /// A time series: one point per bucket that has calls, its sketches merged over every
     /// row (routes, consumers, nodes) the filter keeps.
     pub async fn timeseries(&self, q: &SeriesQuery) -> Result<Vec<Bucket>> {
-        let rows = self.rollup_rows(q.res, q.from, q.to, &q.dims).await?;
+        let rows = self.rollup_rows(q.res, q.from, q.to, &q.dims, true).await?;
         let mut by_bucket: std::collections::BTreeMap<i64, Agg> = std::collections::BTreeMap::new();
         for (bucket, _, agg) in rows {
             by_bucket.entry(bucket).or_default().merge(&agg);
@@ -669,7 +680,9 @@ impl CallStore {
     /// The top `n` services, routes or consumers of a range by requests (or, for
     /// `error_routes`, by 4xx + 5xx answers), with their latency percentiles.
     pub async fn top(&self, q: &TopQuery) -> Result<Vec<Top>> {
-        let rows = self.rollup_rows(q.res, q.from, q.to, &q.dims).await?;
+        let rows = self
+            .rollup_rows(q.res, q.from, q.to, &q.dims, false)
+            .await?;
         let idx = match q.by {
             TopBy::Services => 0,
             TopBy::Routes | TopBy::ErrorRoutes => 1,
@@ -708,7 +721,9 @@ impl CallStore {
 
     /// Each consumer's use of each service over a range.
     pub async fn usage(&self, q: &SeriesQuery) -> Result<Vec<Usage>> {
-        let rows = self.rollup_rows(q.res, q.from, q.to, &q.dims).await?;
+        let rows = self
+            .rollup_rows(q.res, q.from, q.to, &q.dims, false)
+            .await?;
         let mut groups: std::collections::BTreeMap<(Uuid, Uuid), Agg> =
             std::collections::BTreeMap::new();
         for (_, dims, agg) in rows {
