@@ -112,44 +112,28 @@ fn now_ms() -> i64 {
 #[allow(dead_code)]
 pub struct CallSearch {
     /// From (Unix ms or RFC 3339; default: 24 h before `to`).
-    #[param(
-        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-    )]
     from: Option<String>,
     /// To, exclusive (Unix ms or RFC 3339; default: now).
-    #[param(
-        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-    )]
     to: Option<String>,
     /// Service id or name.
-    #[param(min_length = 1, max_length = 256)]
     service: Option<String>,
     /// Route id or name.
-    #[param(min_length = 1, max_length = 256)]
     route: Option<String>,
     /// Consumer id or username.
-    #[param(min_length = 1, max_length = 256)]
     consumer: Option<String>,
     /// A status (`404`) or a class (`2xx`, `4xx`, `5xx`).
-    #[param(pattern = "^([1-5]xx|[1-5]XX|[1-5][0-9]{2})$")]
     status: Option<String>,
     /// Only calls that took at least this long (ms).
-    #[param(minimum = 0, maximum = 999999999)]
-    min_latency_ms: Option<f64>,
+    min_latency_ms: Option<String>,
     /// One request id.
-    #[param(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1F\x7F]+$")]
     request_id: Option<String>,
     /// Method (`GET`…).
-    #[param(min_length = 1, max_length = 32, pattern = r"^[^\x00-\x1F\x7F]+$")]
     method: Option<String>,
     /// Text the path contains.
-    #[param(min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F]+$")]
     q: Option<String>,
     /// Page size (1-1000, default 50).
-    #[param(minimum = 1, maximum = 1000)]
-    size: Option<u32>,
+    size: Option<String>,
     /// Where to continue: the previous page's `next`.
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     cursor: Option<String>,
 }
 
@@ -212,52 +196,28 @@ pub async fn get_call(State(s): St, Path(request_id): Path<String>) -> ApiResult
     Ok(Json(v))
 }
 
-/// An export's format.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum ExportFormat {
-    /// JSON lines.
-    Jsonl,
-    /// CSV with a header row.
-    Csv,
-}
-
 /// Parameters of an export: the search's, and the format.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct CallExport {
     /// `jsonl` (default) or `csv`.
-    #[param(inline)]
-    format: Option<ExportFormat>,
+    format: Option<String>,
     /// From (Unix ms or RFC 3339).
-    #[param(
-        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-    )]
     from: Option<String>,
     /// To, exclusive.
-    #[param(
-        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-    )]
     to: Option<String>,
     /// Service id or name.
-    #[param(min_length = 1, max_length = 256)]
     service: Option<String>,
     /// Route id or name.
-    #[param(min_length = 1, max_length = 256)]
     route: Option<String>,
     /// Consumer id or username.
-    #[param(min_length = 1, max_length = 256)]
     consumer: Option<String>,
     /// A status or a class.
-    #[param(pattern = "^([1-5]xx|[1-5]XX|[1-5][0-9]{2})$")]
     status: Option<String>,
     /// Only calls that took at least this long (ms).
-    #[param(minimum = 0, maximum = 999999999)]
-    min_latency_ms: Option<f64>,
+    min_latency_ms: Option<String>,
     /// Text the path contains.
-    #[param(min_length = 1, max_length = 512, pattern = r"^[^\x00-\x1F\x7F]+$")]
     q: Option<String>,
 }
 
@@ -389,46 +349,23 @@ pub async fn export(
     Ok(resp)
 }
 
-/// A rollup resolution.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum ResolutionParam {
-    /// Minutes.
-    Minute,
-    /// Hours.
-    Hour,
-    /// Days (UTC).
-    Day,
-}
-
 /// Parameters of the analytics queries.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct AnalyticsParams {
     /// From (Unix ms or RFC 3339; default: 24 h before `to`).
-    #[param(
-        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-    )]
     from: Option<String>,
     /// To, exclusive (default: now).
-    #[param(
-        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-    )]
     to: Option<String>,
     /// `minute`, `hour` or `day` (default: the finest that keeps the series within 360
     /// points).
-    #[param(inline)]
-    resolution: Option<ResolutionParam>,
+    resolution: Option<String>,
     /// Service id or name.
-    #[param(min_length = 1, max_length = 256)]
     service: Option<String>,
     /// Route id or name.
-    #[param(min_length = 1, max_length = 256)]
     route: Option<String>,
     /// Consumer id or username.
-    #[param(min_length = 1, max_length = 256)]
     consumer: Option<String>,
 }
 
@@ -465,28 +402,12 @@ pub async fn series(
 ) -> ApiResult<Json<Value>> {
     let log = log(&s)?;
     let d = dims(&s, &p)?;
-    let q = query::series(&p, now_ms(), d, &[]).map_err(bad_param)?;
+    let q = query::series(&p, now_ms(), d).map_err(bad_param)?;
     let points = log.store().timeseries(&q).await.map_err(store_error)?;
     Ok(Json(json!({
-        "resolution": match q.res { gatehouse_telemetry::rollup::Resolution::Minute => "minute",
-            gatehouse_telemetry::rollup::Resolution::Hour => "hour", gatehouse_telemetry::rollup::Resolution::Day => "day" },
+        "resolution": q.res.name(),
         "from": q.from, "to": q.to, "points": points,
     })))
-}
-
-/// What a top-N list ranks.
-#[derive(ToSchema)]
-#[schema(rename_all = "kebab-case")]
-#[allow(dead_code)]
-pub enum TopByParam {
-    /// Services by calls.
-    Services,
-    /// Routes by calls.
-    Routes,
-    /// Consumers by calls.
-    Consumers,
-    /// Routes by 4xx + 5xx answers.
-    ErrorRoutes,
 }
 
 /// Parameters of a top-N list.
@@ -495,36 +416,25 @@ pub enum TopByParam {
 #[allow(dead_code)]
 pub struct TopParams {
     /// How many (1-100, default 10).
-    #[param(minimum = 1, maximum = 100)]
-    n: Option<u32>,
+    n: Option<String>,
     /// From (Unix ms or RFC 3339; default: 24 h before `to`).
-    #[param(
-        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-    )]
     from: Option<String>,
     /// To, exclusive (default: now).
-    #[param(
-        pattern = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
-    )]
     to: Option<String>,
     /// Rollups read (`minute`, `hour`, `day`; default by the range).
-    #[param(inline)]
-    resolution: Option<ResolutionParam>,
+    resolution: Option<String>,
     /// Only this service's calls.
-    #[param(min_length = 1, max_length = 256)]
     service: Option<String>,
     /// Only this route's calls.
-    #[param(min_length = 1, max_length = 256)]
     route: Option<String>,
     /// Only this consumer's calls.
-    #[param(min_length = 1, max_length = 256)]
     consumer: Option<String>,
 }
 
 /// The top services, routes or consumers by calls, or the routes with the most 4xx + 5xx
 /// answers (`error-routes`), with their latency percentiles.
 #[utoipa::path(get, path = "/analytics/top/{by}", tag = "calls",
-    params(("by" = inline(TopByParam), Path, description = "`services`, `routes`, `consumers` or `error-routes`"), TopParams),
+    params(("by" = String, Path, description = "`services`, `routes`, `consumers` or `error-routes`"), TopParams),
     responses((status = 200, description = "`{by, data: [{id, name, requests, errors_4xx, errors_5xx, latency_ms, …}]}`", body = Object),
         (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn top(
@@ -538,12 +448,12 @@ pub async fn top(
     let n = match p.remove("n") {
         None => 10,
         Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => return Err(malformed("n", "must be 1-100")),
+            Ok(n) if (1..=query::MAX_TOP).contains(&n) => n,
+            _ => return Err(malformed("n", &format!("must be 1-{}", query::MAX_TOP))),
         },
     };
     let d = dims(&s, &p)?;
-    let q = query::series(&p, now_ms(), d, &[]).map_err(bad_param)?;
+    let q = query::series(&p, now_ms(), d).map_err(bad_param)?;
     let data = log
         .store()
         .top(&TopQuery {
@@ -572,7 +482,7 @@ pub async fn usage(
 ) -> ApiResult<Json<Value>> {
     let log = log(&s)?;
     let d = dims(&s, &p)?;
-    let q = query::series(&p, now_ms(), d, &[]).map_err(bad_param)?;
+    let q = query::series(&p, now_ms(), d).map_err(bad_param)?;
     let data = log.store().usage(&q).await.map_err(store_error)?;
     Ok(Json(json!({"from": q.from, "to": q.to, "data": data})))
 }

@@ -319,9 +319,14 @@ fn params(path: &str, op: &mut Value, method: &str) {
             (Some("query"), Some("offset")) => {
                 json!({"type": "string", "pattern": "^[0-9]{1,15}$"})
             }
-            // The call log's parameters are stated where they are declared.
-            (Some("query"), _) if path.starts_with("/calls") || path.starts_with("/analytics") => {
-                continue
+            // The call log's parameters, from the limits its parser applies.
+            (Some(_), Some(name))
+                if path.starts_with("/calls") || path.starts_with("/analytics") =>
+            {
+                match call_log_param(name) {
+                    Some(s) => s,
+                    None => continue,
+                }
             }
             (Some("query"), Some("format")) => {
                 json!({"type": "string", "enum": ["yaml", "yml", "json"]})
@@ -343,6 +348,35 @@ fn params(path: &str, op: &mut Value, method: &str) {
         };
         p["schema"] = schema;
     }
+}
+
+/// The schema of a call-log search or analytics parameter (`gatehouse_telemetry::query`
+/// checks the same).
+fn call_log_param(name: &str) -> Option<Value> {
+    use gatehouse_telemetry::query as q;
+    let text = |max: usize| json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": q::TEXT_PATTERN});
+    Some(match name {
+        "from" | "to" => json!({"type": "string", "pattern": q::TIME_PATTERN}),
+        "service" | "route" | "consumer" => {
+            json!({"type": "string", "minLength": 1, "maxLength": q::MAX_REF})
+        }
+        "status" => json!({"type": "string", "pattern": q::STATUS_PATTERN}),
+        "min_latency_ms" => {
+            json!({"type": "number", "minimum": 0, "exclusiveMaximum": q::MAX_LATENCY_MS})
+        }
+        "request_id" => text(q::MAX_REQUEST_ID),
+        "method" => text(q::MAX_METHOD),
+        "q" => text(q::MAX_Q),
+        "size" => json!({"type": "integer", "minimum": 1, "maximum": q::MAX_PAGE}),
+        "cursor" => json!({"type": "string", "pattern": q::CURSOR_PATTERN}),
+        "format" => json!({"type": "string", "enum": ["jsonl", "csv"]}),
+        "resolution" => json!({"type": "string", "enum": ["minute", "hour", "day"]}),
+        "n" => json!({"type": "integer", "minimum": 1, "maximum": q::MAX_TOP}),
+        "by" => {
+            json!({"type": "string", "enum": ["services", "routes", "consumers", "error-routes"]})
+        }
+        _ => return None,
+    })
 }
 
 /// Request bodies: JSON; PATCH takes a merge patch; `/config` takes YAML too; key-auth keys

@@ -39,6 +39,19 @@ fn rule(param: &str, message: impl Into<String>) -> BadParam {
     }
 }
 
+/// Longest service, route or consumer reference (characters).
+pub const MAX_REF: usize = 256;
+/// Longest `request_id` (characters).
+pub const MAX_REQUEST_ID: usize = 200;
+/// Longest `method`.
+pub const MAX_METHOD: usize = 32;
+/// Longest `q`.
+pub const MAX_Q: usize = 512;
+/// Most entries of a top-N list.
+pub const MAX_TOP: usize = 100;
+/// `min_latency_ms` is below this.
+pub const MAX_LATENCY_MS: f64 = 1e9;
+
 /// The documented form of a time parameter (what the OpenAPI document's pattern says).
 pub const TIME_PATTERN: &str = r"^([0-9]{1,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$";
 /// The documented form of a status filter.
@@ -213,7 +226,7 @@ fn rfc3339_ms(s: &str) -> Option<i64> {
 /// A service, route or consumer parameter.
 pub fn one_ref(param: &str, v: &str) -> Result<Ref, BadParam> {
     // Characters, as JSON Schema's maxLength counts.
-    if v.is_empty() || v.chars().count() > 256 {
+    if v.is_empty() || v.chars().count() > MAX_REF {
         return Err(bad(param, "must be an id or a name of 1-256 characters"));
     }
     Ok(match Uuid::parse_str(v) {
@@ -288,7 +301,7 @@ pub fn filter(params: &HashMap<String, String>, now_ms: i64) -> Result<Filter, B
     let min_latency_ms = match get("min_latency_ms") {
         None => None,
         Some(v) => match v.parse::<f64>() {
-            Ok(n) if (0.0..1e9).contains(&n) => Some(n),
+            Ok(n) if (0.0..MAX_LATENCY_MS).contains(&n) => Some(n),
             _ => {
                 return Err(bad(
                     "min_latency_ms",
@@ -324,9 +337,9 @@ pub fn filter(params: &HashMap<String, String>, now_ms: i64) -> Result<Filter, B
             .transpose()?,
         status: get("status").map(status_range).transpose()?,
         min_latency_ms,
-        request_id: text("request_id", 200)?,
-        method: text("method", 32)?.map(|m| m.to_ascii_uppercase()),
-        q: text("q", 512)?,
+        request_id: text("request_id", MAX_REQUEST_ID)?,
+        method: text("method", MAX_METHOD)?.map(|m| m.to_ascii_uppercase()),
+        q: text("q", MAX_Q)?,
         size,
         cursor: match get("cursor") {
             None => None,
@@ -396,14 +409,12 @@ pub fn series(
     params: &HashMap<String, String>,
     now_ms: i64,
     dims: Dims,
-    allowed: &[&str],
 ) -> Result<SeriesQuery, BadParam> {
     for k in params.keys() {
         if !matches!(
             k.as_str(),
             "from" | "to" | "resolution" | "service" | "route" | "consumer"
-        ) && !allowed.contains(&k.as_str())
-        {
+        ) {
             return Err(bad(k, "is not a parameter of this query"));
         }
     }
@@ -689,7 +700,6 @@ mod tests {
             &params(&[("from", "0"), ("to", &(day / 2).to_string())]),
             0,
             Dims::default(),
-            &[],
         )
         .unwrap();
         assert_eq!(q.res, Resolution::Hour);
@@ -697,7 +707,6 @@ mod tests {
             &params(&[("from", "0"), ("to", "3600000")]),
             0,
             Dims::default(),
-            &[],
         )
         .unwrap();
         assert_eq!(q.res, Resolution::Minute);
@@ -709,7 +718,6 @@ mod tests {
             ]),
             0,
             Dims::default(),
-            &[],
         )
         .unwrap_err();
         assert_eq!(e.param, "resolution");

@@ -68,14 +68,18 @@ impl Resolution {
         ts_ms - ts_ms.rem_euclid(self.millis())
     }
 
+    /// The API's word (`minute`, `hour`, `day`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Resolution::Minute => "minute",
+            Resolution::Hour => "hour",
+            Resolution::Day => "day",
+        }
+    }
+
     /// From the API's word.
     pub fn parse(s: &str) -> Option<Resolution> {
-        match s {
-            "minute" => Some(Resolution::Minute),
-            "hour" => Some(Resolution::Hour),
-            "day" => Some(Resolution::Day),
-            _ => None,
-        }
+        Resolution::ALL.into_iter().find(|r| r.name() == s)
     }
 }
 
