@@ -103,21 +103,7 @@ pub fn count_answer(answer: &Value) -> u64 {
         .into_iter()
         .flatten()
     {
-        let m = &c["message"];
-        for k in ["content", "reasoning_content"] {
-            if let Some(s) = m.get(k).and_then(Value::as_str) {
-                text.push_str(s);
-            }
-        }
-        for call in m
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            push_str(&mut text, call.pointer("/function/name"));
-            push_str(&mut text, call.pointer("/function/arguments"));
-        }
+        push_openai(&mut text, &c["message"]);
     }
     for b in answer
         .get("content")
@@ -149,17 +135,7 @@ pub fn count_stream(events: &[u8]) -> u64 {
             continue;
         };
         if let Some(d) = v.pointer("/choices/0/delta") {
-            push_str(&mut text, d.get("content"));
-            push_str(&mut text, d.get("reasoning_content"));
-            for call in d
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                push_str(&mut text, call.pointer("/function/name"));
-                push_str(&mut text, call.pointer("/function/arguments"));
-            }
+            push_openai(&mut text, d);
         }
         if let Some(d) = v.get("delta") {
             for k in ["text", "partial_json", "thinking"] {
@@ -169,6 +145,21 @@ pub fn count_stream(events: &[u8]) -> u64 {
         push_str(&mut text, v.pointer("/content_block/name"));
     }
     count(&text)
+}
+
+/// The generated text of an OpenAI message or stream delta: content, reasoning, tool calls.
+fn push_openai(text: &mut String, m: &Value) {
+    push_str(text, m.get("content"));
+    push_str(text, m.get("reasoning_content"));
+    for call in m
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        push_str(text, call.pointer("/function/name"));
+        push_str(text, call.pointer("/function/arguments"));
+    }
 }
 
 fn push_str(text: &mut String, v: Option<&Value>) {

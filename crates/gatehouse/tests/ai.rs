@@ -78,23 +78,6 @@ services:
     )
 }
 
-fn python(script: &str, args: &[&str]) -> Value {
-    let out = std::process::Command::new(test_python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or("null"))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
 const OPENAI_SDK: &str = r#"
 import json, sys, openai
 c = openai.OpenAI(base_url=sys.argv[1], api_key="anything", max_retries=0)

@@ -11,23 +11,6 @@ use gatehouse_testkit::llm::cloud::{AWS_KEY_ID, AWS_SECRET, SIGNATURE};
 use gatehouse_testkit::llm::MockLlm;
 use serde_json::{json, Value};
 
-fn python(script: &str, args: &[&str]) -> Value {
-    let out = std::process::Command::new(test_python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or("null"))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
 /// A service account key file (a fresh RSA key, made with `openssl`) whose token endpoint
 /// is the mock's; the mock learns the public key.
 fn service_account(mock: &MockLlm, dir: &std::path::Path) -> std::path::PathBuf {

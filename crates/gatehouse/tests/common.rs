@@ -65,3 +65,22 @@ pub fn test_node_dir() -> PathBuf {
     );
     p
 }
+
+/// Runs a Python script with the test virtualenv's interpreter and reads the JSON its last
+/// line of output prints.
+pub fn python(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(test_python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("null"))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}

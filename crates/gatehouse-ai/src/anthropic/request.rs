@@ -3,6 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use super::DEFAULT_MAX_TOKENS;
+use crate::chat::Choice;
 use crate::openai::BadRequest;
 
 /// Translates an OpenAI Chat Completions request into an Anthropic Messages request for
@@ -44,10 +45,10 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
                 if !m.get("content").is_none_or(Value::is_null) {
                     blocks.extend(content_blocks(m.get("content"), &at("content"))?);
                 }
-                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-                    for (j, c) in calls.iter().enumerate() {
-                        blocks.push(tool_use_block(c, &at(&format!("tool_calls[{j}]")))?);
-                    }
+                for c in crate::chat::tool_calls(m, &format!("messages[{i}]"))? {
+                    blocks.push(
+                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args}),
+                    );
                 }
                 push_message(&mut out, "assistant", blocks);
             }
@@ -102,49 +103,25 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
     if crate::openai::is_stream(body) {
         req.insert("stream".into(), Value::Bool(true));
     }
-    if let Some(tools) = body.get("tools").and_then(Value::as_array) {
-        let mut list = Vec::new();
-        for (j, t) in tools.iter().enumerate() {
-            let f = t
-                .get("function")
-                .ok_or_else(|| BadRequest::new(format!("tools[{j}].function"), "is required"))?;
-            let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
-                BadRequest::new(format!("tools[{j}].function.name"), "is required")
-            })?;
-            let mut tool = json!({
-                "name": name,
-                "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            });
-            if let Some(d) = f.get("description").and_then(Value::as_str) {
+    let tools: Vec<Value> = crate::chat::tool_defs(body)?
+        .into_iter()
+        .map(|t| {
+            let mut tool = json!({"name": t.name, "input_schema": t.parameters});
+            if let Some(d) = t.description {
                 tool["description"] = json!(d);
             }
-            list.push(tool);
-        }
-        if !list.is_empty() {
-            req.insert("tools".into(), Value::Array(list));
-        }
+            tool
+        })
+        .collect();
+    if !tools.is_empty() {
+        req.insert("tools".into(), Value::Array(tools));
     }
-    let mut choice = match body.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(match s.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "none" => json!({"type": "none"}),
-            "required" => json!({"type": "any"}),
-            other => {
-                return Err(BadRequest::new(
-                    "tool_choice",
-                    format!("`{other}` is not one of auto, none, required"),
-                ))
-            }
-        }),
-        Some(v) => {
-            let name = v
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| BadRequest::new("tool_choice.function.name", "is required"))?;
-            Some(json!({"type": "tool", "name": name}))
-        }
-    };
+    let mut choice = crate::chat::tool_choice(body)?.map(|c| match c {
+        Choice::Auto => json!({"type": "auto"}),
+        Choice::None => json!({"type": "none"}),
+        Choice::Required => json!({"type": "any"}),
+        Choice::Named(name) => json!({"type": "tool", "name": name}),
+    });
     if body.get("parallel_tool_calls") == Some(&Value::Bool(false)) && req.contains_key("tools") {
         let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
         if c["type"] != "none" {
@@ -159,18 +136,7 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
     if let Some(u) = body.get("user").and_then(Value::as_str) {
         req.insert("metadata".into(), json!({"user_id": u}));
     }
-    if let Some(effort) = body.get("reasoning_effort").and_then(Value::as_str) {
-        let budget: u64 = match effort {
-            "minimal" | "low" => 1_024,
-            "medium" => 4_096,
-            "high" => 16_384,
-            other => {
-                return Err(BadRequest::new(
-                    "reasoning_effort",
-                    format!("`{other}` is not one of minimal, low, medium, high"),
-                ))
-            }
-        };
+    if let Some(budget) = crate::chat::thinking_budget(body)? {
         req.insert(
             "thinking".into(),
             json!({"type": "enabled", "budget_tokens": budget}),
@@ -252,43 +218,12 @@ fn content_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>, BadRe
 }
 
 fn image_block(url: &str, at: &str) -> Result<Value, BadRequest> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| BadRequest::new(at, "a data URL needs a `,`"))?;
-        let media_type = meta
-            .strip_suffix(";base64")
-            .ok_or_else(|| BadRequest::new(at, "a data URL must be base64"))?;
-        return Ok(
-            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}),
-        );
-    }
-    if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
-    }
-    Err(BadRequest::new(at, "must be an http(s) or data URL"))
-}
-
-fn tool_use_block(call: &Value, at: &str) -> Result<Value, BadRequest> {
-    let id = call
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| BadRequest::new(format!("{at}.id"), "is required"))?;
-    let name = call
-        .pointer("/function/name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| BadRequest::new(format!("{at}.function.name"), "is required"))?;
-    let args = call
-        .pointer("/function/arguments")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let input: Value = if args.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(args)
-            .map_err(|_| BadRequest::new(format!("{at}.function.arguments"), "is not valid JSON"))?
-    };
-    Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+    Ok(match crate::chat::data_url(url, at)? {
+        Some((media_type, data)) => {
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+        }
+        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+    })
 }
 
 /// OpenAI's JSON mode, said as an instruction (Anthropic has no such switch).
