@@ -43,7 +43,7 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
             }
             "user" => {
                 let blocks = user_blocks(m.get("content"), &format!("{at}.content"))?;
-                push(&mut out, "user", blocks);
+                crate::chat::push_turn(&mut out, "user", "content", blocks);
             }
             "assistant" => {
                 let mut blocks = Vec::new();
@@ -66,7 +66,7 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
                         json!({"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.args}}),
                     );
                 }
-                push(&mut out, "assistant", blocks);
+                crate::chat::push_turn(&mut out, "assistant", "content", blocks);
             }
             "tool" | "function" => {
                 let id = m
@@ -78,9 +78,10 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
                     Ok(v @ Value::Object(_)) => json!([{"json": v}]),
                     _ => json!([{"text": text}]),
                 };
-                push(
+                crate::chat::push_turn(
                     &mut out,
                     "user",
+                    "content",
                     vec![json!({"toolResult": {"toolUseId": id, "content": content}})],
                 );
             }
@@ -207,21 +208,6 @@ fn user_blocks(content: Option<&Value>, at: &str) -> Result<Vec<Value>, BadReque
         });
     }
     Ok(out)
-}
-
-/// Appends blocks to the last message when it has the same role (Converse wants the roles
-/// to alternate).
-fn push(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = out.last_mut().filter(|m| m["role"] == role) {
-        if let Some(Value::Array(c)) = last.get_mut("content") {
-            c.extend(blocks);
-            return;
-        }
-    }
-    out.push(json!({"role": role, "content": blocks}));
 }
 
 /// OpenAI's finish reason for Converse's stop reason.

@@ -224,6 +224,25 @@ pub(crate) fn tool_choice(body: &Value) -> Result<Option<Choice<'_>>, BadRequest
     }
 }
 
+/// Appends `items` to the last turn of `turns` when it has the same role, else starts a
+/// turn `{"role": role, <field>: items}`: Anthropic, Gemini and Bedrock want the roles to
+/// alternate where OpenAI allows runs (several tool results in a row).
+pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, field: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut().filter(|m| m["role"] == role) {
+        if let Some(Value::Array(c)) = last.get_mut(field) {
+            c.extend(items);
+            return;
+        }
+    }
+    let mut turn = serde_json::Map::new();
+    turn.insert("role".into(), Value::String(role.to_string()));
+    turn.insert(field.into(), Value::Array(items));
+    turns.push(Value::Object(turn));
+}
+
 /// The request's stop sequences.
 pub(crate) fn stops(body: &Value) -> Vec<Value> {
     match body.get("stop") {

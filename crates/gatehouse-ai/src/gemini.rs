@@ -41,7 +41,7 @@ pub fn request_from_openai(body: &Value) -> Result<Value, BadRequest> {
             }
             "user" => {
                 let parts = user_parts(m.get("content"), &format!("{at}.content"))?;
-                push(&mut contents, "user", parts);
+                crate::chat::push_turn(&mut contents, "user", "parts", parts);
             }
             "assistant" => {
                 let mut parts = Vec::new();
@@ -64,7 +64,7 @@ pub fn request_from_openai(body: &Value) -> Result<Value, BadRequest> {
                     }
                     parts.push(part);
                 }
-                push(&mut contents, "model", parts);
+                crate::chat::push_turn(&mut contents, "model", "parts", parts);
             }
             "tool" | "function" => {
                 let id = m
@@ -87,9 +87,10 @@ pub fn request_from_openai(body: &Value) -> Result<Value, BadRequest> {
                     Ok(Value::Object(o)) => Value::Object(o),
                     _ => json!({"content": text}),
                 };
-                push(
+                crate::chat::push_turn(
                     &mut contents,
                     "user",
+                    "parts",
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 );
             }
@@ -208,21 +209,6 @@ fn user_parts(content: Option<&Value>, at: &str) -> Result<Vec<Value>, BadReques
         });
     }
     Ok(out)
-}
-
-/// Appends parts to the last content when it has the same role (several tool results in
-/// a row make one turn).
-fn push(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut().filter(|c| c["role"] == role) {
-        if let Some(Value::Array(p)) = last.get_mut("parts") {
-            p.extend(parts);
-            return;
-        }
-    }
-    contents.push(json!({"role": role, "parts": parts}));
 }
 
 /// OpenAI's finish reason for Gemini's.

@@ -35,7 +35,7 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
             }
             "user" => {
                 let blocks = content_blocks(m.get("content"), &at("content"))?;
-                push_message(&mut out, "user", blocks);
+                crate::chat::push_turn(&mut out, "user", "content", blocks);
             }
             "assistant" => {
                 let mut blocks = Vec::new();
@@ -50,7 +50,7 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
                         json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args}),
                     );
                 }
-                push_message(&mut out, "assistant", blocks);
+                crate::chat::push_turn(&mut out, "assistant", "content", blocks);
             }
             "tool" => {
                 let id = m
@@ -59,7 +59,7 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
                     .ok_or_else(|| BadRequest::new(at("tool_call_id"), "is required"))?;
                 let content = content_blocks(m.get("content"), &at("content"))?;
                 let block = json!({"type": "tool_result", "tool_use_id": id, "content": content});
-                push_message(&mut out, "user", vec![block]);
+                crate::chat::push_turn(&mut out, "user", "content", vec![block]);
             }
             other => {
                 return Err(BadRequest::new(
@@ -148,21 +148,6 @@ pub fn request_from_openai(body: &Value, model: &str) -> Result<Value, BadReques
         req.remove("temperature");
     }
     Ok(Value::Object(req))
-}
-
-/// Appends blocks to the last message when it has the same role (Anthropic wants the
-/// roles to alternate; OpenAI allows runs, e.g. several tool results in a row).
-fn push_message(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = out.last_mut().filter(|m| m["role"] == role) {
-        if let Some(Value::Array(c)) = last.get_mut("content") {
-            c.extend(blocks);
-            return;
-        }
-    }
-    out.push(json!({"role": role, "content": blocks}));
 }
 
 /// OpenAI message content (a string or an array of parts) as Anthropic content blocks.
